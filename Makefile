@@ -1,0 +1,53 @@
+# Soundalike — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+CLI := $(VENV)/bin/soundalike
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast lint migrate bench backup restore notebooks clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0   # the CPU wheel on disk; must precede everything else
+	$(PIP) install -q --no-deps tinysoundfont==0.3.7   # its pyaudio dependency needs PortAudio headers
+	$(PIP) install -q -e '.[dev,notebooks]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install everything
+
+run: $(STAMP) ## serve the API on 127.0.0.1:8000 (embedded PostgreSQL unless SOUNDALIKE_DATABASE_URL is set)
+	$(CLI) serve
+
+test: $(STAMP) ## run the whole suite (slow tests included) against a throw-away embedded PostgreSQL
+	$(PY) -m pytest -m "slow or not slow" -q
+
+test-fast: $(STAMP) ## run the suite without the slow tests
+	$(PY) -m pytest -q
+
+lint: $(STAMP) ## ruff check + format check
+	$(VENV)/bin/ruff check service indexing migrations tests benchmarks
+	$(VENV)/bin/ruff format --check service indexing migrations tests benchmarks
+
+migrate: $(STAMP) ## apply migrations up to head
+	$(CLI) db upgrade
+
+bench: $(STAMP) ## run every benchmark in benchmarks/ (writes benchmarks/results/)
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+backup: $(STAMP) ## dump the database: make backup FILE=var/backup.dump
+	$(CLI) backup $(or $(FILE),var/backups/soundalike-$$(date +%Y%m%d-%H%M%S).dump)
+
+restore: $(STAMP) ## restore a dump: make restore FILE=var/backup.dump
+	@test -n "$(FILE)" || { echo "usage: make restore FILE=path/to/dump"; exit 2; }
+	$(CLI) restore $(FILE)
+
+clean: ## remove the virtualenv and local data (var/)
+	rm -rf $(VENV) var
