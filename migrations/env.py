@@ -1,0 +1,41 @@
+"""Alembic environment (async, psycopg 3). Driven by ``service.db.migrate``; the URL arrives in
+``config.attributes["url"]`` (the migration-owner role), the application role in ``["app_role"]``."""
+
+import asyncio
+
+from alembic import context
+from sqlalchemy import pool
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from service.db.migration_support import include_object
+from service.db.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def run_migrations(connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        include_object=include_object,
+        compare_type=True,
+        transaction_per_migration=False,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def run_async() -> None:
+    engine = create_async_engine(config.attributes["url"], poolclass=pool.NullPool)
+    async with engine.connect() as connection:
+        await connection.run_sync(run_migrations)
+    await engine.dispose()
+
+
+if context.is_offline_mode():
+    context.configure(url=config.attributes["url"], target_metadata=target_metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    asyncio.run(run_async())

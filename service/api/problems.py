@@ -1,0 +1,79 @@
+"""Errors as RFC 9457 problem details (``application/problem+json``); validation errors name the field."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+from service.errors import DatabaseError
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+
+class FieldError(msgspec.Struct):
+    field: str | None
+    message: str | None
+    source: str | None = None
+
+
+class Problem(msgspec.Struct):
+    """RFC 9457 problem details, as every error response is shaped."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+def problem(
+    status: int,
+    detail: str,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = errors
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _field_errors(extra: Any) -> list[dict[str, Any]] | None:
+    if not isinstance(extra, list):
+        return None
+    errors = []
+    for item in extra:
+        if isinstance(item, dict):
+            errors.append({"field": item.get("key"), "message": item.get("message"), "source": item.get("source")})
+    return errors or None
+
+
+def http_exception_handler(request: Request, exc: HTTPException) -> Response:
+    return problem(exc.status_code, exc.detail, _field_errors(exc.extra), headers=exc.headers)
+
+
+def database_error_handler(request: Request, exc: DatabaseError) -> Response:
+    return problem(503, str(exc))
+
+
+def unexpected_error_handler(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem(500, "internal error; the server log has the details")
+
+
+EXCEPTION_HANDLERS = {
+    HTTPException: http_exception_handler,
+    DatabaseError: database_error_handler,
+    Exception: unexpected_error_handler,
+}

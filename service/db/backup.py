@@ -1,0 +1,84 @@
+"""Backup and restore with ``pg_dump``/``pg_restore`` (custom format) from the bundled PostgreSQL 18 binaries.
+
+A dump holds schema, rows, grants and indexes (the HNSW index is rebuilt on restore). Restore runs in a single
+transaction as the migration owner and replaces the objects it contains (``--clean --if-exists``): either the
+whole dump lands or nothing changes. The ``vector`` extension is provisioning's, so restore skips its entries
+and requires it to exist already.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from service.db import urls
+from service.db.embedded import PG_BIN
+from service.errors import DatabaseError, SoundalikeError
+
+EXTENSION_ENTRY_MARKERS = (" EXTENSION - ", " COMMENT - EXTENSION ")
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    path: Path
+    bytes: int
+
+
+def backup(migration_url: str, path: Path) -> BackupInfo:
+    """Dump the database to ``path`` atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        _run("pg_dump", "--format=custom", "--file", tmp_name, "--dbname", _libpq(migration_url))
+        with open(tmp_name, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return BackupInfo(path=path, bytes=path.stat().st_size)
+
+
+def restore(migration_url: str, path: Path) -> None:
+    """Restore a dump made by :func:`backup` into the configured database, all or nothing."""
+    path = Path(path)
+    if not path.is_file():
+        raise SoundalikeError(f"no backup file at {path}")
+    _require_pgvector(migration_url)
+    entries = _run("pg_restore", "--list", str(path)).stdout
+    kept = [line for line in entries.splitlines() if not any(m in line for m in EXTENSION_ENTRY_MARKERS)]
+    with tempfile.NamedTemporaryFile("w", suffix=".list") as listing:
+        listing.write("\n".join(kept) + "\n")
+        listing.flush()
+        _run(
+            "pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction", "--exit-on-error",
+            "--use-list", listing.name, "--dbname", _libpq(migration_url), str(path),
+        )  # fmt: skip
+
+
+def _require_pgvector(migration_url: str) -> None:
+    with psycopg.connect(_libpq(migration_url)) as conn:
+        if not conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone():
+            raise DatabaseError(
+                "the target database has no pgvector: provision it first (`soundalike db provision`, or "
+                "`CREATE EXTENSION vector;` as a superuser)"
+            )
+
+
+def _libpq(url: str) -> str:
+    return urls.libpq_url(url, "SOUNDALIKE_DATABASE_MIGRATION_URL")
+
+
+def _run(tool: str, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(PG_BIN / tool), *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        message = (proc.stderr or proc.stdout).strip().splitlines()
+        raise DatabaseError(f"{tool} failed: {' / '.join(message[-3:])}")
+    return proc

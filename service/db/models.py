@@ -1,0 +1,180 @@
+"""ORM models. Alembic migrations create the schema; these classes must match it (a test checks for drift)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Double,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+LATENT_DIM = 512
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+MODEL_SOURCE_TYPES = ("builtin", "local", "imported", "remote")
+MODEL_STATUSES = ("READY", "LOADING", "RUNNING", "FAILED", "ARCHIVED")
+GENERATION_KINDS = ("text2music", "variant", "style_transfer", "import")
+GENERATION_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled")
+VISIBILITIES = ("private", "public")
+API_KEY_ROLES = ("reader", "creator", "admin")
+
+
+def one_of(column: str, values: tuple[str, ...]) -> str:
+    """SQL for a CHECK that keeps a text column inside a fixed vocabulary."""
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def created_at_column() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Model(Base):
+    """A model version in the registry. ``source_id`` is the id the model has at its source
+    (the built-in name, or the ``model_id`` of a legacy ``model.list`` line)."""
+
+    __tablename__ = "models"
+    __table_args__ = (
+        CheckConstraint(one_of("source_type", MODEL_SOURCE_TYPES), name="source_type"),
+        CheckConstraint(one_of("status", MODEL_STATUSES), name="status"),
+        CheckConstraint("latent_dim > 0", name="latent_dim_positive"),
+        # At most one default model: a unique index over the rows where is_default holds.
+        Index("uq_models_single_default", "is_default", unique=True, postgresql_where=text("is_default")),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    source_id: Mapped[str] = mapped_column(Text, unique=True)
+    alias: Mapped[str] = mapped_column(Text, unique=True)
+    source_type: Mapped[str] = mapped_column(Text)
+    author_repo: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[str] = mapped_column(Text)
+    config_path: Mapped[str | None] = mapped_column(Text)
+    checkpoint_path: Mapped[str | None] = mapped_column(Text)
+    checkpoint_sha256: Mapped[str | None] = mapped_column(Text)
+    latent_dim: Mapped[int] = mapped_column(Integer, server_default=text(str(LATENT_DIM)))
+    sample_rate: Mapped[int | None] = mapped_column(Integer)
+    clip_seconds: Mapped[float | None] = mapped_column(Double)
+    status: Mapped[str] = mapped_column(Text, server_default=text("'READY'"))
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    is_default: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = created_at_column()
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class Generation(Base):
+    """One produced (or imported) clip: who asked, with which model and parameters, and how it went."""
+
+    __tablename__ = "generations"
+    __table_args__ = (
+        CheckConstraint(one_of("kind", GENERATION_KINDS), name="kind"),
+        CheckConstraint(one_of("status", GENERATION_STATUSES), name="status"),
+        CheckConstraint(one_of("visibility", VISIBILITIES), name="visibility"),
+        Index("ix_generations_owner_created_at", "owner", "created_at"),
+        Index("ix_generations_model_id_created_at", "model_id", "created_at"),
+        Index("ix_generations_tags", "tags", postgresql_using="gin"),
+        Index("ix_generations_parent_id", "parent_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, server_default=func.gen_random_uuid())
+    owner: Mapped[str] = mapped_column(Text)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    kind: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, server_default=text("'pending'"))
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("generations.id"))
+    neighbor_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("generations.id"))
+    error: Mapped[str | None] = mapped_column(Text)
+    visibility: Mapped[str] = mapped_column(Text, server_default=text("'private'"))
+    tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'::text[]"))
+    created_at: Mapped[datetime] = created_at_column()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LatentEmbedding(Base):
+    """The 512-d latent of a generation, in its model's space. ``id`` is the int64 FAISS mirrors use."""
+
+    __tablename__ = "latent_embeddings"
+    __table_args__ = (
+        Index(
+            "ix_latent_embeddings_embedding_hnsw",
+            "embedding",
+            postgresql_using="hnsw",
+            postgresql_with={"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
+            postgresql_ops={"embedding": "vector_cosine_ops"},
+        ),
+        Index("ix_latent_embeddings_model_id", "model_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    generation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"), unique=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    embedding: Mapped[Any] = mapped_column(Vector(LATENT_DIM))
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class AudioAsset(Base):
+    """Where a generation's audio lives in the blob store, and what it is."""
+
+    __tablename__ = "audio_assets"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    generation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"), unique=True)
+    uri: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(Text)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    sample_rate: Mapped[int] = mapped_column(Integer)
+    duration_seconds: Mapped[float] = mapped_column(Double)
+    format: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class ApiKey(Base):
+    """An API key, stored as a keyed hash; ``prefix`` identifies it in listings without revealing it."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint(one_of("role", API_KEY_ROLES), name="role"),)
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(Text, unique=True)
+    prefix: Mapped[str] = mapped_column(Text)
+    owner: Mapped[str] = mapped_column(Text, index=True)
+    role: Mapped[str] = mapped_column(Text)
+    label: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at_column()
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,101 @@
+"""Settings, grouped by concern and read once from the environment (``SOUNDALIKE_`` prefix) and ``.env``.
+
+Each group has its own prefix, so ``SOUNDALIKE_DATABASE_URL`` sets ``settings.database.url``.
+Profiles (``SOUNDALIKE_ENV``): ``dev`` (default), ``test`` and ``prod``; ``prod`` refuses unsafe defaults.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.errors import ConfigError
+
+DEFAULT_AUTH_SECRET = "dev-insecure-secret-change-me"
+
+
+def _group(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=f"SOUNDALIKE_{prefix}_", env_file=".env", extra="ignore")
+
+
+class DatabaseSettings(BaseSettings):
+    model_config = _group("DATABASE")
+
+    url: str | None = Field(None, description="Application-role URL; unset means the embedded server")
+    migration_url: str | None = Field(None, description="Owner-role URL for migrations, backup, restore")
+    embedded_dir: Path = Path("var/pg")
+    name: str = "soundalike"
+    owner_role: str = "soundalike_owner"
+    app_role: str = "soundalike_app"
+    pool_size: int = Field(5, ge=1)
+    max_overflow: int = Field(5, ge=0)
+    pool_timeout: float = Field(10.0, gt=0)
+    connect_timeout: int = Field(5, ge=1)
+
+    @property
+    def embedded(self) -> bool:
+        return self.url is None
+
+
+class ServerSettings(BaseSettings):
+    model_config = _group("SERVER")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    debug: bool = False
+
+
+class StorageSettings(BaseSettings):
+    model_config = _group("STORAGE")
+
+    blob_dir: Path = Path("var/blobs")
+    archive_dir: Path = Path("var/archive")
+    backup_dir: Path = Path("var/backups")
+
+
+class AuthSettings(BaseSettings):
+    model_config = _group("AUTH")
+
+    secret: str = Field(DEFAULT_AUTH_SECRET, description="Pepper for hashing API keys")
+
+
+class ModelSettings(BaseSettings):
+    model_config = _group("MODEL")
+
+    default_alias: str = "default"
+    cache_size: int = Field(2, ge=1, description="Models kept loaded per worker (LRU)")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SOUNDALIKE_", env_file=".env", extra="ignore")
+
+    env: Literal["dev", "test", "prod"] = "dev"
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+
+    def check_profile(self) -> None:
+        """Refuse configurations that are unsafe for the chosen profile."""
+        if self.env != "prod":
+            return
+        if self.database.embedded:
+            raise ConfigError(
+                "SOUNDALIKE_ENV=prod needs an external database: set SOUNDALIKE_DATABASE_URL "
+                "(the embedded server is for development only)"
+            )
+        if self.auth.secret == DEFAULT_AUTH_SECRET:
+            raise ConfigError(
+                "SOUNDALIKE_ENV=prod refuses the default SOUNDALIKE_AUTH_SECRET: set it to a long random value"
+            )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

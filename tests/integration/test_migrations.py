@@ -1,0 +1,42 @@
+"""Migrations are the only source of the schema: they round-trip, and the ORM matches what they build."""
+
+import sqlalchemy as sa
+
+from service.db import migrate
+from service.db.schema_drift import schema_drift
+
+TABLES = {"models", "generations", "latent_embeddings", "audio_assets", "api_keys"}
+
+
+def _tables(url: str) -> set[str]:
+    with sa.create_engine(url).connect() as conn:
+        return set(sa.inspect(conn).get_table_names()) - {"alembic_version"}
+
+
+def test_upgrade_downgrade_upgrade_on_empty_database(make_database):
+    handle, settings = make_database("roundtrip")
+    assert _tables(handle.migration_url) == set()
+
+    migrate.upgrade(handle.migration_url, settings.app_role)
+    assert _tables(handle.migration_url) >= TABLES
+
+    migrate.downgrade(handle.migration_url, settings.app_role, "base")
+    assert _tables(handle.migration_url) == set()
+
+    migrate.upgrade(handle.migration_url, settings.app_role)
+    assert _tables(handle.migration_url) >= TABLES
+    with sa.create_engine(handle.migration_url).connect() as conn:
+        assert migrate.current_revision(conn) == migrate.head_revision()
+
+
+def test_orm_metadata_matches_migrated_schema(database):
+    with sa.create_engine(database.migration_url).connect() as conn:
+        assert schema_drift(conn) == []
+
+
+def test_hnsw_index_uses_cosine_ops_with_named_parameters(owner_conn):
+    indexdef = owner_conn.execute(
+        "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_latent_embeddings_embedding_hnsw'"
+    ).fetchone()[0]
+    assert "USING hnsw" in indexdef and "vector_cosine_ops" in indexdef
+    assert "m='16'" in indexdef and "ef_construction='64'" in indexdef

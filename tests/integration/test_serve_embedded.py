@@ -1,0 +1,52 @@
+"""`soundalike serve` on a fresh embedded data dir: ready, Ctrl-C stops app and database, data is reused."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.integration.test_cli import _free_port
+from tests.integration.test_embedded_server import _postgres_pids, _wait_until_gone
+
+pytestmark = pytest.mark.slow
+
+
+def _serve(data_dir, port, log_path):
+    env = {"PATH": "/usr/bin:/bin", "SOUNDALIKE_DATABASE_EMBEDDED_DIR": str(data_dir)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+        stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+
+
+def _wait_ready(port: int, proc: subprocess.Popen, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "serve exited early"
+        try:
+            response = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2)
+            if response.status_code == 200:
+                return response.json()
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"not ready within {timeout} s")
+
+
+def test_serve_twice_on_the_same_data(tmp_path):
+    data_dir = tmp_path / "var" / "pg"
+    for attempt in ("first", "second"):
+        port, log = _free_port(), tmp_path / f"{attempt}.log"
+        proc = _serve(data_dir, port, log)
+        try:
+            assert _wait_ready(port, proc)["status"] == "ready"
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 0, log.read_text()
+        _wait_until_gone(data_dir)
+        initialised = "initialising embedded PostgreSQL" in log.read_text()
+        assert initialised == (attempt == "first"), log.read_text()
+    assert not _postgres_pids(data_dir)
