@@ -11,6 +11,7 @@ import click
 import psycopg
 import sqlalchemy.exc
 
+from service.cli_support import run_in_session
 from service.db import backup as backups
 from service.db import migrate
 from service.db.runtime import DatabaseHandle, open_database
@@ -83,8 +84,85 @@ def serve(host: str | None, port: int | None, run_migrations: bool | None) -> No
             migrate.upgrade(db.migration_url, settings.database.app_role)
         with sqlalchemy.create_engine(db.app_url).connect() as conn:
             check_ready(conn)
+        _print_first_admin_key(db)
         click.echo(f"Soundalike on http://{host}:{port}  (OpenAPI: http://{host}:{port}/schema)")
         uvicorn.run(create_app(db.app_url, settings), host=host, port=port, log_level="info")
+
+
+def _print_first_admin_key(db: DatabaseHandle) -> None:
+    """On a database with no admin key yet, make one and show it this once."""
+    from service.domain import api_keys
+
+    secret = get_settings().auth.secret
+
+    async def ensure(session):
+        if await api_keys.any_admin_key(session):
+            return None
+        issued = await api_keys.create_key(session, secret, owner="admin", role="admin", label="first run")
+        await session.commit()
+        return issued
+
+    issued = run_in_session(db, ensure)
+    if issued:
+        click.secho(f"Created the first admin API key (shown only now): {issued.key}", fg="yellow", bold=True)
+
+
+# -- API keys ---------------------------------------------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """API keys: create, list, revoke."""
+
+
+@keys.command("create")
+@click.option("--role", type=click.Choice(["reader", "creator", "admin"]), required=True)
+@click.option("--owner", required=True, help="The owner the key acts for (its items belong to this owner).")
+@click.option("--label", default=None, help="A note to recognise the key by.")
+def keys_create(role: str, owner: str, label: str | None) -> None:
+    """Create a key and print it once."""
+    from service.domain import api_keys
+
+    async def create(session):
+        issued = await api_keys.create_key(session, get_settings().auth.secret, owner, role, label)
+        await session.commit()
+        return issued
+
+    with database() as handle:
+        issued = run_in_session(handle, create)
+    click.echo(f"key {issued.id} for {owner} ({role}); shown only now:\n{issued.key}")
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List keys (prefix, owner, role, state); never the keys themselves."""
+    from service.domain import api_keys
+
+    with database() as handle:
+        rows = run_in_session(handle, api_keys.list_keys)
+    click.echo(f"{'id':>4}  {'prefix':<12} {'owner':<16} {'role':<8} {'created':<20} state")
+    for row in rows:
+        state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
+        click.echo(
+            f"{row.id:>4}  {row.prefix:<12} {row.owner:<16} {row.role:<8} {row.created_at:%Y-%m-%d %H:%M:%S}  {state}"
+        )
+
+
+@keys.command("revoke")
+@click.argument("key_id", type=int)
+def keys_revoke(key_id: int) -> None:
+    """Revoke key KEY_ID (takes effect on the next request)."""
+    from service.domain import api_keys
+
+    async def revoke(session):
+        done = await api_keys.revoke_key(session, key_id)
+        await session.commit()
+        return done
+
+    with database() as handle:
+        if not run_in_session(handle, revoke):
+            raise SoundalikeError(f"no active key with id {key_id} (see `soundalike keys list`)")
+    click.echo(f"key {key_id} revoked")
 
 
 # -- database ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """`soundalike serve` on a fresh embedded data dir: ready, Ctrl-C stops app and database, data is reused."""
 
+import re
 import signal
 import subprocess
 import sys
@@ -36,6 +37,11 @@ def _wait_ready(port: int, proc: subprocess.Popen, timeout: float = 30) -> dict:
     raise AssertionError(f"not ready within {timeout} s")
 
 
+def _first_admin_key(log_text: str) -> str | None:
+    match = re.search(r"first admin API key \(shown only now\): (sk_\S+)", log_text)
+    return match.group(1) if match else None
+
+
 def test_serve_twice_on_the_same_data(tmp_path):
     data_dir = tmp_path / "var" / "pg"
     for attempt in ("first", "second"):
@@ -43,6 +49,12 @@ def test_serve_twice_on_the_same_data(tmp_path):
         proc = _serve(data_dir, port, log)
         try:
             assert _wait_ready(port, proc)["status"] == "ready"
+            key = _first_admin_key(log.read_text())
+            if attempt == "first":
+                me = httpx.get(f"http://127.0.0.1:{port}/v1/me", headers={"Authorization": f"Bearer {key}"})
+                assert me.json()["role"] == "admin"
+            else:
+                assert key is None, "the first admin key is printed only once"
         finally:
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=30) == 0, log.read_text()

@@ -1,0 +1,92 @@
+"""API keys: random secrets shown once, stored as an HMAC-SHA256 under the server's secret."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.db.models import API_KEY_ROLES, ApiKey
+
+KEY_PREFIX = "sk_"
+DISPLAY_PREFIX_LENGTH = 10
+ROLE_RANK = {role: rank for rank, role in enumerate(API_KEY_ROLES)}  # reader < creator < admin
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the owner their items belong to, and what they may do."""
+
+    owner: str
+    role: str
+    key_id: int
+
+    def has_role(self, needed: str) -> bool:
+        return ROLE_RANK[self.role] >= ROLE_RANK[needed]
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    id: int
+    key: str  # the only time the plaintext exists
+    prefix: str
+    owner: str
+    role: str
+
+
+def hash_key(key: str, secret: str) -> str:
+    return hmac.new(secret.encode(), key.encode(), hashlib.sha256).hexdigest()
+
+
+def validate_role(role: str) -> str:
+    if role not in ROLE_RANK:
+        raise ValueError(f"role must be one of {', '.join(API_KEY_ROLES)}, got {role!r}")
+    return role
+
+
+async def create_key(session: AsyncSession, secret: str, owner: str, role: str, label: str | None = None) -> IssuedKey:
+    validate_role(role)
+    if not owner.strip():
+        raise ValueError("owner must not be empty")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(
+        key_hash=hash_key(key, secret), prefix=key[:DISPLAY_PREFIX_LENGTH], owner=owner, role=role, label=label
+    )
+    session.add(row)
+    await session.flush()
+    return IssuedKey(id=row.id, key=key, prefix=row.prefix, owner=owner, role=role)
+
+
+async def authenticate(session: AsyncSession, secret: str, key: str) -> Caller | None:
+    """The caller a key belongs to, or None for an unknown or revoked key."""
+    if not key.startswith(KEY_PREFIX):
+        return None
+    row = await session.scalar(
+        select(ApiKey).where(ApiKey.key_hash == hash_key(key, secret), ApiKey.revoked_at.is_(None))
+    )
+    return Caller(owner=row.owner, role=row.role, key_id=row.id) if row else None
+
+
+async def revoke_key(session: AsyncSession, key_id: int) -> bool:
+    result = await session.execute(
+        update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=datetime.now(UTC))
+    )
+    return result.rowcount == 1
+
+
+async def list_keys(session: AsyncSession) -> list[ApiKey]:
+    return list(await session.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+
+async def any_admin_key(session: AsyncSession) -> bool:
+    found = await session.scalar(select(ApiKey.id).where(ApiKey.role == "admin", ApiKey.revoked_at.is_(None)).limit(1))
+    return found is not None
