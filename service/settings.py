@@ -1,4 +1,4 @@
-"""Settings, grouped by concern and read once from the environment (``SOUNDALIKE_`` prefix) and ``.env``.
+"""Settings, grouped by concern (database, server, storage, auth, model, jobs) and read once from the environment (``SOUNDALIKE_`` prefix) and ``.env``.
 
 Each group has its own prefix, so ``SOUNDALIKE_DATABASE_URL`` sets ``settings.database.url``.
 Profiles (``SOUNDALIKE_ENV``): ``dev`` (default), ``test`` and ``prod``; ``prod`` refuses unsafe defaults.
@@ -55,6 +55,23 @@ class StorageSettings(BaseSettings):
     blob_dir: Path = Path("var/blobs")
     archive_dir: Path = Path("var/archive")
     backup_dir: Path = Path("var/backups")
+    max_upload_bytes: int = Field(25_000_000, ge=1, description="Largest accepted audio upload")
+    max_upload_seconds: float = Field(600.0, gt=0, description="Longest accepted audio upload")
+    orphan_grace_seconds: float = Field(3600.0, ge=0, description="Files younger than this are never swept")
+    retention_days: float = Field(180.0, gt=0, description="Generations older than this are archived")
+
+
+class JobsSettings(BaseSettings):
+    model_config = _group("JOBS")
+
+    concurrency: int = Field(1, ge=1, description="Jobs one worker process runs at once")
+    in_process_worker: bool = Field(True, description="`serve` runs a worker beside the API")
+    queue_limit: int = Field(200, ge=1, description="Pending generations beyond which POST answers 429")
+    heartbeat_seconds: float = Field(10.0, gt=0)
+    stalled_after_seconds: float = Field(30.0, gt=0, description="No heartbeat for this long: the job is retried")
+    max_attempts: int = Field(3, ge=1, description="Runs of one job before its generations are marked failed")
+    sweep_cron: str = Field("* * * * *", description="When the stalled-job / undeferred sweep runs")
+    lifecycle_cron: str = Field("17 3 * * *", description="When archival, purge and the orphan sweep run")
 
 
 class AuthSettings(BaseSettings):
@@ -79,6 +96,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
 
     def check_profile(self) -> None:
         """Refuse configurations that are unsafe for the chosen profile."""

@@ -10,6 +10,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
+from service.domain.errors import DomainError, InvalidInput, QueueFull
 from service.errors import DatabaseError
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,18 @@ def http_exception_handler(request: Request, exc: HTTPException) -> Response:
     return problem(exc.status_code, exc.detail, _field_errors(exc.extra), headers=exc.headers)
 
 
+def domain_error_handler(request: Request, exc: DomainError) -> Response:
+    errors = [{"field": exc.field, "message": exc.message, "source": "body"}] if isinstance(exc, InvalidInput) else None
+    headers = {"Retry-After": str(exc.retry_after_seconds)} if isinstance(exc, QueueFull) else None
+    return problem(exc.status, exc.message, errors, headers=headers)
+
+
+def model_input_error_handler(request: Request, exc: ValueError) -> Response:
+    """The model's own input checks (audio, prompt, ranges) name the field and the allowed range."""
+    field = getattr(exc, "field", None)
+    return problem(422, str(exc), [{"field": field, "message": str(exc), "source": "body"}] if field else None)
+
+
 def database_error_handler(request: Request, exc: DatabaseError) -> Response:
     return problem(503, str(exc))
 
@@ -72,8 +85,16 @@ def unexpected_error_handler(request: Request, exc: Exception) -> Response:
     return problem(500, "internal error; the server log has the details")
 
 
+def _model_input_error() -> type[ValueError]:
+    from service.ml.errors import ModelInputError
+
+    return ModelInputError
+
+
 EXCEPTION_HANDLERS = {
     HTTPException: http_exception_handler,
+    DomainError: domain_error_handler,
+    _model_input_error(): model_input_error_handler,
     DatabaseError: database_error_handler,
     Exception: unexpected_error_handler,
 }

@@ -105,6 +105,7 @@ class Generation(Base):
         Index("ix_generations_model_id_created_at", "model_id", "created_at"),
         Index("ix_generations_tags", "tags", postgresql_using="gin"),
         Index("ix_generations_parent_id", "parent_id"),
+        Index("ix_generations_status_created_at", "status", "created_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, server_default=func.gen_random_uuid())
@@ -124,6 +125,7 @@ class Generation(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    job_id: Mapped[int | None] = mapped_column(BigInteger)  # the procrastinate job that produces it
 
 
 class LatentEmbedding(Base):
@@ -146,6 +148,19 @@ class LatentEmbedding(Base):
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     embedding: Mapped[Any] = mapped_column(Vector(LATENT_DIM))
     created_at: Mapped[datetime] = created_at_column()
+
+
+class ArchivedLatent(Base):
+    """A latent of an archived generation: out of the HNSW index (no vector index here), still readable."""
+
+    __tablename__ = "archived_latents"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    generation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"), unique=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    embedding: Mapped[Any] = mapped_column(Vector(LATENT_DIM))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    archived_at: Mapped[datetime] = created_at_column()
 
 
 class AudioAsset(Base):

@@ -1,0 +1,44 @@
+import os
+import time
+
+import pytest
+
+from service.storage import BlobStore
+
+
+@pytest.fixture
+def store(tmp_path):
+    return BlobStore(tmp_path / "blobs", tmp_path / "archive")
+
+
+def test_put_is_content_addressed_and_deduplicated(store):
+    first = store.put(b"RIFF....data", ".wav")
+    second = store.put(b"RIFF....data", ".wav")
+    assert first == second
+    assert first.uri == f"blob:{first.sha256[:2]}/{first.sha256[2:4]}/{first.sha256}.wav"
+    assert store.path(first.uri).read_bytes() == b"RIFF....data"
+    assert not [p for p in first.path.parent.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_archive_moves_the_file_and_is_idempotent(store):
+    blob = store.put(b"abc", ".wav")
+    archived = store.archive(blob.uri)
+    assert archived.startswith("archive:") and not blob.path.exists()
+    assert store.path(archived).read_bytes() == b"abc"
+    assert store.archive(archived) == archived
+
+
+def test_uris_skip_temporaries_and_young_files(store):
+    old = store.put(b"old", ".wav")
+    past = time.time() - 7200
+    os.utime(old.path, (past, past))
+    store.put(b"new", ".wav")
+    (old.path.parent / ".tmp-partial").write_bytes(b"x")
+    assert list(store.uris(older_than_seconds=3600)) == [old.uri]
+    assert len(list(store.uris())) == 2
+
+
+@pytest.mark.parametrize("uri", ["blob:../../etc/passwd", "s3:bucket/key", "blob:", "nonsense"])
+def test_path_refuses_foreign_uris(store, uri):
+    with pytest.raises(ValueError, match="not a blob URI"):
+        store.path(uri)
