@@ -2,6 +2,7 @@
 ``config.attributes["url"]`` (the migration-owner role), the application role in ``["app_role"]``."""
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 from alembic import context
 from sqlalchemy import pool
@@ -38,4 +39,10 @@ if context.is_offline_mode():
     with context.begin_transaction():
         context.run_migrations()
 else:
-    asyncio.run(run_async())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(run_async())
+    else:  # called from async code: a loop of our own, in a helper thread
+        with ThreadPoolExecutor(max_workers=1) as helper:
+            helper.submit(asyncio.run, run_async()).result()

@@ -2,54 +2,72 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service import __version__
-from service.api.auth import authentication_middleware, provide_caller
+from service.api.auth import PUBLIC_PATHS, authentication_middleware, provide_caller
+from service.api.generations import GenerationController
 from service.api.health import HealthController
 from service.api.me import MeController
 from service.api.problems import EXCEPTION_HANDLERS
-from service.db.engine import create_engine, session_factory
+from service.domain.ports import JobQueue
+from service.jobs.app import create_job_app, opened
+from service.jobs.queue import ProcrastinateQueue
+from service.jobs.runtime import Runtime
+from service.jobs.worker import run_worker
 from service.settings import Settings, get_settings
 
+log = logging.getLogger(__name__)
+ROUTES = [HealthController, MeController, GenerationController]
 
-def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
-    """Build the API for one database (the application-role URL)."""
+
+def create_app(database_url: str, settings: Settings | None = None, run_worker_in_process: bool = False) -> Litestar:
+    """Build the API for one database (the application-role URL); optionally with a worker beside it."""
     settings = settings or get_settings()
 
     @asynccontextmanager
-    async def database_lifespan(app: Litestar) -> AsyncIterator[None]:
-        engine = create_engine(database_url, settings.database)
-        app.state.engine = engine
-        app.state.sessionmaker = session_factory(engine)
-        try:
-            yield
-        finally:
-            await engine.dispose()
+    async def runtime_lifespan(app: Litestar) -> AsyncIterator[None]:
+        runtime = Runtime.create(database_url, settings)
+        job_app = create_job_app(database_url, settings.jobs)
+        app.state.update(engine=runtime.engine, sessionmaker=runtime.sessions, store=runtime.store,
+                         models=runtime.models, jobs=ProcrastinateQueue(job_app))  # fmt: skip
+        async with opened(job_app, database_url, settings.database):
+            worker = asyncio.create_task(run_worker(job_app, runtime, False)) if run_worker_in_process else None
+            try:
+                yield
+            finally:
+                await _stop(worker)
+                await runtime.close()
 
     return Litestar(
-        route_handlers=[HealthController, MeController],
+        route_handlers=ROUTES,
         dependencies={
             "db_engine": Provide(provide_engine, sync_to_thread=False),
             "db_session": Provide(provide_session),
             "caller": Provide(provide_caller, sync_to_thread=False),
+            "jobs": Provide(provide_jobs, sync_to_thread=False),
         },
-        middleware=[authentication_middleware],
-        lifespan=[database_lifespan],
+        middleware=[authentication_middleware, _rate_limit(settings).middleware],
+        lifespan=[runtime_lifespan],
         state=State({"settings": settings}),
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
             title="Soundalike",
             version=__version__,
-            description="Generate music, find clips that sound alike, restyle and regenerate variants.",
+            description="Generate music, find clips that sound alike, restyle and regenerate variants. "
+            "Errors are RFC 9457 problem details.",
             path="/schema",
             components=Components(
                 security_schemes={"apiKey": SecurityScheme(type="http", scheme="bearer", description="API key")}
@@ -60,8 +78,32 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
     )
 
 
+def _rate_limit(settings: Settings) -> RateLimitConfig:
+    def per_key(request: Request) -> str:
+        user = request.scope.get("user")
+        return f"key:{user.key_id}" if user is not None else f"ip:{request.client.host if request.client else '?'}"
+
+    return RateLimitConfig(
+        rate_limit=("minute", settings.server.rate_limit_per_minute),
+        identifier_for_request=per_key,
+        exclude=PUBLIC_PATHS,
+    )
+
+
+async def _stop(worker: asyncio.Task | None) -> None:
+    if worker is None:
+        return
+    worker.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await worker
+
+
 def provide_engine(state: State) -> AsyncEngine:
     return state.engine
+
+
+def provide_jobs(state: State) -> JobQueue:
+    return state.jobs
 
 
 async def provide_session(state: State) -> AsyncIterator[AsyncSession]:

@@ -86,7 +86,8 @@ def serve(host: str | None, port: int | None, run_migrations: bool | None) -> No
             check_ready(conn)
         _print_first_admin_key(db)
         click.echo(f"Soundalike on http://{host}:{port}  (OpenAPI: http://{host}:{port}/schema)")
-        uvicorn.run(create_app(db.app_url, settings), host=host, port=port, log_level="info")
+        app = create_app(db.app_url, settings, run_worker_in_process=settings.jobs.in_process_worker)
+        uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 def _print_first_admin_key(db: DatabaseHandle) -> None:
@@ -105,6 +106,40 @@ def _print_first_admin_key(db: DatabaseHandle) -> None:
     issued = run_in_session(db, ensure)
     if issued:
         click.secho(f"Created the first admin API key (shown only now): {issued.key}", fg="yellow", bold=True)
+
+
+# -- worker ---------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--concurrency", type=int, default=None, help="Jobs run at once [SOUNDALIKE_JOBS_CONCURRENCY, 1].")
+def worker(concurrency: int | None) -> None:
+    """Run a job worker (more can run on other machines against the same database). Ctrl-C stops it."""
+    import asyncio
+
+    from service.db.checks import check_ready
+    from service.jobs.app import create_job_app, opened
+    from service.jobs.runtime import Runtime
+    from service.jobs.worker import run_worker
+
+    settings = get_settings()
+    if concurrency is not None:
+        settings = settings.model_copy(update={"jobs": settings.jobs.model_copy(update={"concurrency": concurrency})})
+
+    async def work(app_url: str) -> None:
+        runtime = Runtime.create(app_url, settings)
+        job_app = create_job_app(app_url, settings.jobs)
+        try:
+            async with opened(job_app, app_url, settings.database):
+                await run_worker(job_app, runtime)
+        finally:
+            await runtime.close()
+
+    with database() as db:
+        with sqlalchemy.create_engine(db.app_url).connect() as conn:
+            check_ready(conn)
+        click.echo(f"worker started (concurrency {settings.jobs.concurrency})")
+        asyncio.run(work(db.app_url))
 
 
 # -- API keys ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Settings, grouped by concern (database, server, storage, auth, model, jobs) and read once from the environment (``SOUNDALIKE_`` prefix) and ``.env``.
+"""Settings, grouped by concern (database, server, storage, auth, model, jobs), read once from the environment
+(``SOUNDALIKE_`` prefix) and ``.env``.
 
 Each group has its own prefix, so ``SOUNDALIKE_DATABASE_URL`` sets ``settings.database.url``.
 Profiles (``SOUNDALIKE_ENV``): ``dev`` (default), ``test`` and ``prod``; ``prod`` refuses unsafe defaults.
@@ -47,6 +48,7 @@ class ServerSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     debug: bool = False
+    rate_limit_per_minute: int = Field(600, ge=1, description="Requests per API key per minute")
 
 
 class StorageSettings(BaseSettings):

@@ -79,3 +79,42 @@ def empty_tables(owner_conn) -> None:
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint() -> Path:
+    """A tiny model trained by the project's own code (cached by a hash of the model sources)."""
+    import hashlib
+
+    from service.ml.training import train
+
+    sources = sorted((repo_root() / "service" / "ml").glob("*.py"))
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
+    cached = repo_root() / "var" / "test-cache" / f"tiny-{digest}.pt"
+    if not cached.exists():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_suffix(".partial.pt")
+        train(preset="tiny", out=partial, seed=0)
+        partial.replace(cached)
+    return cached
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tiny_checkpoint):
+    from service.ml.pipeline import Pipeline
+
+    return Pipeline.load(tiny_checkpoint)
+
+
+@pytest.fixture
+def tiny_model(owner_conn, tiny_pipeline, tiny_checkpoint, empty_tables) -> dict:
+    """The tiny model registered as the default model (fresh tables)."""
+    config = tiny_pipeline.config
+    row = owner_conn.execute(
+        "INSERT INTO models (source_id, alias, source_type, version, checkpoint_path, checkpoint_sha256, "
+        "latent_dim, sample_rate, clip_seconds, is_default) VALUES ('tiny', 'tiny', 'local', %s, %s, %s, %s, %s, %s,"
+        " true) RETURNING id",
+        (tiny_pipeline.version, str(tiny_checkpoint), tiny_pipeline.sha256, config.latent_dim, config.sample_rate,
+         config.clip_seconds),
+    ).fetchone()  # fmt: skip
+    return {"id": row[0], "alias": "tiny", "pipeline": tiny_pipeline}

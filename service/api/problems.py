@@ -65,7 +65,9 @@ def http_exception_handler(request: Request, exc: HTTPException) -> Response:
 
 
 def domain_error_handler(request: Request, exc: DomainError) -> Response:
-    errors = [{"field": exc.field, "message": exc.message, "source": "body"}] if isinstance(exc, InvalidInput) else None
+    errors = (
+        [{"field": exc.field, "message": exc.message, "source": exc.source}] if isinstance(exc, InvalidInput) else None
+    )
     headers = {"Retry-After": str(exc.retry_after_seconds)} if isinstance(exc, QueueFull) else None
     return problem(exc.status, exc.message, errors, headers=headers)
 

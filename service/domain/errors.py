@@ -28,9 +28,10 @@ class InvalidInput(DomainError):
 
     status = 422
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, source: str = "body") -> None:
         super().__init__(message)
         self.field = field
+        self.source = source
 
 
 class QueueFull(DomainError):

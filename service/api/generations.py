@@ -1,0 +1,222 @@
+"""/v1/generations: generate clips as jobs, read them, their audio and latent, cancel and delete."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.datastructures import State
+from litestar.openapi import ResponseSpec
+from litestar.params import FromQuery, JSONBody, Parameter
+from msgspec import Meta
+
+from service.api.audio_response import audio_response
+from service.api.auth import requires_role
+from service.api.deps import CallerDep, GenerationId, JobsDep, SessionDep
+from service.api.problems import Problem
+from service.api.schemas import Generation, Seed, Visibility, generation_url, to_generation
+from service.db.models import GENERATION_KINDS, GENERATION_STATUSES
+from service.domain import generations as domain
+from service.domain.api_keys import Caller
+
+MAX_WAIT_SECONDS = 60
+POLL_SECONDS = 0.2
+
+
+class GenerationCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    prompt: Annotated[
+        str,
+        Meta(min_length=1, max_length=500, description="Comma-separated tags", examples=["piano, minor, slow, 90 bpm"]),
+    ]
+    seed: Seed | None = None
+    steps: Annotated[int, Meta(ge=1, le=200, description="Diffusion sampling steps")] = 25
+    guidance_scale: Annotated[float, Meta(ge=0.0, le=20.0, description="Classifier-free guidance")] = 3.0
+    model: Annotated[str | None, Meta(description="Model alias; the default model when absent")] = None
+    batch_size: Annotated[int, Meta(ge=1, le=8, description="Clips to make (seeds seed, seed+1, ...)")] = 1
+    visibility: Visibility = "private"
+
+
+class GenerationsAccepted(msgspec.Struct):
+    ids: list[uuid.UUID]
+    seed: int
+    status: str
+    status_urls: list[str]
+
+
+class GenerationBatch(msgspec.Struct):
+    items: list[Generation]
+
+
+class GenerationPage(msgspec.Struct):
+    items: list[Generation]
+    next_cursor: str | None
+
+
+class Latent(msgspec.Struct):
+    id: uuid.UUID
+    model: str
+    dim: int
+    values: list[float]
+
+
+NOT_FOUND = ResponseSpec(Problem, description="Unknown, deleted, or another owner's private item")
+
+
+class GenerationController(Controller):
+    path = "/v1/generations"
+    tags = ["generations"]
+
+    @post(
+        guards=[requires_role("creator")],
+        status_code=202,
+        summary="Generate clips from tags (queued as one job)",
+        description="Answers 202 with the ids and their status URLs. With `?wait=SECONDS` (at most 60) it "
+        "answers 200 with the finished generations if they finish in time.",
+        responses={
+            200: ResponseSpec(GenerationBatch, description="Finished within `wait`"),
+            422: ResponseSpec(Problem, description="A field is out of range, an unknown tag or model"),
+            429: ResponseSpec(Problem, description="The queue is full; see Retry-After"),
+        },
+    )
+    async def create(
+        self,
+        data: JSONBody[GenerationCreate],
+        caller: CallerDep,
+        db_session: SessionDep,
+        jobs: JobsDep,
+        state: State,
+        wait: Annotated[int, Parameter(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for the result")] = 0,
+    ) -> Response[GenerationsAccepted | GenerationBatch]:
+        request = domain.TextToMusic(**msgspec.structs.asdict(data))
+        rows = await domain.request_text_to_music(db_session, jobs, caller, request, state.settings.jobs.queue_limit)
+        ids = [row.id for row in rows]
+        if wait and (finished := await _wait_for(state, caller, ids, wait)):
+            return Response(GenerationBatch(items=finished), status_code=200)
+        accepted = GenerationsAccepted(
+            ids=ids, seed=rows[0].seed, status="pending", status_urls=[generation_url(i) for i in ids]
+        )
+        return Response(accepted, status_code=202)
+
+    @get(summary="The caller's generations, newest first (cursor pagination)")
+    async def list_generations(
+        self,
+        caller: CallerDep,
+        db_session: SessionDep,
+        status: Annotated[str | None, Parameter(description=f"One of {', '.join(GENERATION_STATUSES)}")] = None,
+        kind: Annotated[str | None, Parameter(description=f"One of {', '.join(GENERATION_KINDS)}")] = None,
+        tags: Annotated[list[str] | None, Parameter(description="Items carrying all these tags")] = None,
+        model: Annotated[str | None, Parameter(description="Model alias")] = None,
+        created_after: FromQuery[datetime | None] = None,
+        created_before: FromQuery[datetime | None] = None,
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+        cursor: FromQuery[str | None] = None,
+    ) -> GenerationPage:
+        _check_vocabulary("status", status, GENERATION_STATUSES)
+        _check_vocabulary("kind", kind, GENERATION_KINDS)
+        filters = domain.GenerationFilter(
+            status=status,
+            kind=kind,
+            tags=tags or [],
+            model=model,
+            created_after=created_after,
+            created_before=created_before,
+        )
+        views, next_cursor = await domain.list_views(db_session, caller, filters, limit, cursor)
+        return GenerationPage(items=[to_generation(v) for v in views], next_cursor=next_cursor)
+
+    @get(
+        "/{generation_id:uuid}",
+        summary="One generation: status, params, model, timings, links",
+        responses={404: NOT_FOUND},
+    )
+    async def get_generation(
+        self,
+        generation_id: GenerationId,
+        caller: CallerDep,
+        db_session: SessionDep,
+    ) -> Generation:
+        return to_generation(await domain.get_view(db_session, caller, generation_id))
+
+    @get(
+        "/{generation_id:uuid}/audio",
+        summary="The clip: WAV, or FLAC with `Accept: audio/flac`; HTTP Range supported",
+        responses={404: NOT_FOUND, 416: ResponseSpec(Problem, description="Unsatisfiable range")},
+        media_type="audio/wav",
+    )
+    async def get_audio(
+        self,
+        request: Request,
+        generation_id: GenerationId,
+        caller: CallerDep,
+        db_session: SessionDep,
+        state: State,
+    ) -> Response[bytes]:
+        asset = await domain.audio_asset(db_session, caller, generation_id)
+        return await audio_response(request, state.store, asset)
+
+    @get("/{generation_id:uuid}/latent", summary="The 512-d latent", responses={404: NOT_FOUND})
+    async def get_latent(
+        self,
+        generation_id: GenerationId,
+        caller: CallerDep,
+        db_session: SessionDep,
+    ) -> Latent:
+        view = await domain.get_view(db_session, caller, generation_id)
+        values = await domain.latent(db_session, caller, generation_id)
+        return Latent(id=generation_id, model=view.model.alias, dim=len(values), values=values)
+
+    @post(
+        "/{generation_id:uuid}/cancel",
+        guards=[requires_role("creator")],
+        status_code=200,
+        summary="Cancel pending or running work",
+        responses={404: NOT_FOUND, 409: ResponseSpec(Problem, description="Already finished")},
+    )
+    async def cancel(
+        self,
+        generation_id: GenerationId,
+        caller: CallerDep,
+        db_session: SessionDep,
+        jobs: JobsDep,
+    ) -> Generation:
+        await domain.cancel(db_session, jobs, caller, generation_id)
+        return to_generation(await domain.get_view(db_session, caller, generation_id))
+
+    @delete(
+        "/{generation_id:uuid}",
+        guards=[requires_role("creator")],
+        summary="Soft delete: gone from every listing and search at once; the file goes with the lifecycle job",
+        responses={404: NOT_FOUND},
+    )
+    async def delete_generation(
+        self,
+        generation_id: GenerationId,
+        caller: CallerDep,
+        db_session: SessionDep,
+        jobs: JobsDep,
+    ) -> None:
+        await domain.soft_delete(db_session, jobs, caller, generation_id)
+
+
+async def _wait_for(state: State, caller: Caller, ids: list[uuid.UUID], seconds: int) -> list[Generation] | None:
+    """The generations once all are finished, or None when ``seconds`` pass first."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        async with state.sessionmaker() as session:
+            views = await domain.get_views(session, caller, ids)
+        if all(view.row.status in domain.TERMINAL_STATUSES for view in views):
+            return [to_generation(view) for view in views]
+        await asyncio.sleep(POLL_SECONDS)
+    return None
+
+
+def _check_vocabulary(field: str, value: str | None, allowed: tuple[str, ...]) -> None:
+    from service.domain.errors import InvalidInput
+
+    if value is not None and value not in allowed:
+        raise InvalidInput(field, f"{field} must be one of {', '.join(allowed)}; got {value!r}", source="query")

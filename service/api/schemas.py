@@ -1,0 +1,70 @@
+"""Request and response bodies shared by the controllers (msgspec structs, validated by Litestar)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from service.domain.generations import MAX_SEED, GenerationView, timings
+
+Visibility = Literal["private", "public"]
+Seed = Annotated[int, Meta(ge=0, le=MAX_SEED, description="Random seed; the same seed gives the same clip")]
+
+
+class ModelRef(msgspec.Struct):
+    id: int
+    alias: str
+    version: str
+
+
+class Timings(msgspec.Struct):
+    queued_seconds: float | None
+    run_seconds: float | None
+    total_seconds: float | None
+
+
+class Links(msgspec.Struct):
+    self: str
+    audio: str | None
+    latent: str | None
+
+
+class Generation(msgspec.Struct):
+    id: uuid.UUID
+    kind: str
+    status: str
+    owner: str
+    visibility: str
+    tags: list[str]
+    params: dict[str, Any]
+    seed: int | None
+    model: ModelRef
+    parent_id: uuid.UUID | None
+    neighbor_id: uuid.UUID | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    timings: Timings
+    links: Links
+
+
+def generation_url(generation_id: uuid.UUID) -> str:
+    return f"/v1/generations/{generation_id}"
+
+
+def to_generation(view: GenerationView) -> Generation:
+    row, url = view.row, generation_url(view.row.id)
+    return Generation(
+        id=row.id, kind=row.kind, status=row.status, owner=row.owner, visibility=row.visibility,
+        tags=list(row.tags), params=row.params, seed=row.seed,
+        model=ModelRef(id=view.model.id, alias=view.model.alias, version=view.model.version),
+        parent_id=row.parent_id, neighbor_id=row.neighbor_id, error=row.error, created_at=row.created_at,
+        started_at=row.started_at, finished_at=row.finished_at, timings=Timings(**timings(row)),
+        links=Links(self=url, audio=f"{url}/audio" if view.has_audio else None,
+                    latent=f"{url}/latent" if view.has_latent else None),
+    )  # fmt: skip

@@ -1,0 +1,159 @@
+"""The worker's side of a generation: claim, synthesise, store the audio, commit — or fail cleanly.
+
+Order of writes: the audio files are stored durably first (temp name, fsync, rename), then ONE transaction
+sets the status and inserts the audio-asset and latent rows. A failure before that commit leaves no rows
+(the files, if any, are orphans the lifecycle sweep removes). A retried job (worker killed mid-job)
+re-claims rows still ``running`` and redoes them; rows already finished are skipped, so nothing is
+produced twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.db.models import AudioAsset, Generation, LatentEmbedding, Model
+from service.domain.audio import to_wav
+from service.domain.ports import ModelRunner
+from service.storage import BlobStore, StoredBlob
+
+log = logging.getLogger(__name__)
+CLAIMABLE = ("pending", "running")
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    latents: np.ndarray  # (n, 512)
+    audio: np.ndarray  # (n, samples)
+    sample_rate: int
+
+
+# kind -> function(pipeline, rows) -> latents; later kinds (variants, transfers) register here too.
+LatentMakers: dict[str, Callable] = {}
+
+
+def makes_latents(kind: str):
+    def register(function: Callable) -> Callable:
+        LatentMakers[kind] = function
+        return function
+
+    return register
+
+
+@makes_latents("text2music")
+def _text_to_music(pipeline, rows: list[Generation]) -> np.ndarray:
+    first = rows[0].params
+    return pipeline.generate(
+        [row.params["prompt"] for row in rows], [row.seed for row in rows],
+        steps=first["steps"], guidance_scale=first["guidance_scale"],
+    )  # fmt: skip
+
+
+async def produce(sessions: async_sessionmaker[AsyncSession], store: BlobStore, models: ModelRunner,
+                  generation_ids: list[uuid.UUID]) -> list[uuid.UUID]:  # fmt: skip
+    """Produce the given generations; returns the ids that succeeded. Raises after marking failures."""
+    async with sessions() as session:
+        rows, model = await _claim(session, generation_ids)
+    if not rows:
+        return []
+    try:
+        synthesis = await models.run(model, lambda pipeline: synthesize(pipeline, rows))
+        blobs = await asyncio.to_thread(_store_audio, store, synthesis)
+        async with sessions() as session:
+            return await _finish(session, rows, synthesis, blobs)
+    except Exception as exc:
+        async with sessions() as session:
+            await mark_failed(session, [row.id for row in rows], describe_error(exc))
+        raise
+
+
+def synthesize(pipeline, rows: list[Generation]) -> Synthesis:
+    """The model calls, batched: latents for every row, then their audio."""
+    kinds = {row.kind for row in rows}
+    if len(kinds) != 1 or next(iter(kinds)) not in LatentMakers:
+        raise ValueError(f"cannot produce generations of kind {sorted(kinds)} in one batch")
+    latents = np.asarray(LatentMakers[rows[0].kind](pipeline, rows), dtype=np.float32)
+    if latents.shape != (len(rows), pipeline.config.latent_dim) or not np.isfinite(latents).all():
+        raise ValueError(f"model returned latents of shape {latents.shape} with non-finite values or wrong size")
+    return Synthesis(latents=latents, audio=pipeline.decode(latents), sample_rate=pipeline.config.sample_rate)
+
+
+async def _claim(session: AsyncSession, ids: list[uuid.UUID]) -> tuple[list[Generation], Model | None]:
+    result = await session.scalars(
+        update(Generation)
+        .where(Generation.id.in_(ids), Generation.status.in_(CLAIMABLE), Generation.deleted_at.is_(None))
+        .values(status="running", started_at=datetime.now(UTC), error=None)
+        .returning(Generation)
+    )
+    rows = sorted(result.all(), key=lambda row: ids.index(row.id))
+    await session.commit()
+    if not rows:
+        return [], None
+    model = await session.get(Model, rows[0].model_id)
+    return rows, model
+
+
+def _store_audio(store: BlobStore, synthesis: Synthesis) -> list[StoredBlob]:
+    return [store.put(to_wav(clip, synthesis.sample_rate), ".wav") for clip in synthesis.audio]
+
+
+async def _finish(session: AsyncSession, rows: list[Generation], synthesis: Synthesis,
+                  blobs: list[StoredBlob]) -> list[uuid.UUID]:  # fmt: skip
+    """One transaction: status, audio rows and latent rows of every row still running (not cancelled)."""
+    now = datetime.now(UTC)
+    finished = set(
+        await session.scalars(
+            update(Generation)
+            .where(Generation.id.in_([r.id for r in rows]), Generation.status == "running",
+                   Generation.deleted_at.is_(None))
+            .values(status="succeeded", finished_at=now)
+            .returning(Generation.id)
+        )
+    )  # fmt: skip
+    duration = synthesis.audio.shape[1] / synthesis.sample_rate
+    for row, latent, blob in zip(rows, synthesis.latents, blobs, strict=True):
+        if row.id not in finished:
+            continue
+        session.add(AudioAsset(generation_id=row.id, uri=blob.uri, sha256=blob.sha256, bytes=blob.bytes,
+                               sample_rate=synthesis.sample_rate, duration_seconds=duration, format="wav"))  # fmt: skip
+        session.add(LatentEmbedding(generation_id=row.id, model_id=row.model_id, embedding=latent))
+    await session.commit()
+    return [row.id for row in rows if row.id in finished]
+
+
+async def mark_failed(session: AsyncSession, ids: list[uuid.UUID], error: str) -> None:
+    await session.execute(
+        update(Generation)
+        .where(Generation.id.in_(ids), Generation.status.in_(CLAIMABLE))
+        .values(status="failed", error=error, finished_at=datetime.now(UTC))
+    )
+    await session.commit()
+
+
+def describe_error(exc: BaseException) -> str:
+    message = str(exc).strip() or type(exc).__name__
+    return message if isinstance(exc, ValueError) else f"{type(exc).__name__}: {message}"
+
+
+async def pending_without_job(session: AsyncSession, older_than_seconds: float) -> list[list[uuid.UUID]]:
+    """Groups of pending generations whose job was never deferred (a crash right after their commit),
+    one group per original request (same owner, model and creation transaction)."""
+    cutoff = datetime.now(UTC).timestamp() - older_than_seconds
+    rows = await session.execute(
+        select(Generation.id, Generation.owner, Generation.model_id, Generation.created_at)
+        .where(Generation.status == "pending", Generation.job_id.is_(None), Generation.deleted_at.is_(None))
+        .order_by(Generation.created_at, Generation.id)
+    )
+    groups: dict[tuple, list[uuid.UUID]] = {}
+    for generation_id, owner, model_id, created_at in rows:
+        if created_at.timestamp() <= cutoff:
+            groups.setdefault((owner, model_id, created_at), []).append(generation_id)
+    return list(groups.values())

@@ -1,0 +1,47 @@
+"""Keeping work moving: retry jobs of dead workers, defer requests whose job was never queued."""
+
+from __future__ import annotations
+
+import logging
+
+import procrastinate
+from procrastinate.jobs import Status
+
+from service.domain import production
+from service.domain.generations import enqueue
+from service.jobs.queue import ProcrastinateQueue
+from service.jobs.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+async def retry_stalled_jobs(app: procrastinate.App, runtime: Runtime) -> int:
+    """Jobs whose worker stopped heart-beating are retried, up to ``jobs.max_attempts`` runs; after that
+    their generations are marked failed, never left ``running``."""
+    settings = runtime.settings.jobs
+    stalled = await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=settings.stalled_after_seconds)
+    for job in stalled:
+        if job.attempts + 1 >= settings.max_attempts:
+            await _give_up(app, runtime, job)
+        else:
+            log.warning("job %s (%s) lost its worker; retrying (attempt %s)", job.id, job.task_name, job.attempts + 2)
+            await app.job_manager.retry_job(job)
+    return len(stalled)
+
+
+async def _give_up(app: procrastinate.App, runtime: Runtime, job) -> None:
+    ids = job.task_kwargs.get("generation_ids", [])
+    log.error("job %s lost its worker %s times; marking its generations failed", job.id, job.attempts + 1)
+    async with runtime.sessions() as session:
+        await production.mark_failed(session, ids, f"the worker died {job.attempts + 1} times running this job")
+    await app.job_manager.finish_job_by_id_async(job.id, status=Status.FAILED, delete_job=False)
+
+
+async def defer_orphaned(app: procrastinate.App, runtime: Runtime, older_than_seconds: float = 30) -> int:
+    """Pending generations committed without a job (crash between commit and defer) get one now."""
+    queue = ProcrastinateQueue(app)
+    async with runtime.sessions() as session:
+        groups = await production.pending_without_job(session, older_than_seconds)
+        for ids in groups:
+            await enqueue(session, queue, ids)
+    return len(groups)
