@@ -20,6 +20,7 @@ from service import __version__
 from service.api.auth import PUBLIC_PATHS, authentication_middleware, provide_caller
 from service.api.generations import GenerationController
 from service.api.health import HealthController
+from service.api.imports import ImportController
 from service.api.me import MeController
 from service.api.problems import EXCEPTION_HANDLERS
 from service.domain.ports import JobQueue
@@ -30,7 +31,8 @@ from service.jobs.worker import run_worker
 from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
-ROUTES = [HealthController, MeController, GenerationController]
+UPLOAD_OVERHEAD_BYTES = 64 * 1024  # multipart framing and form fields around an upload
+ROUTES = [HealthController, MeController, GenerationController, ImportController]
 
 
 def create_app(database_url: str, settings: Settings | None = None, run_worker_in_process: bool = False) -> Litestar:
@@ -75,6 +77,7 @@ def create_app(database_url: str, settings: Settings | None = None, run_worker_i
             security=[{"apiKey": []}],
         ),
         debug=settings.server.debug,
+        request_max_body_size=settings.storage.max_upload_bytes + UPLOAD_OVERHEAD_BYTES,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,10 +14,13 @@ os.environ.setdefault("SOUNDALIKE_ENV", "test")
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:  # noqa: F821
+def pg_server() -> Iterator[EmbeddedPostgres]:  # noqa: F821
     from service.db.embedded import EmbeddedPostgres
 
-    root = tmp_path_factory.mktemp("pg")
+    # Not under pytest's tmp_path: pytest resets /tmp/pytest-of-<user> to 0700 whenever any pytest starts,
+    # which would lock out the unprivileged user PostgreSQL runs as when we are root.
+    root = Path(tempfile.mkdtemp(prefix="soundalike-test-pg-"))
+    root.chmod(0o755)
     server = EmbeddedPostgres(root / "data")
     server.start()
     yield server

@@ -61,7 +61,11 @@ def _field_errors(extra: Any) -> list[dict[str, Any]] | None:
 
 
 def http_exception_handler(request: Request, exc: HTTPException) -> Response:
-    return problem(exc.status_code, exc.detail, _field_errors(exc.extra), headers=exc.headers)
+    detail = exc.detail
+    if exc.status_code == 413:
+        limit = request.app.state.settings.storage.max_upload_bytes
+        detail = f"the request body is over the upload limit of {limit} bytes (SOUNDALIKE_STORAGE_MAX_UPLOAD_BYTES)"
+    return problem(exc.status_code, detail, _field_errors(exc.extra), headers=exc.headers)
 
 
 def domain_error_handler(request: Request, exc: DomainError) -> Response:
