@@ -1,0 +1,45 @@
+"""`soundalike import DIR`: every readable file becomes a generation with audio and latent; bad ones are reported."""
+
+import numpy as np
+import pytest
+
+from tests.integration.test_cli import external, soundalike
+from tests.integration.test_imports import clip_bytes
+
+pytestmark = pytest.mark.slow
+
+
+def test_folder_import(database, tiny_model, tmp_path, owner_conn):
+    folder = tmp_path / "catalogue"
+    (folder / "nested").mkdir(parents=True)
+    expected = {}
+    for i, (fmt, rate) in enumerate([("WAV", 22050), ("FLAC", 16000), ("OGG", 44100), ("WAV", 16000)]):
+        data, mono, _ = clip_bytes(seconds=2 + i, rate=rate, fmt=fmt)
+        name = f"track{i}.{fmt.lower()}"
+        (folder / ("nested" if i % 2 else "") / name).write_bytes(data)
+        expected[name] = tiny_model["pipeline"].encode(mono, rate)
+    (folder / "broken.wav").write_bytes(b"not audio at all")
+    (folder / "readme.txt").write_text("ignored: not an audio suffix")
+
+    env = {**external(database), "SOUNDALIKE_STORAGE_BLOB_DIR": str(tmp_path / "blobs")}
+    result = soundalike("import", str(folder), "--owner", "label", "--tags", "archive, 2019", "--batch-size", "3",
+                        env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "imported 4 of 5 files" in result.stdout
+    assert "skipped" in result.stderr and "broken.wav" in result.stderr
+
+    rows = owner_conn.execute(
+        "SELECT g.params->>'filename', g.tags, g.owner, l.embedding, a.uri FROM generations g "
+        "JOIN latent_embeddings l ON l.generation_id = g.id JOIN audio_assets a ON a.generation_id = g.id "
+        "WHERE g.kind = 'import'"
+    ).fetchall()
+    assert sorted(r[0] for r in rows) == sorted(expected)
+    for name, tags, owner, embedding, uri in rows:
+        assert tags == ["archive", "2019"] and owner == "label"
+        np.testing.assert_allclose(embedding.to_numpy(), expected[name], rtol=1e-4, atol=1e-4)
+        assert (tmp_path / "blobs" / uri.removeprefix("blob:")).exists()
+
+
+def test_empty_folder_is_an_error(database, tmp_path):
+    result = soundalike("import", str(tmp_path), "--owner", "x", env=external(database))
+    assert result.returncode == 1 and "no .wav, .flac or .ogg files" in result.stderr
