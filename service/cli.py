@@ -193,6 +193,28 @@ def _model_for_import(conn, alias: str | None) -> tuple[int, str]:
     return row[0], row[1]
 
 
+# -- lifecycle ------------------------------------------------------------------------------------------
+
+
+@main.command("lifecycle")
+@click.option("--retention-days", type=float, default=None, help="[SOUNDALIKE_STORAGE_RETENTION_DAYS, 180]")
+def lifecycle_command(retention_days: float | None) -> None:
+    """Run one archival pass now (archive old, purge deleted, sweep orphan files); workers run it on a cron."""
+    from service.domain.lifecycle import run_lifecycle
+    from service.storage import BlobStore
+
+    storage = get_settings().storage
+    store = BlobStore(storage.blob_dir, storage.archive_dir)
+
+    async def run(session):
+        return await run_lifecycle(session, store, retention_days or storage.retention_days,
+                                   storage.orphan_grace_seconds)  # fmt: skip
+
+    with database() as handle:
+        report = run_in_session(handle, run)
+    click.echo(f"archived {report.archived}, purged {report.purged}, removed {report.orphans_removed} orphan files")
+
+
 # -- API keys ---------------------------------------------------------------------------------------------
 
 

@@ -49,6 +49,7 @@ class Generation(msgspec.Struct):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    archived_at: datetime | None
     timings: Timings
     links: Links
 
@@ -64,7 +65,8 @@ def to_generation(view: GenerationView) -> Generation:
         tags=list(row.tags), params=row.params, seed=row.seed,
         model=ModelRef(id=view.model.id, alias=view.model.alias, version=view.model.version),
         parent_id=row.parent_id, neighbor_id=row.neighbor_id, error=row.error, created_at=row.created_at,
-        started_at=row.started_at, finished_at=row.finished_at, timings=Timings(**timings(row)),
+        started_at=row.started_at, finished_at=row.finished_at, archived_at=row.archived_at,
+        timings=Timings(**timings(row)),
         links=Links(self=url, audio=f"{url}/audio" if view.has_audio else None,
                     latent=f"{url}/latent" if view.has_latent else None),
     )  # fmt: skip

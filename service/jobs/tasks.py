@@ -6,7 +6,7 @@ import uuid
 
 import procrastinate
 
-from service.domain import production
+from service.domain import lifecycle, production
 from service.jobs import recovery
 from service.jobs.queue import GENERATE_TASK, GENERATION_QUEUE
 from service.jobs.runtime import Runtime
@@ -14,6 +14,7 @@ from service.settings import JobsSettings
 
 MAINTENANCE_QUEUE = "maintenance"
 SWEEP_TASK = "soundalike:sweep"
+LIFECYCLE_TASK = "soundalike:lifecycle"
 
 
 def runtime_of(context: procrastinate.JobContext) -> Runtime:
@@ -37,7 +38,20 @@ async def sweep(context: procrastinate.JobContext, timestamp: int) -> dict[str, 
     }
 
 
+async def lifecycle_pass(context: procrastinate.JobContext, timestamp: int) -> dict[str, int]:
+    """Archive old generations, purge deleted ones, remove orphan files."""
+    runtime = runtime_of(context)
+    storage = runtime.settings.storage
+    async with runtime.sessions() as session:
+        report = await lifecycle.run_lifecycle(
+            session, runtime.store, storage.retention_days, storage.orphan_grace_seconds
+        )
+    return vars(report)
+
+
 def register_tasks(app: procrastinate.App, jobs: JobsSettings) -> None:
     app.task(name=GENERATE_TASK, queue=GENERATION_QUEUE, pass_context=True)(generate)
     sweep_task = app.task(name=SWEEP_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)(sweep)
     app.periodic(cron=jobs.sweep_cron)(sweep_task)
+    lifecycle_task = app.task(name=LIFECYCLE_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)(lifecycle_pass)
+    app.periodic(cron=jobs.lifecycle_cron)(lifecycle_task)
