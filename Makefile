@@ -40,7 +40,7 @@ migrate: $(STAMP) ## apply migrations up to head
 	$(CLI) db upgrade
 
 bench: $(STAMP) ## run every benchmark in benchmarks/ (writes benchmarks/results/)
-	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in benchmarks/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 backup: $(STAMP) ## dump the database: make backup FILE=var/backup.dump
 	$(CLI) backup $(or $(FILE),var/backups/soundalike-$$(date +%Y%m%d-%H%M%S).dump)

@@ -1,0 +1,112 @@
+"""Generation throughput through the API (POST 202 → in-process worker → succeeded, end to end) against
+calling the pipeline directly in one process (generate + decode + WAV encode), at batch 8.
+
+    .venv/bin/python benchmarks/generation.py [--requests 6] [--steps N]
+
+Prints clips/s for both and their ratio (target ≥ 0.8); writes benchmarks/results/generation.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from litestar.testing import AsyncTestClient  # noqa: E402
+
+from benchmarks._harness import benchmark_checkpoint, register_model, throwaway_database, write_result  # noqa: E402
+from service.app import create_app  # noqa: E402
+from service.domain import api_keys  # noqa: E402
+from service.domain.audio import to_wav  # noqa: E402
+from service.ml.pipeline import Pipeline  # noqa: E402
+from service.settings import DatabaseSettings, Settings, StorageSettings  # noqa: E402
+
+BATCH = 8
+PROMPTS = ["piano, minor, slow", "guitar, major, 120 bpm", "strings, minor", "organ, drums", "flute, major"]
+
+
+def direct(pipeline: Pipeline, requests: int, steps: int) -> float:
+    started = time.perf_counter()
+    for r in range(requests):
+        prompt = PROMPTS[r % len(PROMPTS)]
+        latents = pipeline.generate([prompt] * BATCH, list(range(r * BATCH, (r + 1) * BATCH)), steps=steps)
+        for clip in pipeline.decode(latents):
+            to_wav(clip, pipeline.config.sample_rate)
+    return requests * BATCH / (time.perf_counter() - started)
+
+
+async def through_api(handle, root: Path, requests: int, steps: int) -> float:
+    settings = Settings(
+        env="test",
+        database=DatabaseSettings(url=handle.app_url, migration_url=handle.migration_url),
+        storage=StorageSettings(blob_dir=root / "blobs", archive_dir=root / "archive"),
+    )
+    async with AsyncTestClient(create_app(handle.app_url, settings, run_worker_in_process=True), timeout=600) as client:
+        async with client.app.state.sessionmaker() as session:
+            key = (await api_keys.create_key(session, settings.auth.secret, "bench", "creator")).key
+            await session.commit()
+        headers = {"Authorization": f"Bearer {key}"}
+        warm = {"prompt": PROMPTS[0], "steps": steps, "batch_size": 1}  # loads the model once, outside the timing
+        await client.post("/v1/generations?wait=60", json=warm, headers=headers)
+        started = time.perf_counter()
+        ids = []
+        for r in range(requests):
+            body = {"prompt": PROMPTS[r % len(PROMPTS)], "seed": r * BATCH, "steps": steps, "batch_size": BATCH}
+            ids += (await client.post("/v1/generations", json=body, headers=headers)).json()["ids"]
+        pending = set(ids)
+        while pending:
+            for generation_id in list(pending):
+                status = (await client.get(f"/v1/generations/{generation_id}", headers=headers)).json()["status"]
+                if status != "pending" and status != "running":
+                    assert status == "succeeded", status
+                    pending.discard(generation_id)
+            await asyncio.sleep(0.05)
+        return len(ids) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps [the model's default]")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best of each side counts")
+    args = parser.parse_args()
+    checkpoint = benchmark_checkpoint()
+    pipeline = Pipeline.load(checkpoint)
+    steps = args.steps or pipeline.config.default_steps
+    with throwaway_database() as (handle, root):
+        register_model(handle, pipeline, checkpoint)
+        direct(pipeline, 1, steps)  # warm-up
+        # Alternate the two sides so a burst of load from elsewhere on a shared machine hits both alike.
+        direct_rate = api_rate = 0.0
+        for _ in range(args.rounds):
+            direct_rate = max(direct_rate, direct(pipeline, args.requests, steps))
+            api_rate = max(api_rate, asyncio.run(through_api(handle, root, args.requests, steps)))
+    ratio = api_rate / direct_rate
+    print(
+        f"model {pipeline.version} ({checkpoint.name}), batch {BATCH}, steps {steps}, {args.requests} requests,"
+        f" best of {args.rounds} alternating rounds"
+    )
+    print(f"  direct pipeline : {direct_rate:7.2f} clips/s")
+    print(f"  API + worker    : {api_rate:7.2f} clips/s")
+    print(f"  ratio           : {ratio:7.2f}  (target >= 0.8)")
+    write_result(
+        "generation",
+        {
+            "model": pipeline.version,
+            "batch": BATCH,
+            "steps": steps,
+            "requests": args.requests,
+            "rounds": args.rounds,
+            "direct_clips_per_s": direct_rate,
+            "api_clips_per_s": api_rate,
+            "ratio": ratio,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
