@@ -11,6 +11,7 @@ import click
 import psycopg
 import sqlalchemy.exc
 
+from service.cli_models import models_group
 from service.cli_support import run_in_session
 from service.db import backup as backups
 from service.db import migrate
@@ -242,6 +243,8 @@ def restore(path: Path, yes: bool) -> None:
         backups.restore(handle.migration_url, path)
     click.echo(f"restored {path}")
 
+
+main.add_command(models_group)
 
 if __name__ == "__main__":
     main()
