@@ -11,7 +11,7 @@ import msgspec
 from litestar import Controller, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, NotFoundException, ValidationException
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.api.auth import requires_role
@@ -92,17 +92,17 @@ class ModelController(Controller):
     async def list_models(
         self,
         db_session: NamedDependency[AsyncSession],
-        include_archived: Annotated[bool, Parameter(query="include_archived")] = True,
+        include_archived: FromQuery[bool] = True,
     ) -> list[ModelOut]:
         return [ModelOut.of(row) for row in await registry.list_models(db_session, include_archived)]
 
     @get("/{ref:str}", summary="One model, by alias, source id or id")
-    async def show(self, db_session: NamedDependency[AsyncSession], ref: str) -> ModelOut:
+    async def show(self, db_session: NamedDependency[AsyncSession], ref: FromPath[str]) -> ModelOut:
         with registry_errors():
             return ModelOut.of(await registry.get_model(db_session, ref))
 
     @post(summary="Register a checkpoint file on the server under an alias")
-    async def add(self, db_session: NamedDependency[AsyncSession], data: ModelCreate) -> ModelOut:
+    async def add(self, db_session: NamedDependency[AsyncSession], data: JSONBody[ModelCreate]) -> ModelOut:
         spec = registry.ModelSpec(data.latent_dim, data.sample_rate, data.clip_seconds)
         with registry_errors():
             row = await registry.add_model(
@@ -110,10 +110,13 @@ class ModelController(Controller):
                 make_default=data.is_default, metadata=data.metadata,
             )  # fmt: skip
             await db_session.commit()
+            await db_session.refresh(row)
         return ModelOut.of(row)
 
     @patch("/{ref:str}", summary="Rename, make default, archive or unarchive, merge metadata")
-    async def update(self, db_session: NamedDependency[AsyncSession], ref: str, data: ModelUpdate) -> ModelOut:
+    async def update(
+        self, db_session: NamedDependency[AsyncSession], ref: FromPath[str], data: JSONBody[ModelUpdate]
+    ) -> ModelOut:
         with registry_errors():
             row = await registry.get_model(db_session, ref)
             if data.is_default is False:
@@ -139,7 +142,7 @@ class ModelController(Controller):
         return ModelOut.of(row)
 
     @delete("/{ref:str}", summary="Delete a model nothing refers to (otherwise archive it)")
-    async def remove(self, db_session: NamedDependency[AsyncSession], ref: str) -> None:
+    async def remove(self, db_session: NamedDependency[AsyncSession], ref: FromPath[str]) -> None:
         with registry_errors():
             await registry.delete(db_session, ref)
             await db_session.commit()

@@ -12,7 +12,7 @@ Statuses and who moves them::
     any but ARCHIVED ──mark_failed(reason)──▶ FAILED ──verify (checksum good again)──▶ READY
     any but the default ──archive──▶ ARCHIVED ──unarchive──▶ READY
 
-Functions here flush but never commit, except where noted: callers (API handlers, CLI, workers) commit.
+Functions here flush (and return fully loaded rows) but never commit: callers (API, CLI, workers) commit.
 """
 
 from __future__ import annotations
@@ -298,6 +298,7 @@ async def add_model(
     else:
         await _make_default_if_none(session, row)
     await session.flush()
+    await session.refresh(row)
     return row
 
 
@@ -360,6 +361,7 @@ async def register_builtin(
     )
     session.add(row)
     await session.flush()
+    await session.refresh(row)
     note = f"registered built-in model {final_alias!r} (version {row.version})"
     if previous is not None:
         note += f"; previous built-in version is now {previous.alias!r}"
@@ -378,6 +380,7 @@ async def rename(session: AsyncSession, ref: str | int, new_alias: str) -> Model
     await _ensure_alias_free(session, new_alias, exclude_id=row.id)
     row.alias = new_alias
     await session.flush()
+    await session.refresh(row)
     return row
 
 
@@ -410,6 +413,7 @@ async def archive(session: AsyncSession, ref: str | int) -> Model:
         raise ModelConflict(f"model {row.alias!r} is {row.status} (in use by a worker); archive it when it is idle")
     row.status, row.status_reason = ARCHIVED, None
     await session.flush()
+    await session.refresh(row)
     return row
 
 
@@ -419,6 +423,7 @@ async def unarchive(session: AsyncSession, ref: str | int) -> Model:
         raise ModelConflict(f"model {row.alias!r} is {row.status}, not archived")
     row.status, row.status_reason = READY, None
     await session.flush()
+    await session.refresh(row)
     return row
 
 
@@ -447,6 +452,7 @@ async def update_metadata(session: AsyncSession, ref: str | int, metadata: dict[
     merged = {**row.metadata_, **metadata}
     row.metadata_ = {k: v for k, v in merged.items() if v is not None}
     await session.flush()
+    await session.refresh(row)
     return row
 
 
