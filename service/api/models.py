@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -70,6 +71,11 @@ class ModelUpdate(msgspec.Struct, forbid_unknown_fields=True):
     metadata: dict[str, Any] | None = None
 
 
+def _ref(path: Path) -> str:
+    """The model reference in the URL; a path parameter, because aliases may hold ``/`` (``local:piano/v2``)."""
+    return str(path).lstrip("/")
+
+
 @contextmanager
 def registry_errors() -> Iterator[None]:
     """Registry refusals as problem details: unknown 404, clashes 409, bad fields 400 naming the field."""
@@ -96,10 +102,10 @@ class ModelController(Controller):
     ) -> list[ModelOut]:
         return [ModelOut.of(row) for row in await registry.list_models(db_session, include_archived)]
 
-    @get("/{ref:str}", summary="One model, by alias, source id or id")
-    async def show(self, db_session: NamedDependency[AsyncSession], ref: FromPath[str]) -> ModelOut:
+    @get("/{ref:path}", summary="One model, by alias, source id or id")
+    async def show(self, db_session: NamedDependency[AsyncSession], ref: FromPath[Path]) -> ModelOut:
         with registry_errors():
-            return ModelOut.of(await registry.get_model(db_session, ref))
+            return ModelOut.of(await registry.get_model(db_session, _ref(ref)))
 
     @post(summary="Register a checkpoint file on the server under an alias")
     async def add(self, db_session: NamedDependency[AsyncSession], data: JSONBody[ModelCreate]) -> ModelOut:
@@ -113,12 +119,12 @@ class ModelController(Controller):
             await db_session.refresh(row)
         return ModelOut.of(row)
 
-    @patch("/{ref:str}", summary="Rename, make default, archive or unarchive, merge metadata")
+    @patch("/{ref:path}", summary="Rename, make default, archive or unarchive, merge metadata")
     async def update(
-        self, db_session: NamedDependency[AsyncSession], ref: FromPath[str], data: JSONBody[ModelUpdate]
+        self, db_session: NamedDependency[AsyncSession], ref: FromPath[Path], data: JSONBody[ModelUpdate]
     ) -> ModelOut:
         with registry_errors():
-            row = await registry.get_model(db_session, ref)
+            row = await registry.get_model(db_session, _ref(ref))
             if data.is_default is False:
                 raise registry.InvalidModelInput(
                     "is_default", "there is always one default: set is_default=true on the model that should take over"
@@ -141,8 +147,8 @@ class ModelController(Controller):
             await db_session.refresh(row)
         return ModelOut.of(row)
 
-    @delete("/{ref:str}", summary="Delete a model nothing refers to (otherwise archive it)")
-    async def remove(self, db_session: NamedDependency[AsyncSession], ref: FromPath[str]) -> None:
+    @delete("/{ref:path}", summary="Delete a model nothing refers to (otherwise archive it)")
+    async def remove(self, db_session: NamedDependency[AsyncSession], ref: FromPath[Path]) -> None:
         with registry_errors():
-            await registry.delete(db_session, ref)
+            await registry.delete(db_session, _ref(ref))
             await db_session.commit()

@@ -253,6 +253,32 @@ class ModelSpec:
         return self
 
 
+async def _hash_checkpoint(checkpoint_path: str | Path, alias: str, spec: ModelSpec) -> tuple[Path, str]:
+    """Check the inputs of a new registration; the checkpoint's absolute path and sha256."""
+    check_alias(alias)
+    spec.validate()
+    path = _checkpoint_file(checkpoint_path)
+    return path, await asyncio.to_thread(sha256_file, path)
+
+
+def _checkpoint_model(
+    source_id: str, alias: str, source_type: str, version: str | None, path: Path, digest: str, spec: ModelSpec, **extra
+) -> Model:
+    return Model(
+        source_id=source_id,
+        alias=alias,
+        source_type=source_type,
+        version=version or digest[:12],
+        checkpoint_path=str(path),
+        checkpoint_sha256=digest,
+        latent_dim=spec.latent_dim,
+        sample_rate=spec.sample_rate,
+        clip_seconds=spec.clip_seconds,
+        status=READY,
+        **extra,
+    )
+
+
 async def _make_default_if_none(session: AsyncSession, row: Model) -> None:
     if await default_model(session) is None and row.status != ARCHIVED:
         row.is_default = True
@@ -269,37 +295,20 @@ async def add_model(
     metadata: dict[str, Any] | None = None,
 ) -> Model:
     """Register a local checkpoint under ``alias`` (hashing it); the first model becomes the default."""
-    check_alias(alias)
-    spec.validate()
-    path = _checkpoint_file(checkpoint_path)
-    digest = await asyncio.to_thread(sha256_file, path)
+    path, digest = await _hash_checkpoint(checkpoint_path, alias, spec)
     await lock_registry(session)
     await _ensure_alias_free(session, alias)
     same = await session.scalar(select(Model).where(Model.checkpoint_sha256 == digest).limit(1))
     if same is not None:
         raise ModelConflict(f"this checkpoint (sha256 {digest[:16]}…) is already registered as {same.alias!r}")
-    row = Model(
-        source_id=f"local:{digest}",
-        alias=alias,
-        source_type="local",
-        version=version or digest[:12],
-        checkpoint_path=str(path),
-        checkpoint_sha256=digest,
-        latent_dim=spec.latent_dim,
-        sample_rate=spec.sample_rate,
-        clip_seconds=spec.clip_seconds,
-        status=READY,
-        metadata_=metadata or {},
-    )
+    row = _checkpoint_model(f"local:{digest}", alias, "local", version, path, digest, spec, metadata_=metadata or {})
     session.add(row)
     await session.flush()
     if make_default:
         await set_default(session, row.id)
     else:
         await _make_default_if_none(session, row)
-    await session.flush()
-    await session.refresh(row)
-    return row
+    return await _saved(session, row)
 
 
 @dataclass(frozen=True)
@@ -324,10 +333,7 @@ async def register_builtin(
     latents live in another space; it takes over ``alias`` and the default from the previous built-in version
     if that one held them, and the previous version keeps its data under ``<alias>-<sha8>``.
     """
-    check_alias(alias)
-    spec.validate()
-    path = _checkpoint_file(checkpoint_path)
-    digest = await asyncio.to_thread(sha256_file, path)
+    path, digest = await _hash_checkpoint(checkpoint_path, alias, spec)
     await lock_registry(session)
     same_file = select(Model).where(Model.source_type == "builtin", Model.checkpoint_sha256 == digest)
     existing = await session.scalar(same_file)
@@ -346,19 +352,8 @@ async def register_builtin(
             previous.is_default = False
         await session.flush()
     final_alias = first_free(alias, await taken_names(session))
-    row = Model(
-        source_id=f"{name}@{digest[:12]}",
-        alias=final_alias,
-        source_type="builtin",
-        version=version or digest[:12],
-        checkpoint_path=str(path),
-        checkpoint_sha256=digest,
-        latent_dim=spec.latent_dim,
-        sample_rate=spec.sample_rate,
-        clip_seconds=spec.clip_seconds,
-        status=READY,
-        is_default=take_default,
-    )
+    source_id = f"{name}@{digest[:12]}"
+    row = _checkpoint_model(source_id, final_alias, "builtin", version, path, digest, spec, is_default=take_default)
     session.add(row)
     await session.flush()
     await session.refresh(row)
@@ -379,9 +374,7 @@ async def rename(session: AsyncSession, ref: str | int, new_alias: str) -> Model
         return row
     await _ensure_alias_free(session, new_alias, exclude_id=row.id)
     row.alias = new_alias
-    await session.flush()
-    await session.refresh(row)
-    return row
+    return await _saved(session, row)
 
 
 async def set_default(session: AsyncSession, ref: str | int) -> Model:
@@ -398,23 +391,32 @@ async def set_default(session: AsyncSession, ref: str | int) -> Model:
     return row
 
 
+def _refuse_the_default(row: Model, action: str) -> None:
+    if row.is_default:
+        raise ModelConflict(
+            f"model {row.alias!r} is the default and cannot be {action}: make another model the default first "
+            f"(`soundalike models set-default ALIAS`)"
+        )
+
+
+async def _saved(session: AsyncSession, row: Model) -> Model:
+    """Flush ``row`` and read it back (server-side values such as ``updated_at`` included)."""
+    await session.flush()
+    await session.refresh(row)
+    return row
+
+
 async def archive(session: AsyncSession, ref: str | int) -> Model:
     """Archive a model: keep all its data, take no new work with it, hide its latents from default search."""
     await lock_registry(session)
     row = await get_model(session, ref)
-    if row.is_default:
-        raise ModelConflict(
-            f"model {row.alias!r} is the default: make another model the default first "
-            f"(`soundalike models set-default ALIAS`)"
-        )
+    _refuse_the_default(row, "archived")
     if row.status == ARCHIVED:
         return row
     if row.status in (LOADING, RUNNING):
         raise ModelConflict(f"model {row.alias!r} is {row.status} (in use by a worker); archive it when it is idle")
     row.status, row.status_reason = ARCHIVED, None
-    await session.flush()
-    await session.refresh(row)
-    return row
+    return await _saved(session, row)
 
 
 async def unarchive(session: AsyncSession, ref: str | int) -> Model:
@@ -422,19 +424,14 @@ async def unarchive(session: AsyncSession, ref: str | int) -> Model:
     if row.status != ARCHIVED:
         raise ModelConflict(f"model {row.alias!r} is {row.status}, not archived")
     row.status, row.status_reason = READY, None
-    await session.flush()
-    await session.refresh(row)
-    return row
+    return await _saved(session, row)
 
 
 async def delete(session: AsyncSession, ref: str | int) -> Model:
     """Delete a model that nothing refers to; a model with generations can only be archived."""
     await lock_registry(session)
     row = await get_model(session, ref)
-    if row.is_default:
-        raise ModelConflict(
-            f"model {row.alias!r} is the default and cannot be deleted: make another model the default first"
-        )
+    _refuse_the_default(row, "deleted")
     generations, latents = (await usage_counts(session, [row.id]))[row.id]
     if generations or latents:
         raise ModelConflict(
@@ -451,9 +448,7 @@ async def update_metadata(session: AsyncSession, ref: str | int, metadata: dict[
     row = await get_model(session, ref)
     merged = {**row.metadata_, **metadata}
     row.metadata_ = {k: v for k, v in merged.items() if v is not None}
-    await session.flush()
-    await session.refresh(row)
-    return row
+    return await _saved(session, row)
 
 
 # -- status transitions (workers) -----------------------------------------------------------------------------

@@ -77,6 +77,14 @@ async def test_list_and_show(client, keys, two_models):
     assert_problem(await client.get("/v1/models/nope", headers=keys["admin"]), 404, "no model 'nope'")
 
 
+async def test_aliases_with_slashes_are_addressable(client, keys, two_models):
+    renamed = await client.patch("/v1/models/b", headers=keys["admin"], json={"alias": "local:piano/v2"})
+    assert renamed.status_code == 200, renamed.text
+    for path in ("/v1/models/local:piano/v2", "/v1/models/local%3Apiano%2Fv2"):
+        shown = await client.get(path, headers=keys["admin"])
+        assert shown.status_code == 200 and shown.json()["id"] == two_models["b"]
+
+
 async def test_add_a_checkpoint(client, keys, checkpoint):
     path = checkpoint("new.pt")
     body = {"checkpoint_path": str(path), "alias": "new", "version": "v3", "sample_rate": 32000, "clip_seconds": 8}
@@ -132,7 +140,13 @@ async def test_patch_renames_sets_default_archives_and_merges_metadata(client, k
         ("nope", {"alias": "x"}, 404, "no model 'nope'", None),
         ("b", {"alias": "a"}, 409, "'a' is already the alias", None),
         ("b", {"alias": "has space"}, 400, "must start with a letter", "alias"),
-        ("a", {"status": "ARCHIVED"}, 409, "is the default: make another model the default first", None),
+        (
+            "a",
+            {"status": "ARCHIVED"},
+            409,
+            "is the default and cannot be archived: make another model the default first",
+            None,
+        ),
         ("archived", {"is_default": True}, 409, "is archived", None),
         ("b", {"is_default": True, "status": "ARCHIVED"}, 409, "archived and made the default at once", None),
         ("a", {"is_default": False}, 400, "there is always one default", "is_default"),

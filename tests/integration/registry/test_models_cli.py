@@ -43,7 +43,9 @@ def test_registry_commands(cli, checkpoint):
     assert "status:       ARCHIVED" in shown and "sample rate:  32000" in shown and "version:      v1" in shown
     assert "ARCHIVED" in ok(cli("list")) and "ARCHIVED" not in ok(cli("list", "--active"))
     assert_one_line_error(cli("set-default", "a"), "model 'a' is archived")
-    assert_one_line_error(cli("archive", "bee"), "'bee' is the default: make another model the default first")
+    assert_one_line_error(
+        cli("archive", "bee"), "'bee' is the default and cannot be archived: make another model the default first"
+    )
     assert_one_line_error(cli("delete", "bee"), "is the default and cannot be deleted")
     assert_one_line_error(cli("alias", "a", "bee"), "'bee' is already the alias of model 2")
     assert_one_line_error(cli("show", "nope"), "no model 'nope'")

@@ -131,7 +131,9 @@ async def test_archive_blocks_new_work_keeps_data_and_protects_the_default(sessi
     b = await registry.add_model(session, checkpoint("b.pt"), "b")
     session.add(Generation(owner="alice", model_id=b.id, kind="text2music", status="succeeded"))
     await session.commit()
-    with pytest.raises(registry.ModelConflict, match="is the default: make another model the default first"):
+    with pytest.raises(
+        registry.ModelConflict, match="is the default and cannot be archived: make another model the default first"
+    ):
         await registry.archive(session, "a")
     archived = await registry.archive(session, "b")
     await session.commit()
