@@ -88,7 +88,11 @@ def read_legacy_list(path: Path) -> ParsedList:
     path = Path(path)
     if not path.is_file():
         raise registry.RegistryError(f"no legacy model list at {path}")
-    return parse_legacy_list(path.read_bytes(), path.resolve().parent, source=path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise registry.RegistryError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return parse_legacy_list(data, path.resolve().parent, source=path)
 
 
 def parse_legacy_list(data: bytes, base_dir: Path, source: Path = Path("model.list")) -> ParsedList:
@@ -234,6 +238,12 @@ def plan_import(
     fresh: list[LegacyEntry] = []
     for entry in entries:
         row = existing.get(entry.model_id)
+        if row is None and entry.model_id in taken:
+            conflicts.append(
+                LineError(entry.line, f"model_id {entry.model_id!r} is the alias of a registered model: "
+                          "references would be ambiguous (rename that model first with `soundalike models alias`)")
+            )  # fmt: skip
+            continue
         if row is None:
             fresh.append(entry)
             continue
@@ -343,7 +353,13 @@ async def import_legacy_list(
         return _finish(report, "unchanged", why)
 
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
-    info = await asyncio.to_thread(backups.backup, migration_url, Path(backup_dir) / f"before-import-list-{stamp}.dump")
+    try:
+        info = await asyncio.to_thread(
+            backups.backup, migration_url, Path(backup_dir) / f"before-import-list-{stamp}.dump"
+        )
+    except Exception as exc:
+        await session.rollback()
+        return _finish(report, "failed", f"could not take the backup in {backup_dir} ({exc}): nothing was written")
     report.backup = info.path
     current_line = None
     try:

@@ -102,7 +102,9 @@ def check_alias(alias: str, field: str = "alias") -> str:
 async def find_model(session: AsyncSession, ref: str | int) -> Model | None:
     """The model a reference names: its alias, its source id, or its numeric id (in that order)."""
     text_ref = str(ref)
-    row = await session.scalar(select(Model).where(or_(Model.alias == text_ref, Model.source_id == text_ref)))
+    row = await session.scalar(select(Model).where(Model.alias == text_ref))
+    if row is None:
+        row = await session.scalar(select(Model).where(Model.source_id == text_ref))
     if row is None and text_ref.isdigit() and int(text_ref) < 2**31:
         row = await session.get(Model, int(text_ref))
     return row
@@ -258,7 +260,10 @@ async def _hash_checkpoint(checkpoint_path: str | Path, alias: str, spec: ModelS
     check_alias(alias)
     spec.validate()
     path = _checkpoint_file(checkpoint_path)
-    return path, await asyncio.to_thread(sha256_file, path)
+    try:
+        return path, await asyncio.to_thread(sha256_file, path)
+    except OSError as exc:
+        raise InvalidModelInput("checkpoint_path", f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _checkpoint_model(

@@ -159,3 +159,24 @@ async def test_failure_half_way_restores_the_backup(sessions, import_db, owner, 
         assert (await registry.resolve_alias(session, None)).alias == "keep"
     retry = await run_import(sessions, import_db, legacy_dir / "model.list", tmp_path / "backups", skip_invalid=True)
     assert retry.outcome == "imported" and len(registry_rows(owner)) == 10
+
+
+async def test_no_backup_no_import(sessions, import_db, owner, legacy_dir, tmp_path):
+    not_a_dir = tmp_path / "backups"
+    not_a_dir.write_text("a file where the backup directory should be")
+    report = await run_import(sessions, import_db, legacy_dir / "model.list", not_a_dir, skip_invalid=True)
+    assert report.outcome == "failed" and report.backup is None
+    assert f"could not take the backup in {not_a_dir}" in report.message and "nothing was written" in report.message
+    assert registry_rows(owner) == {}
+
+
+async def test_a_model_id_equal_to_a_registered_alias_is_refused(
+    sessions, import_db, owner, legacy_dir, tmp_path, checkpoint
+):
+    async with sessions() as session:
+        await registry.add_model(session, checkpoint("x.pt"), "drums-v2")
+        await session.commit()
+    report = await run_import(sessions, import_db, legacy_dir / "model.list", tmp_path / "b", dry_run=True)
+    line_8 = next(e for e in report.errors if e.line == 8)
+    assert "model_id 'drums-v2' is the alias of a registered model" in line_8.reason
+    assert report.outcome == "refused"

@@ -1,5 +1,7 @@
 """The registry against the real database: defaults, aliases, archiving, built-in registration, statuses."""
 
+import asyncio
+
 import pytest
 from sqlalchemy import func, select
 
@@ -221,3 +223,29 @@ async def test_verify_marks_mismatches_failed_and_recovers(session, checkpoint):
     assert results["a"].outcome == "recovered"
     await session.refresh(a)
     assert (a.status, a.status_reason) == ("READY", None)
+
+
+async def test_a_second_start_waits_for_the_first_registration(sessions, checkpoint, owner_conn):
+    """Two processes starting together: the second waits for the first's transaction, then finds its row."""
+    path = checkpoint("default.pt")
+
+    async def second_start():
+        async with sessions() as session:
+            result = await registry.register_builtin(session, path)
+            await session.commit()
+            return result
+
+    async with sessions() as first:
+        created = await registry.register_builtin(first, path)  # not committed yet
+        racer = asyncio.create_task(second_start())
+        for _ in range(400):  # until the second registration is blocked inside the database
+            await asyncio.sleep(0.025)
+            if owner_conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0]:
+                break
+        else:
+            pytest.fail("the second registration never waited for the first")
+        await first.commit()
+    second = await racer
+    assert created.created and not second.created and second.model.id == created.model.id
+    async with sessions() as session:
+        assert len(await registry.list_models(session)) == 1
