@@ -341,6 +341,9 @@ async def import_legacy_list(
         await session.rollback()
         why = f"{_count(report.errors, 'invalid line')}: nothing was imported"
         return _finish(report, "refused", why + " (fix the file, or pass --skip-invalid to import the valid lines)")
+    if not report.planned:
+        await session.rollback()
+        return _finish(report, "refused", "nothing to import: the file has no valid model lines")
     if no_default and report.to_import:
         report.new_default = report.to_import[0].alias
     if dry_run:

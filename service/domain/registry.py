@@ -352,7 +352,9 @@ async def register_builtin(
     previous = await session.scalar(select(Model).where(Model.source_type == "builtin", Model.alias == alias))
     take_default = await default_model(session) is None or (previous is not None and previous.is_default)
     if previous is not None:
-        previous.alias = f"{alias}-{(previous.checkpoint_sha256 or str(previous.id))[:8]}"
+        previous.alias = first_free(
+            f"{alias}-{(previous.checkpoint_sha256 or str(previous.id))[:8]}", await taken_names(session)
+        )
         if previous.is_default:
             previous.is_default = False
         await session.flush()

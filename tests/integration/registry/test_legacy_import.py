@@ -180,3 +180,11 @@ async def test_a_model_id_equal_to_a_registered_alias_is_refused(
     line_8 = next(e for e in report.errors if e.line == 8)
     assert "model_id 'drums-v2' is the alias of a registered model" in line_8.reason
     assert report.outcome == "refused"
+
+
+async def test_a_file_without_valid_lines_imports_nothing_even_skipping(sessions, import_db, owner, tmp_path):
+    listing = tmp_path / "model.list"
+    listing.write_bytes(b"only three fields\r\n")
+    report = await run_import(sessions, import_db, listing, tmp_path / "b", skip_invalid=True)
+    assert report.outcome == "refused" and "no valid model lines" in report.message
+    assert registry_rows(owner) == {} and not (tmp_path / "b").exists()
