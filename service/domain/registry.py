@@ -162,18 +162,12 @@ async def usage_counts(session: AsyncSession, model_ids: Sequence[int]) -> dict[
     """``{model_id: (generations, latents)}`` for the given models."""
     if not model_ids:
         return {}
-    gens = dict(
-        (await session.execute(
-            select(Generation.model_id, func.count()).where(Generation.model_id.in_(model_ids))
-            .group_by(Generation.model_id)
-        )).all()
-    )  # fmt: skip
-    lats = dict(
-        (await session.execute(
-            select(LatentEmbedding.model_id, func.count()).where(LatentEmbedding.model_id.in_(model_ids))
-            .group_by(LatentEmbedding.model_id)
-        )).all()
-    )  # fmt: skip
+    gens, lats = [
+        dict((await session.execute(
+            select(table.model_id, func.count()).where(table.model_id.in_(model_ids)).group_by(table.model_id)
+        )).all())
+        for table in (Generation, LatentEmbedding)
+    ]  # fmt: skip
     return {mid: (gens.get(mid, 0), lats.get(mid, 0)) for mid in model_ids}
 
 
