@@ -11,7 +11,8 @@ import click
 import psycopg
 import sqlalchemy.exc
 
-from service.cli_support import run_in_session
+from service.cli_models import models_group
+from service.cli_support import register_shipped_model, run_in_session
 from service.db import backup as backups
 from service.db import migrate
 from service.db.runtime import DatabaseHandle, open_database
@@ -84,6 +85,7 @@ def serve(host: str | None, port: int | None, run_migrations: bool | None) -> No
             migrate.upgrade(db.migration_url, settings.database.app_role)
         with sqlalchemy.create_engine(db.app_url).connect() as conn:
             check_ready(conn)
+        log.info(register_shipped_model(db))
         _print_first_admin_key(db)
         click.echo(f"Soundalike on http://{host}:{port}  (OpenAPI: http://{host}:{port}/schema)")
         app = create_app(db.app_url, settings, run_worker_in_process=settings.jobs.in_process_worker)
@@ -138,6 +140,7 @@ def worker(concurrency: int | None) -> None:
     with database() as db:
         with sqlalchemy.create_engine(db.app_url).connect() as conn:
             check_ready(conn)
+        log.info(register_shipped_model(db))
         click.echo(f"worker started (concurrency {settings.jobs.concurrency})")
         asyncio.run(work(db.app_url))
 
@@ -171,7 +174,7 @@ def import_command(folder: Path, owner: str, model_alias: str | None, visibility
     options = ImportOptions(visibility=visibility, tags=parse_tags(tags))
     store = BlobStore(settings.storage.blob_dir, settings.storage.archive_dir)
     with database() as handle, connect_sync(handle.app_url) as conn:
-        model_id, checkpoint = _model_for_import(conn, model_alias)
+        model_id, checkpoint = _model_for_import(handle, model_alias)
         pipeline = Pipeline.load(checkpoint)
         with tqdm(total=len(files), unit="file", desc="importing") as bar:
             report = import_folder(conn, store, pipeline, model_id, owner, files, options, settings.storage,
@@ -181,16 +184,23 @@ def import_command(folder: Path, owner: str, model_alias: str | None, visibility
         click.echo(f"  skipped {path}: {reason}", err=True)
 
 
-def _model_for_import(conn, alias: str | None) -> tuple[int, str]:
-    if alias is None:
-        row = conn.execute("SELECT id, checkpoint_path, status FROM models WHERE is_default").fetchone()
-    else:
-        row = conn.execute("SELECT id, checkpoint_path, status FROM models WHERE alias = %s", (alias,)).fetchone()
-    if row is None:
-        raise SoundalikeError(f"no model {alias!r}" if alias else "no default model is registered")
-    if row[2] == "ARCHIVED":
-        raise SoundalikeError(f"model {alias!r} is archived: it makes nothing new")
-    return row[0], row[1]
+def _model_for_import(handle: DatabaseHandle, alias: str | None) -> tuple[int, str]:
+    """The model's id and verified checkpoint path (archived, failed or tampered models are refused)."""
+    from service.domain import registry
+    from service.domain.errors import DomainError
+    from service.domain.model_lookup import resolve_model
+
+    async def lookup(session):
+        return await resolve_model(session, alias, for_new_work=True)
+
+    try:
+        model = run_in_session(handle, lookup)
+    except DomainError as exc:
+        raise SoundalikeError(exc.message) from None
+    problem = registry.checkpoint_problem(model.checkpoint_path, model.checkpoint_sha256)
+    if problem:
+        raise SoundalikeError(f"model {model.alias!r} cannot be loaded: {problem}")
+    return model.id, model.checkpoint_path
 
 
 # -- lifecycle ------------------------------------------------------------------------------------------
@@ -350,6 +360,8 @@ def restore(path: Path, yes: bool) -> None:
         backups.restore(handle.migration_url, path)
     click.echo(f"restored {path}")
 
+
+main.add_command(models_group)
 
 if __name__ == "__main__":
     main()

@@ -27,3 +27,22 @@ def run_in_session(handle: DatabaseHandle, work: Callable[[AsyncSession], Awaita
             await engine.dispose()
 
     return asyncio.run(main())
+
+
+def register_shipped_model(handle: DatabaseHandle) -> str:
+    """Register the checkpoint shipped in the package as the built-in model (idempotent, every start-up)."""
+    from service.domain import registry
+    from service.ml.pipeline import Pipeline, default_checkpoint_path
+
+    path = default_checkpoint_path()
+    if not path.exists():
+        return f"no shipped checkpoint at {path}; register a model with `soundalike models add PATH --alias NAME`"
+    pipeline = Pipeline.load(path)
+    spec = registry.ModelSpec(pipeline.config.latent_dim, pipeline.config.sample_rate, pipeline.config.clip_seconds)
+
+    async def register(session: AsyncSession) -> str:
+        result = await registry.register_builtin(session, path, version=pipeline.version, spec=spec)
+        await session.commit()
+        return result.note
+
+    return run_in_session(handle, register)

@@ -82,6 +82,19 @@ def model_input_error_handler(request: Request, exc: ValueError) -> Response:
     return problem(422, str(exc), [{"field": field, "message": str(exc), "source": "body"}] if field else None)
 
 
+def registry_error_handler(request: Request, exc: Exception) -> Response:
+    """Registry refusals reaching the API from shared domain code (the registry's own routes map them too)."""
+    from service.domain import registry
+    from service.domain.model_cache import ModelLoadError
+
+    if isinstance(exc, registry.InvalidModelInput):
+        return problem(400, str(exc), [{"field": exc.field, "message": exc.reason, "source": "body"}])
+    if isinstance(exc, ModelLoadError):
+        return problem(503, str(exc))
+    status = 404 if isinstance(exc, registry.ModelNotFound) else 409
+    return problem(status, str(exc))
+
+
 def database_error_handler(request: Request, exc: DatabaseError) -> Response:
     return problem(503, str(exc))
 
@@ -97,8 +110,16 @@ def _model_input_error() -> type[ValueError]:
     return ModelInputError
 
 
+def _registry_errors() -> tuple[type[Exception], ...]:
+    from service.domain.model_cache import ModelLoadError
+    from service.domain.registry import RegistryError
+
+    return RegistryError, ModelLoadError
+
+
 EXCEPTION_HANDLERS = {
     HTTPException: http_exception_handler,
+    **{error: registry_error_handler for error in _registry_errors()},
     DomainError: domain_error_handler,
     _model_input_error(): model_input_error_handler,
     DatabaseError: database_error_handler,

@@ -85,7 +85,7 @@ async def import_clip(session: AsyncSession, store: BlobStore, models: ModelRunn
 
     model = await resolve_model(session, options.model, for_new_work=True)
     try:
-        latent = await models.run(model, lambda pipeline: pipeline.encode(clip.audio, clip.sample_rate))
+        latent = await models.run(model.id, lambda pipeline: pipeline.encode(clip.audio, clip.sample_rate))
     except InvalidAudioError as exc:  # too short, silent, bad rate: say it of the uploaded file
         raise InvalidInput("file", f"{filename}: {exc.message}") from None
     blob = store.put(to_wav(clip.audio, clip.sample_rate), ".wav")

@@ -1,4 +1,4 @@
-"""Which model a request means: its alias, or the default model when none is given."""
+"""Which model a request means, through the registry, in the domain's own errors (404/409/422)."""
 
 from __future__ import annotations
 
@@ -6,21 +6,19 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import Model
+from service.domain import registry
 from service.domain.errors import Conflict, InvalidInput
 
 
 async def resolve_model(session: AsyncSession, alias: str | None, for_new_work: bool = False) -> Model:
-    if alias is None:
-        model = await session.scalar(select(Model).where(Model.is_default))
-        if model is None:
-            raise Conflict("no default model is registered; register one with `soundalike models set-default`")
-    else:
-        model = await session.scalar(select(Model).where(Model.alias == alias))
-        if model is None:
-            known = list(
-                await session.scalars(select(Model.alias).where(Model.status != "ARCHIVED").order_by(Model.alias))
-            )
-            raise InvalidInput("model", f"unknown model alias {alias!r}; known: {', '.join(known) or 'none'}")
-    if for_new_work and model.status == "ARCHIVED":
-        raise Conflict(f"model {model.alias!r} is archived: it keeps its data but makes nothing new")
-    return model
+    """The model named by ``alias`` (or the default); ``for_new_work`` also refuses archived/failed ones."""
+    try:
+        model = await registry.resolve_alias(session, alias)
+        return registry.ensure_usable(model) if for_new_work else model
+    except registry.ModelUnavailable as exc:
+        raise Conflict(str(exc)) from None
+    except registry.ModelNotFound as exc:
+        if alias is None:
+            raise Conflict(str(exc)) from None
+        known = await session.scalars(select(Model.alias).where(Model.status != "ARCHIVED").order_by(Model.alias))
+        raise InvalidInput("model", f"unknown model alias {alias!r}; known: {', '.join(known) or 'none'}") from None

@@ -6,8 +6,6 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
-from service.db.models import Model
-
 if TYPE_CHECKING:
     from service.ml.pipeline import Pipeline
 
@@ -25,5 +23,5 @@ class JobQueue(Protocol):
 
 @runtime_checkable
 class ModelRunner(Protocol):
-    async def run(self, model: Model, work: Callable[[Pipeline], T]) -> T:
-        """Run ``work`` with the model's loaded pipeline, off the event loop."""
+    async def run(self, model_id: int, work: Callable[[Pipeline], T]) -> T:
+        """Run ``work`` with the model's loaded (checksum-verified) pipeline, off the event loop."""

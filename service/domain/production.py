@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.models import AudioAsset, Generation, LatentEmbedding, Model
+from service.domain import registry
 from service.domain.audio import to_wav
 from service.domain.ports import ModelRunner
 from service.storage import BlobStore, StoredBlob
@@ -64,8 +65,9 @@ async def produce(sessions: async_sessionmaker[AsyncSession], store: BlobStore, 
         rows, model = await _claim(session, generation_ids)
     if not rows:
         return []
+    await _model_status(sessions, registry.mark_running, model.id)
     try:
-        synthesis = await models.run(model, lambda pipeline: synthesize(pipeline, rows))
+        synthesis = await models.run(model.id, lambda pipeline: synthesize(pipeline, rows))
         blobs = await asyncio.to_thread(_store_audio, store, synthesis)
         async with sessions() as session:
             return await _finish(session, rows, synthesis, blobs)
@@ -73,6 +75,18 @@ async def produce(sessions: async_sessionmaker[AsyncSession], store: BlobStore, 
         async with sessions() as session:
             await mark_failed(session, [row.id for row in rows], describe_error(exc))
         raise
+    finally:
+        await _model_status(sessions, registry.mark_idle, model.id)
+
+
+async def _model_status(sessions: async_sessionmaker[AsyncSession], transition, model_id: int) -> None:
+    """Registry bookkeeping (RUNNING while any job uses the model); it never fails the job itself."""
+    try:
+        async with sessions() as session:
+            await transition(session, model_id)
+            await session.commit()
+    except registry.RegistryError as exc:
+        log.warning("model %s status not updated: %s", model_id, exc)
 
 
 def synthesize(pipeline, rows: list[Generation]) -> Synthesis:

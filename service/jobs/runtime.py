@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.db.engine import create_engine, session_factory
-from service.jobs.model_runner import LoadedModels
+from service.domain.model_cache import ModelCache
 from service.settings import Settings
 from service.storage import BlobStore
 
@@ -18,17 +18,18 @@ class Runtime:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     store: BlobStore
-    models: LoadedModels
+    models: ModelCache
 
     @classmethod
-    def create(cls, database_url: str, settings: Settings, models: LoadedModels | None = None) -> Runtime:
+    def create(cls, database_url: str, settings: Settings) -> Runtime:
         engine = create_engine(database_url, settings.database)
+        sessions = session_factory(engine)
         return cls(
             settings=settings,
             engine=engine,
-            sessions=session_factory(engine),
+            sessions=sessions,
             store=BlobStore(settings.storage.blob_dir, settings.storage.archive_dir),
-            models=models or LoadedModels(settings.model.cache_size),
+            models=ModelCache(sessions, settings.model.cache_size),
         )
 
     async def close(self) -> None:

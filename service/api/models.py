@@ -1,0 +1,154 @@
+"""``/v1/models``: the model registry for admins (list, show, add, rename, set default, archive, delete)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, delete, get, patch, post
+from litestar.di import NamedDependency
+from litestar.exceptions import ClientException, NotFoundException, ValidationException
+from litestar.params import FromPath, FromQuery, JSONBody
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.api.auth import requires_role
+from service.db.models import Model
+from service.domain import registry
+
+Alias = Annotated[str, msgspec.Meta(min_length=1, max_length=registry.ALIAS_MAX_LENGTH)]
+
+
+class ModelOut(msgspec.Struct):
+    """A registry entry (``ModelOut`` rather than ``Model``: the ORM class owns that name)."""
+
+    id: int
+    alias: str
+    source_id: str
+    source_type: str
+    author_repo: str | None
+    version: str
+    config_path: str | None
+    checkpoint_path: str | None
+    checkpoint_sha256: str | None
+    latent_dim: int
+    sample_rate: int | None
+    clip_seconds: float | None
+    status: str
+    status_reason: str | None
+    is_default: bool
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: Model) -> ModelOut:
+        return cls(**{f: getattr(row, "metadata_" if f == "metadata" else f) for f in cls.__struct_fields__})
+
+
+class ModelCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """Register a checkpoint file that exists on the server."""
+
+    checkpoint_path: Annotated[str, msgspec.Meta(min_length=1)]
+    alias: Alias
+    version: str | None = None
+    latent_dim: Annotated[int, msgspec.Meta(gt=0)] = registry.ModelSpec.latent_dim
+    sample_rate: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    clip_seconds: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    is_default: bool = False
+    metadata: dict[str, Any] | None = None
+
+
+class ModelUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    """Change what may change: the alias, becoming the default, archived or not, metadata (merged)."""
+
+    alias: Alias | None = None
+    is_default: bool | None = None
+    status: Literal["ARCHIVED", "READY"] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+def _ref(path: Path) -> str:
+    """The model reference in the URL; a path parameter, because aliases may hold ``/`` (``local:piano/v2``)."""
+    return str(path).lstrip("/")
+
+
+@contextmanager
+def registry_errors() -> Iterator[None]:
+    """Registry refusals as problem details: unknown 404, clashes 409, bad fields 400 naming the field."""
+    try:
+        yield
+    except registry.ModelNotFound as exc:
+        raise NotFoundException(str(exc)) from None
+    except registry.ModelConflict as exc:
+        raise ClientException(str(exc), status_code=409) from None
+    except registry.InvalidModelInput as exc:
+        raise ValidationException(str(exc), extra=[{"key": exc.field, "message": exc.reason}]) from None
+
+
+class ModelController(Controller):
+    path = "/v1/models"
+    tags = ["models"]
+    guards = [requires_role("admin")]
+
+    @get(summary="List the registered models")
+    async def list_models(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        include_archived: FromQuery[bool] = True,
+    ) -> list[ModelOut]:
+        return [ModelOut.of(row) for row in await registry.list_models(db_session, include_archived)]
+
+    @get("/{ref:path}", summary="One model, by alias, source id or id")
+    async def show(self, db_session: NamedDependency[AsyncSession], ref: FromPath[Path]) -> ModelOut:
+        with registry_errors():
+            return ModelOut.of(await registry.get_model(db_session, _ref(ref)))
+
+    @post(summary="Register a checkpoint file on the server under an alias")
+    async def add(self, db_session: NamedDependency[AsyncSession], data: JSONBody[ModelCreate]) -> ModelOut:
+        spec = registry.ModelSpec(data.latent_dim, data.sample_rate, data.clip_seconds)
+        with registry_errors():
+            row = await registry.add_model(
+                db_session, data.checkpoint_path, data.alias, version=data.version, spec=spec,
+                make_default=data.is_default, metadata=data.metadata,
+            )  # fmt: skip
+            await db_session.commit()
+            await db_session.refresh(row)
+        return ModelOut.of(row)
+
+    @patch("/{ref:path}", summary="Rename, make default, archive or unarchive, merge metadata")
+    async def update(
+        self, db_session: NamedDependency[AsyncSession], ref: FromPath[Path], data: JSONBody[ModelUpdate]
+    ) -> ModelOut:
+        with registry_errors():
+            row = await registry.get_model(db_session, _ref(ref))
+            if data.is_default is False:
+                raise registry.InvalidModelInput(
+                    "is_default", "there is always one default: set is_default=true on the model that should take over"
+                )
+            if data.status == registry.ARCHIVED and data.is_default:
+                raise registry.ModelConflict("a model cannot be archived and made the default at once")
+            if data.status == registry.READY and row.status != registry.ARCHIVED:
+                raise registry.InvalidModelInput("status", "only an archived model can be set back to READY")
+            if data.alias is not None:
+                row = await registry.rename(db_session, row.id, data.alias)
+            if data.status == registry.READY:
+                row = await registry.unarchive(db_session, row.id)
+            if data.is_default:
+                row = await registry.set_default(db_session, row.id)
+            if data.status == registry.ARCHIVED:
+                row = await registry.archive(db_session, row.id)
+            if data.metadata is not None:
+                row = await registry.update_metadata(db_session, row.id, data.metadata)
+            await db_session.commit()
+            await db_session.refresh(row)
+        return ModelOut.of(row)
+
+    @delete("/{ref:path}", summary="Delete a model nothing refers to (otherwise archive it)")
+    async def remove(self, db_session: NamedDependency[AsyncSession], ref: FromPath[Path]) -> None:
+        with registry_errors():
+            await registry.delete(db_session, _ref(ref))
+            await db_session.commit()

@@ -1,0 +1,225 @@
+"""``soundalike models ...``: the model registry from the command line (registered in service/cli.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from service.cli_support import run_in_session
+from service.domain import registry
+from service.errors import SoundalikeError
+from service.tables import format_table
+
+
+def _database():
+    from service.cli import database  # late: service.cli registers this group at its end
+
+    return database()
+
+
+def _run(work):
+    """Run ``work(session)`` against the configured database; it commits what it changes."""
+    with _database() as handle:
+        return run_in_session(handle, work)
+
+
+def _committing(operation, *args):
+    async def work(session):
+        row = await operation(session, *args)
+        await session.commit()
+        return row
+
+    return _run(work)
+
+
+@click.group("models")
+def models_group() -> None:
+    """The model registry: list, show, add, alias, set-default, archive, verify, import-list."""
+
+
+@models_group.command("list")
+@click.option("--active", is_flag=True, help="Leave archived models out.")
+def list_command(active: bool) -> None:
+    """The registered models as a table (* marks the default)."""
+
+    async def work(session):
+        rows = await registry.list_models(session, include_archived=not active)
+        return rows, await registry.usage_counts(session, [r.id for r in rows])
+
+    rows, usage = _run(work)
+    if not rows:
+        click.echo("no models registered (add one with `soundalike models add PATH --alias NAME`)")
+        return
+    table = [
+        [
+            row.id,
+            ("* " if row.is_default else "  ") + row.alias,
+            row.version,
+            row.source_type,
+            row.status,
+            usage[row.id][0],
+            row.latent_dim,
+            row.checkpoint_path or row.config_path,
+        ]
+        for row in rows
+    ]
+    click.echo(format_table(["id", "  alias", "version", "source", "status", "generations", "dim", "file"], table))
+
+
+@models_group.command("show")
+@click.argument("ref")
+def show_command(ref: str) -> None:
+    """Everything the registry knows about one model (REF: alias, source id or id)."""
+
+    async def work(session):
+        row = await registry.get_model(session, ref)
+        return row, (await registry.usage_counts(session, [row.id]))[row.id]
+
+    row, (generations, latents) = _run(work)
+    fields = [
+        ("id", row.id),
+        ("alias", row.alias + ("  (default)" if row.is_default else "")),
+        ("source id", row.source_id),
+        ("source type", row.source_type),
+        ("author repo", row.author_repo),
+        ("version", row.version),
+        ("status", row.status + (f": {row.status_reason}" if row.status_reason else "")),
+        ("config path", row.config_path),
+        ("checkpoint", row.checkpoint_path),
+        ("sha256", row.checkpoint_sha256),
+        ("latent dim", row.latent_dim),
+        ("sample rate", row.sample_rate),
+        ("clip seconds", row.clip_seconds),
+        ("generations", generations),
+        ("latents", latents),
+        ("created", f"{row.created_at:%Y-%m-%d %H:%M:%S %Z}"),
+        ("updated", f"{row.updated_at:%Y-%m-%d %H:%M:%S %Z}"),
+        ("metadata", json.dumps(row.metadata_, sort_keys=True) if row.metadata_ else None),
+    ]
+    for name, value in fields:
+        click.echo(f"{name + ':':<14}{'-' if value is None else value}")
+
+
+@models_group.command("add")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--alias", required=True, help="The name clients use to ask for this model.")
+@click.option("--version", "version", default=None, help="A version label [default: the checkpoint hash, 12 chars].")
+@click.option("--latent-dim", type=int, default=registry.ModelSpec.latent_dim, show_default=True)
+@click.option("--sample-rate", type=int, default=None, help="Audio sample rate in Hz.")
+@click.option("--clip-seconds", type=float, default=None, help="Clip length in seconds.")
+@click.option("--default", "make_default", is_flag=True, help="Make it the default model.")
+def add_command(path: Path, alias: str, version: str | None, latent_dim: int, sample_rate: int | None,
+                clip_seconds: float | None, make_default: bool) -> None:  # fmt: skip
+    """Register the checkpoint at PATH (hashed now, verified before every load)."""
+    spec = registry.ModelSpec(latent_dim=latent_dim, sample_rate=sample_rate, clip_seconds=clip_seconds)
+
+    async def add(session, *_):
+        return await registry.add_model(session, path, alias, version=version, spec=spec, make_default=make_default)
+
+    row = _committing(add)
+    default = " (the default model)" if row.is_default else ""
+    click.echo(f"registered model {row.id} as {row.alias!r}{default}: sha256 {row.checkpoint_sha256}")
+
+
+@models_group.command("alias")
+@click.argument("old")
+@click.argument("new")
+def alias_command(old: str, new: str) -> None:
+    """Rename the model known as OLD to NEW."""
+    row = _committing(registry.rename, old, new)
+    click.echo(f"model {row.id} is now {row.alias!r}")
+
+
+@models_group.command("set-default")
+@click.argument("ref")
+def set_default_command(ref: str) -> None:
+    """Make REF the default model (the one used when a request names none)."""
+    row = _committing(registry.set_default, ref)
+    click.echo(f"default model: {row.alias!r} (id {row.id}, version {row.version})")
+
+
+@models_group.command("archive")
+@click.argument("ref")
+def archive_command(ref: str) -> None:
+    """Archive REF: its data stays, it takes no new generations and leaves default search."""
+    row = _committing(registry.archive, ref)
+    click.echo(f"model {row.alias!r} archived (data kept; `soundalike models unarchive {row.alias}` undoes it)")
+
+
+@models_group.command("unarchive")
+@click.argument("ref")
+def unarchive_command(ref: str) -> None:
+    """Bring an archived model back (READY)."""
+    row = _committing(registry.unarchive, ref)
+    click.echo(f"model {row.alias!r} is READY again")
+
+
+@models_group.command("delete")
+@click.argument("ref")
+def delete_command(ref: str) -> None:
+    """Delete a model nothing refers to (a model with generations can only be archived)."""
+    row = _committing(registry.delete, ref)
+    click.echo(f"model {row.id} ({row.alias!r}) deleted")
+
+
+@models_group.command("verify")
+def verify_command() -> None:
+    """Re-hash every checkpoint: mismatches and missing files mark the model FAILED (exit code 1)."""
+
+    def progress(row) -> None:
+        if row.checkpoint_path:
+            click.echo(f"hashing {row.alias} ({row.checkpoint_path}) ...", err=True)
+
+    async def work(session):
+        results = await registry.verify(session, progress)
+        await session.commit()
+        return results
+
+    results = _run(work)
+    if not results:
+        click.echo("no models registered")
+        return
+    click.echo(format_table(["id", "alias", "result", "detail"], [[r.model_id, r.alias, r.outcome, r.detail]
+                                                                    for r in results]))  # fmt: skip
+    failed = [r for r in results if r.outcome == "failed"]
+    if failed:
+        raise SoundalikeError(f"{len(failed)} of {len(results)} checkpoints failed verification (now FAILED)")
+
+
+@models_group.command("import-list")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Check and show the mapping; write nothing.")
+@click.option("--skip-invalid", is_flag=True, help="Import the valid lines even if some are invalid.")
+@click.option("--backup-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the pre-import backup goes [SOUNDALIKE_STORAGE_BACKUP_DIR, var/backups].")  # fmt: skip
+def import_list_command(file: Path, dry_run: bool, skip_invalid: bool, backup_dir: Path | None) -> None:
+    """Import a legacy model.list (validated first; backed up; one transaction; restored on failure)."""
+    from tqdm import tqdm
+
+    from service.domain import legacy_model_list as legacy
+    from service.settings import get_settings
+
+    parsed = legacy.read_legacy_list(file)
+    backup_dir = backup_dir or get_settings().storage.backup_dir
+    with _database() as handle:
+        bar = tqdm(desc="importing", unit="model", disable=None, leave=False)
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        async def work(session):
+            return await legacy.import_legacy_list(
+                session, parsed, migration_url=handle.migration_url, backup_dir=backup_dir,
+                dry_run=dry_run, skip_invalid=skip_invalid, progress=progress,
+            )  # fmt: skip
+
+        try:
+            report = run_in_session(handle, work)
+        finally:
+            bar.close()
+    click.echo(legacy.format_report(report))
+    if not report.ok:
+        raise SoundalikeError(report.message)
