@@ -83,8 +83,11 @@ class Phase:
 
     def state(self) -> dict:
         return {
-            "model": self.model.state_dict(), "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
         }
 
     def restore(self, state: dict) -> None:
@@ -136,8 +139,9 @@ def autoencoder_loss(model: AutoEncoder, batch: SplitTensors, preset: Preset, ge
     return total, reconstruction
 
 
-def denoiser_loss(model: Denoiser, latents: torch.Tensor, slot_ids: torch.Tensor, preset: Preset,
-                  generator: torch.Generator) -> torch.Tensor:
+def denoiser_loss(
+    model: Denoiser, latents: torch.Tensor, slot_ids: torch.Tensor, preset: Preset, generator: torch.Generator
+) -> torch.Tensor:
     """v-prediction MSE; tag slots are dropped (set to 0) at random for classifier-free guidance."""
     batch = latents.shape[0]
     t = torch.rand(batch, generator=generator)
@@ -184,10 +188,12 @@ class Trainer:
         self.history: list[dict] = []
         self.timings: dict[str, float] = {}
         torch.manual_seed(seed)
-        self.autoencoder = Phase("autoencoder", 1, AutoEncoder(preset.model), preset.train.ae_lr,
-                                 preset.train.ae_steps)
-        self.denoiser = Phase("denoiser", 2, Denoiser(preset.model), preset.train.diffusion_lr,
-                              preset.train.diffusion_steps)
+        self.autoencoder = Phase(
+            "autoencoder", 1, AutoEncoder(preset.model), preset.train.ae_lr, preset.train.ae_steps
+        )
+        self.denoiser = Phase(
+            "denoiser", 2, Denoiser(preset.model), preset.train.diffusion_lr, preset.train.diffusion_steps
+        )
 
     def run(self) -> Path:
         started = time.perf_counter()
@@ -200,7 +206,8 @@ class Trainer:
         standardised = (latents - mean) / std
         val_latents = (encode_all(self.autoencoder.ema, val.log_mel) - mean) / std
         self._run_phase(
-            self.denoiser, lambda g: self._dn_step(standardised, train.slot_ids, g),
+            self.denoiser,
+            lambda g: self._dn_step(standardised, train.slot_ids, g),
             lambda: validate_denoiser(self.denoiser.ema, val_latents, val.slot_ids, self.preset),
         )
         self.timings["total_seconds"] = time.perf_counter() - started
@@ -209,7 +216,9 @@ class Trainer:
     def _load_data(self) -> tuple[SplitTensors, SplitTensors]:
         started = time.perf_counter()
         frontend = MelFrontEnd(self.preset.model)
-        splits = [corpus.load(self.preset.corpus, self.preset.model, name) for name in ("train", "validation")]
+        splits = [
+            corpus.load(self.preset.corpus, self.preset.model, name) for name in ("train", "validation")
+        ]
         tensors = [split_tensors(split, frontend) for split in splits]
         self.timings["data_seconds"] = time.perf_counter() - started
         return tensors[0], tensors[1]
@@ -248,7 +257,11 @@ class Trainer:
                 record = {"phase": phase.name, "step": phase.step, "train_loss": float(np.mean(losses))}
                 record.update(validate_fn())
                 self.history.append(record)
-                bar.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+                bar.write(
+                    " ".join(
+                        f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+                    )
+                )
                 losses = []
             if phase.step % self.preset.train.checkpoint_every == 0 and phase.step < phase.steps:
                 self._save_state()
@@ -259,11 +272,18 @@ class Trainer:
         )
 
     def _save_state(self) -> None:
-        checkpoint.write({
-            "format": checkpoint.FORMAT, "preset": self.preset.name, "seed": self.seed,
-            "autoencoder": self.autoencoder.state(), "denoiser": self.denoiser.state(),
-            "history": self.history, "timings": self.timings,
-        }, self.state_path)
+        checkpoint.write(
+            {
+                "format": checkpoint.FORMAT,
+                "preset": self.preset.name,
+                "seed": self.seed,
+                "autoencoder": self.autoencoder.state(),
+                "denoiser": self.denoiser.state(),
+                "history": self.history,
+                "timings": self.timings,
+            },
+            self.state_path,
+        )
 
     def _resume(self) -> None:
         if not self.state_path.exists():
@@ -280,13 +300,19 @@ class Trainer:
         payload = {
             "format": checkpoint.FORMAT,
             "version": f"{self.preset.name}-{trained_at:%Y%m%d%H%M}-s{self.seed}",
-            "preset": self.preset.name, "seed": self.seed, "trained_at": trained_at.isoformat(),
-            "model_config": self.preset.model.to_dict(), "corpus_config": self.preset.corpus.to_dict(),
+            "preset": self.preset.name,
+            "seed": self.seed,
+            "trained_at": trained_at.isoformat(),
+            "model_config": self.preset.model.to_dict(),
+            "corpus_config": self.preset.corpus.to_dict(),
             "train_config": self.preset.train.to_dict(),
             "autoencoder": checkpoint.half(self.autoencoder.ema.state_dict()),
             "denoiser": checkpoint.half(self.denoiser.ema.state_dict()),
-            "latent_mean": latent_mean, "latent_std": latent_std,
-            "history": self.history, "timings": self.timings, "torch_threads": torch.get_num_threads(),
+            "latent_mean": latent_mean,
+            "latent_std": latent_std,
+            "history": self.history,
+            "timings": self.timings,
+            "torch_threads": torch.get_num_threads(),
         }
         path = checkpoint.write(payload, self.out)
         self.state_path.unlink(missing_ok=True)
