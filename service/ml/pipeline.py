@@ -101,18 +101,19 @@ class Pipeline:
         return parse_prompt(prompt)
 
     # audio <-> latent
-    @torch.no_grad()
     def encode_batch(self, clips: list[np.ndarray], sample_rate: int) -> np.ndarray:
-        if len(clips) == 0:
-            raise ParameterRangeError("audio", f"audio batch is empty; give 1 to {MAX_BATCH} clips")
-        prepared = [
-            prepare(clip, sample_rate, self.config, field=f"audio[{i}]") for i, clip in enumerate(clips)
-        ]
-        log_mel = self.frontend.log_mel(torch.from_numpy(np.stack(prepared)))
-        return self.autoencoder.encode(log_mel).numpy().astype(np.float32)
+        if not 1 <= len(clips) <= MAX_BATCH:
+            raise ParameterRangeError("audio", f"{len(clips)} clips given; give 1 to {MAX_BATCH}")
+        prepared = [prepare(c, sample_rate, self.config, field=f"audio[{i}]") for i, c in enumerate(clips)]
+        return self._encode_prepared(prepared)
 
     def encode(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        return self.encode_batch([prepare(audio, sample_rate, self.config)], self.config.sample_rate)[0]
+        return self._encode_prepared([prepare(audio, sample_rate, self.config)])[0]
+
+    @torch.no_grad()
+    def _encode_prepared(self, clips: list[np.ndarray]) -> np.ndarray:
+        log_mel = self.frontend.log_mel(torch.from_numpy(np.stack(clips)))
+        return self.autoencoder.encode(log_mel).numpy().astype(np.float32)
 
     @torch.no_grad()
     def decode(self, latents: np.ndarray) -> np.ndarray:

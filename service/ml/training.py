@@ -10,6 +10,7 @@ fp16, all configs, latent statistics and the training history.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -75,18 +76,27 @@ class Phase:
         self.name, self.index, self.steps = name, index, steps
         self.model = model
         self.ema = copy.deepcopy(model).eval()
+        self.peak_lr = lr
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=lr, total_steps=steps, pct_start=0.05
-        )
         self.step = 0
+
+    def learning_rate(self) -> float:
+        """Linear warm-up over 5% of the steps, then cosine decay to 5% of the peak.
+
+        A pure function of (step, steps), so a run resumed with a different step budget
+        simply continues on the new schedule.
+        """
+        warmup = max(1, self.steps // 20)
+        if self.step < warmup:
+            return self.peak_lr * (self.step + 1) / warmup
+        progress = min(1.0, (self.step - warmup) / max(1, self.steps - warmup))
+        return self.peak_lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
     def state(self) -> dict:
         return {
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "step": self.step,
         }
 
@@ -94,15 +104,15 @@ class Phase:
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.step = state["step"]
 
     def apply(self, loss: torch.Tensor, ema_decay: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()
-        self.scheduler.step()
         ema_update(self.ema, self.model, min(ema_decay, (1 + self.step) / (10 + self.step)))
         self.step += 1
 
