@@ -65,7 +65,8 @@ def main() -> None:
     pipeline = Pipeline.load(args.checkpoint)
     rows = [measure(pipeline, batch) for batch in (1, 8)]
     print(
-        f"{pipeline.version}: {pipeline.config.default_steps} steps, guidance {pipeline.config.default_guidance}, "
+        f"{pipeline.version}: {pipeline.config.default_steps} steps, "
+        f"guidance {pipeline.config.default_guidance}, "
         f"{pipeline.config.griffin_lim_iters} Griffin-Lim iterations, {args.threads} threads"
     )
     print("batch  encode ms/clip  generate ms/clip  decode ms/clip  gen+dec ms/batch  gen+dec x real time")
