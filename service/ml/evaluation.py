@@ -36,9 +36,7 @@ class Budget:
     variant_sources: int
 
 
-FULL = Budget(
-    10_000, 8, 120, (0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0), tuple(np.round(np.linspace(0, 1, 11), 2)), 60
-)
+FULL = Budget(10_000, 8, 100, (0.2, 0.4, 0.6, 0.8, 1.0), tuple(np.round(np.linspace(0, 1, 11), 2)), 40)
 QUICK = Budget(48, 2, 8, (0.3, 0.6), (0.0, 0.3, 0.6, 1.0), 6)
 
 
