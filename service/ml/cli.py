@@ -49,11 +49,12 @@ def corpus_command(preset: str, split: str, soundfont: str | None, out: Path, wa
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def train_command(preset: str, out: Path, seed: int, progress: bool) -> None:
+@click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+def train_command(preset: str, out: Path, seed: int, progress: bool, threads: int | None) -> None:
     """Train a preset; re-running the same command resumes from <out>.state."""
     from service.ml.training import train
 
-    path = train(preset=preset, out=out, seed=seed, progress=progress)
+    path = train(preset=preset, out=out, seed=seed, progress=progress, threads=threads)
     click.echo(f"checkpoint written to {path}")
 
 

@@ -61,8 +61,8 @@ class CorpusConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 32
-    ae_steps: int = 2600
-    diffusion_steps: int = 3000
+    ae_steps: int = 1300
+    diffusion_steps: int = 1200
     ae_lr: float = 1e-3
     diffusion_lr: float = 6e-4
     ema_decay: float = 0.999

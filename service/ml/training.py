@@ -329,8 +329,20 @@ class Trainer:
         return path
 
 
-def train(preset: str = "tiny", out: str | Path = "model.pt", seed: int = 0, progress: bool = False) -> Path:
-    """Train ``preset`` ("tiny" or "default") and write its checkpoint to ``out``; resumes if interrupted."""
+def train(
+    preset: str = "tiny",
+    out: str | Path = "model.pt",
+    seed: int = 0,
+    progress: bool = False,
+    threads: int | None = None,
+) -> Path:
+    """Train ``preset`` ("tiny" or "default") and write its checkpoint to ``out``; resumes if interrupted.
+
+    ``threads`` sets torch's intra-op threads; on a machine shared with other work one thread is
+    much faster than two, because contended threads spin at every synchronisation point.
+    """
     if preset not in PRESETS:
         raise ValueError(f"preset={preset!r} is unknown; choose one of {sorted(PRESETS)}")
+    if threads is not None:
+        torch.set_num_threads(threads)
     return Trainer(PRESETS[preset], Path(out), seed, progress).run()
