@@ -98,10 +98,13 @@ def encode_clips(pipeline: Pipeline, audio: np.ndarray) -> np.ndarray:
     )
 
 
+def decode_all(pipeline: Pipeline, latents: np.ndarray) -> np.ndarray:
+    return np.concatenate([pipeline.decode(latents[i : i + BATCH]) for i in range(0, len(latents), BATCH)])
+
+
 def decode_encode(pipeline: Pipeline, latents: np.ndarray) -> np.ndarray:
     """Latents -> audio -> latents: what a listener's copy of a generation encodes to."""
-    audio = np.concatenate([pipeline.decode(latents[i : i + BATCH]) for i in range(0, len(latents), BATCH)])
-    return encode_clips(pipeline, audio)
+    return encode_clips(pipeline, decode_all(pipeline, latents))
 
 
 def retrieval(test: EvalSet, unseen: EvalSet) -> dict:
@@ -134,10 +137,8 @@ def reconstruction(pipeline: Pipeline, test: EvalSet) -> dict:
     train_mean_spectrum = pipeline.autoencoder.mel_mean.numpy()[None]
     baseline = float(np.abs(train_mean_spectrum - test.log_mel).mean())
     own_mean = float(np.abs(test.log_mel.mean(axis=2, keepdims=True) - test.log_mel).mean())
-    cycled = decode_encode(pipeline, test.latents)
-    audio = np.concatenate(
-        [pipeline.decode(test.latents[i : i + BATCH]) for i in range(0, len(test.latents), BATCH)]
-    )
+    audio = decode_all(pipeline, test.latents)
+    cycled = encode_clips(pipeline, audio)
     after_griffin_lim = log_mels(audio, pipeline.frontend).numpy()
     return {
         "log_mel_l1": l1,
