@@ -338,11 +338,16 @@ def train(
 ) -> Path:
     """Train ``preset`` ("tiny" or "default") and write its checkpoint to ``out``; resumes if interrupted.
 
-    ``threads`` sets torch's intra-op threads; on a machine shared with other work one thread is
-    much faster than two, because contended threads spin at every synchronisation point.
+    ``threads`` sets torch's intra-op threads for the run (restored afterwards); on a machine
+    shared with other work one thread is much faster than two, because contended threads spin
+    at every synchronisation point.
     """
     if preset not in PRESETS:
         raise ValueError(f"preset={preset!r} is unknown; choose one of {sorted(PRESETS)}")
+    previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
-    return Trainer(PRESETS[preset], Path(out), seed, progress).run()
+    try:
+        return Trainer(PRESETS[preset], Path(out), seed, progress).run()
+    finally:
+        torch.set_num_threads(previous_threads)

@@ -24,7 +24,8 @@ def ml_cache(tmp_path_factory):
 def tiny_checkpoint(tmp_path_factory, ml_cache):
     from service.ml.training import train
 
-    return train(preset="tiny", out=tmp_path_factory.mktemp("tiny") / "tiny.pt", seed=0)
+    # one thread: on a shared machine (CI next to other work) two contended threads are many times slower
+    return train(preset="tiny", out=tmp_path_factory.mktemp("tiny") / "tiny.pt", seed=0, threads=1)
 
 
 @pytest.fixture(scope="session")
