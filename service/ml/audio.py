@@ -55,7 +55,9 @@ def _as_mono(audio: np.ndarray, field: str) -> np.ndarray:
     if array.ndim == 2:
         array = array.mean(axis=1 if array.shape[0] > array.shape[1] else 0)
     elif array.ndim != 1:
-        raise InvalidAudioError(field, f"{field} must be 1-D (samples) or 2-D (samples, channels), got {array.shape}")
+        raise InvalidAudioError(
+            field, f"{field} must be 1-D (samples) or 2-D (samples, channels), got {array.shape}"
+        )
     array = array.astype(np.float32)
     if not np.all(np.isfinite(array)):
         bad = int(np.sum(~np.isfinite(array)))
@@ -67,7 +69,8 @@ def _check_sample_rate(sample_rate: int) -> int:
     if not isinstance(sample_rate, int | np.integer) or not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
         raise InvalidAudioError(
             "sample_rate",
-            f"sample_rate={sample_rate!r} is not supported; use an integer in [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz",
+            f"sample_rate={sample_rate!r} is not supported; "
+            f"use an integer in [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz",
         )
     return int(sample_rate)
 
@@ -95,8 +98,9 @@ class MelFrontEnd:
 
     def log_mel(self, clips: torch.Tensor) -> torch.Tensor:
         """(batch, n_samples) -> (batch, n_mels, n_frames) natural-log mel power."""
-        spectrum = torch.stft(clips, self.config.n_fft, self.config.hop_length, window=self.window,
-                              return_complex=True)
+        spectrum = torch.stft(
+            clips, self.config.n_fft, self.config.hop_length, window=self.window, return_complex=True
+        )
         power = spectrum.abs().pow(2)[..., : self.config.n_frames]
         return torch.log(torch.clamp(self.filterbank @ power, min=LOG_FLOOR))
 
@@ -118,15 +122,23 @@ class MelFrontEnd:
         return audio * (0.95 / peak)
 
     def _stft(self, audio: torch.Tensor) -> torch.Tensor:
-        return torch.stft(audio, self.config.n_fft, self.config.hop_length, window=self.window, return_complex=True)
+        return torch.stft(
+            audio, self.config.n_fft, self.config.hop_length, window=self.window, return_complex=True
+        )
 
     def _istft(self, spectrum: torch.Tensor) -> torch.Tensor:
-        return torch.istft(spectrum, self.config.n_fft, self.config.hop_length, window=self.window,
-                           length=self.config.n_samples)
+        return torch.istft(
+            spectrum,
+            self.config.n_fft,
+            self.config.hop_length,
+            window=self.window,
+            length=self.config.n_samples,
+        )
 
 
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
     """Triangular HTK-mel filters, area-normalised, shape (n_mels, n_fft // 2 + 1)."""
+
     def hz_to_mel(hz):
         return 2595.0 * np.log10(1.0 + np.asarray(hz) / 700.0)
 

@@ -44,10 +44,12 @@ class Encoder(nn.Module):
         widths = level_channels(config)
         c = widths[-1]
         self.stem = nn.Conv1d(config.n_mels, widths[0], 3, padding=1)
-        self.down = nn.Sequential(*[
-            nn.Sequential(ResidualBlock(w_in), nn.Conv1d(w_in, w_out, 4, stride=2, padding=1))
-            for w_in, w_out in zip(widths[:-1], widths[1:], strict=True)
-        ])
+        self.down = nn.Sequential(
+            *[
+                nn.Sequential(ResidualBlock(w_in), nn.Conv1d(w_in, w_out, 4, stride=2, padding=1))
+                for w_in, w_out in zip(widths[:-1], widths[1:], strict=True)
+            ]
+        )
         frames = config.n_frames // 2**config.ae_downsamples
         self.squeeze = nn.Conv1d(c, config.latent_dim // frames, 1)
         self.project = nn.Linear(config.latent_dim, config.latent_dim)
@@ -69,10 +71,12 @@ class Decoder(nn.Module):
         self.frames = config.n_frames // 2**config.ae_downsamples
         self.channels = widths[0]
         self.expand = nn.Linear(config.latent_dim, widths[0] * self.frames)
-        self.up = nn.Sequential(*[
-            nn.Sequential(nn.ConvTranspose1d(w_in, w_out, 4, stride=2, padding=1), ResidualBlock(w_out))
-            for w_in, w_out in zip(widths[:-1], widths[1:], strict=True)
-        ])
+        self.up = nn.Sequential(
+            *[
+                nn.Sequential(nn.ConvTranspose1d(w_in, w_out, 4, stride=2, padding=1), ResidualBlock(w_out))
+                for w_in, w_out in zip(widths[:-1], widths[1:], strict=True)
+            ]
+        )
         self.out = nn.Sequential(
             nn.GroupNorm(8, widths[-1]), nn.GELU(), nn.Conv1d(widths[-1], config.n_mels, 3, padding=1)
         )
@@ -89,9 +93,9 @@ class AutoEncoder(nn.Module):
         super().__init__()
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        self.heads = nn.ModuleDict({
-            name: nn.Linear(config.latent_dim, SLOT_SIZES[name] - 1) for name in LABEL_HEADS
-        })
+        self.heads = nn.ModuleDict(
+            {name: nn.Linear(config.latent_dim, SLOT_SIZES[name] - 1) for name in LABEL_HEADS}
+        )
         self.register_buffer("mel_mean", torch.zeros(config.n_mels, 1))
         self.register_buffer("mel_std", torch.ones(config.n_mels, 1))
 

@@ -61,8 +61,8 @@ class CorpusConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 32
-    ae_steps: int = 5000
-    diffusion_steps: int = 5000
+    ae_steps: int = 1300
+    diffusion_steps: int = 1200
     ae_lr: float = 1e-3
     diffusion_lr: float = 6e-4
     ema_decay: float = 0.999
@@ -90,10 +90,23 @@ PRESETS: dict[str, Preset] = {
     "default": Preset("default", ModelConfig(), CorpusConfig(), TrainConfig()),
     "tiny": Preset(
         "tiny",
-        ModelConfig(ae_channels=64, dit_width=64, dit_depth=2, dit_heads=2, griffin_lim_iters=8, default_steps=10),
-        CorpusConfig(train_melodies=40, val_melodies=6, test_melodies=8, renders_per_melody=3,
-                     eval_renders_per_melody=2),
-        TrainConfig(batch_size=32, ae_steps=250, diffusion_steps=250, ema_decay=0.95,
-                    validate_every=125, checkpoint_every=250),
+        ModelConfig(
+            ae_channels=64, dit_width=64, dit_depth=2, dit_heads=2, griffin_lim_iters=8, default_steps=10
+        ),
+        CorpusConfig(
+            train_melodies=40,
+            val_melodies=6,
+            test_melodies=8,
+            renders_per_melody=3,
+            eval_renders_per_melody=2,
+        ),
+        TrainConfig(
+            batch_size=32,
+            ae_steps=250,
+            diffusion_steps=250,
+            ema_decay=0.95,
+            validate_every=125,
+            checkpoint_every=250,
+        ),
     ),
 }

@@ -76,7 +76,9 @@ class Pipeline:
         self.config = ModelConfig(**payload["model_config"])
         self.version: str = payload["version"]
         self.sha256 = sha256
-        self.metadata = {k: payload[k] for k in ("preset", "seed", "trained_at", "corpus_config", "train_config")}
+        self.metadata = {
+            k: payload[k] for k in ("preset", "seed", "trained_at", "corpus_config", "train_config")
+        }
         self.history: list[dict] = payload["history"]
         self.autoencoder = AutoEncoder(self.config)
         self.autoencoder.load_state_dict(checkpoint.full(payload["autoencoder"]))
@@ -99,16 +101,19 @@ class Pipeline:
         return parse_prompt(prompt)
 
     # audio <-> latent
-    @torch.no_grad()
     def encode_batch(self, clips: list[np.ndarray], sample_rate: int) -> np.ndarray:
-        if len(clips) == 0:
-            raise ParameterRangeError("audio", f"audio batch is empty; give 1 to {MAX_BATCH} clips")
-        prepared = [prepare(clip, sample_rate, self.config, field=f"audio[{i}]") for i, clip in enumerate(clips)]
-        log_mel = self.frontend.log_mel(torch.from_numpy(np.stack(prepared)))
-        return self.autoencoder.encode(log_mel).numpy().astype(np.float32)
+        if not 1 <= len(clips) <= MAX_BATCH:
+            raise ParameterRangeError("audio", f"{len(clips)} clips given; give 1 to {MAX_BATCH}")
+        prepared = [prepare(c, sample_rate, self.config, field=f"audio[{i}]") for i, c in enumerate(clips)]
+        return self._encode_prepared(prepared)
 
     def encode(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        return self.encode_batch([prepare(audio, sample_rate, self.config)], self.config.sample_rate)[0]
+        return self._encode_prepared([prepare(audio, sample_rate, self.config)])[0]
+
+    @torch.no_grad()
+    def _encode_prepared(self, clips: list[np.ndarray]) -> np.ndarray:
+        log_mel = self.frontend.log_mel(torch.from_numpy(np.stack(clips)))
+        return self.autoencoder.encode(log_mel).numpy().astype(np.float32)
 
     @torch.no_grad()
     def decode(self, latents: np.ndarray) -> np.ndarray:
@@ -123,8 +128,13 @@ class Pipeline:
 
     # generation
     @torch.no_grad()
-    def generate(self, prompts: list[str], seeds: list[int], steps: int | None = None,
-                 guidance_scale: float | None = None) -> np.ndarray:
+    def generate(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+    ) -> np.ndarray:
         steps = self._steps(steps)
         guidance = self._guidance(guidance_scale)
         self._check_batch(prompts, seeds)
@@ -134,8 +144,10 @@ class Pipeline:
         return self.stats.restore(u).numpy().astype(np.float32)
 
     @torch.no_grad()
-    def variants(self, latent: np.ndarray, variance: float, seeds: list[int], steps: int | None = None) -> np.ndarray:
-        """Re-noise ``latent`` to time ``variance`` (0 = identical, 1 = unrelated) and denoise, unconditioned."""
+    def variants(
+        self, latent: np.ndarray, variance: float, seeds: list[int], steps: int | None = None
+    ) -> np.ndarray:
+        """Re-noise ``latent`` to time ``variance`` (0 = identical, 1 = unrelated); denoise unconditioned."""
         variance = check_range("variance", variance, 0.0, 1.0)
         self._check_batch(seeds, seeds)
         source = self._latents(latent, "latent").expand(len(seeds), -1)
@@ -145,16 +157,25 @@ class Pipeline:
         return self._partial(source, variance, ids, seeds, self._steps(steps), 1.0)
 
     @torch.no_grad()
-    def transfer(self, source_latent: np.ndarray, style_latent: np.ndarray, strength: float | None = None,
-                 seed: int = 0, style_tags: list[str] | None = None, steps: int | None = None,
-                 guidance_scale: float | None = None) -> np.ndarray:
+    def transfer(
+        self,
+        source_latent: np.ndarray,
+        style_latent: np.ndarray,
+        strength: float | None = None,
+        seed: int = 0,
+        style_tags: list[str] | None = None,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+    ) -> np.ndarray:
         """Keep the source's melody, mode and tempo; take the style neighbour's instrument and drums.
 
         The source is re-noised to time ``strength`` and denoised towards the neighbour's family and
         drums (from ``style_tags`` when known, else read off the neighbour's latent) and the source's
         own mode and tempo.
         """
-        strength = check_range("strength", self.config.default_strength if strength is None else strength, 0.0, 1.0)
+        strength = check_range(
+            "strength", self.config.default_strength if strength is None else strength, 0.0, 1.0
+        )
         source = self._latents(source_latent, "source_latent")
         style = self._latents(style_latent, "style_latent")
         ids = self._transfer_ids(source, style, style_tags)
@@ -168,8 +189,15 @@ class Pipeline:
         return [FAMILY_NAMES[ids[0] - 1], MODES[ids[1] - 1], TEMPO_CLASSES[ids[2] - 1], DRUM_TAGS[ids[4] - 1]]
 
     # helpers
-    def _partial(self, source: torch.Tensor, t_start: float, ids: torch.Tensor, seeds: list[int], steps: int,
-                 guidance: float) -> np.ndarray:
+    def _partial(
+        self,
+        source: torch.Tensor,
+        t_start: float,
+        ids: torch.Tensor,
+        seeds: list[int],
+        steps: int,
+        guidance: float,
+    ) -> np.ndarray:
         noise = sampler.seeded_noise(seeds, self.config.latent_dim)
         noisy = sampler.add_noise(self.stats.standardise(source), noise, t_start)
         partial_steps = max(1, round(steps * t_start))
@@ -184,7 +212,9 @@ class Pipeline:
         ids = [c.argmax(-1) + 1 if c is not None else torch.zeros(len(z), dtype=torch.long) for c in columns]
         return torch.stack(ids, dim=1)
 
-    def _transfer_ids(self, source: torch.Tensor, style: torch.Tensor, style_tags: list[str] | None) -> torch.Tensor:
+    def _transfer_ids(
+        self, source: torch.Tensor, style: torch.Tensor, style_tags: list[str] | None
+    ) -> torch.Tensor:
         ids = self._predicted_ids(source)
         style_ids = self._predicted_ids(style)
         ids[:, 0], ids[:, 4] = style_ids[:, 0], style_ids[:, 4]
@@ -201,12 +231,16 @@ class Pipeline:
             array = array[None]
         if array.ndim != 2 or array.shape[1] != self.config.latent_dim or len(array) == 0:
             raise ParameterRangeError(
-                field, f"{field} has shape {np.shape(latents)}; expected ({self.config.latent_dim},) or "
-                f"(n, {self.config.latent_dim}) with 1 <= n <= {MAX_BATCH}")
+                field,
+                f"{field} has shape {np.shape(latents)}; expected ({self.config.latent_dim},) or "
+                f"(n, {self.config.latent_dim}) with 1 <= n <= {MAX_BATCH}",
+            )
         if not np.all(np.isfinite(array)):
             raise ParameterRangeError(field, f"{field} contains NaN or infinite values; all must be finite")
         if np.any(np.linalg.norm(array, axis=1) == 0):
-            raise ParameterRangeError(field, f"{field} contains a zero vector; latents must have non-zero norm")
+            raise ParameterRangeError(
+                field, f"{field} contains a zero vector; latents must have non-zero norm"
+            )
         return torch.from_numpy(array)
 
     def _steps(self, steps: int | None) -> int:
@@ -224,7 +258,11 @@ class Pipeline:
         if not 1 <= len(seeds) <= MAX_BATCH:
             raise ParameterRangeError("seeds", f"{len(seeds)} seeds given; give 1 to {MAX_BATCH}")
         if len(items) != len(seeds):
-            raise ParameterRangeError("seeds", f"{len(items)} prompts but {len(seeds)} seeds; give one seed per prompt")
+            raise ParameterRangeError(
+                "seeds", f"{len(items)} prompts but {len(seeds)} seeds; give one seed per prompt"
+            )
         for seed in seeds:
             if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**63:
-                raise ParameterRangeError("seeds", f"seed={seed!r} must be an integer in [0, 2**63 - 1]")
+                raise ParameterRangeError(
+                    "seeds", f"seeds contains {seed!r}; each seed must be an integer in [0, 2**63 - 1]"
+                )

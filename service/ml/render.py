@@ -19,7 +19,11 @@ def _load(path: str) -> tsf.SoundFont:
 
 
 def render(
-    events: list[NoteEvent], program: int, soundfont: Path, sample_rate: int, n_samples: int,
+    events: list[NoteEvent],
+    program: int,
+    soundfont: Path,
+    sample_rate: int,
+    n_samples: int,
     tuning: float = 0.0,
 ) -> np.ndarray:
     """Render ``events`` with GM ``program`` (drum events on the GM drum kit); ``tuning`` in semitones."""

@@ -10,6 +10,7 @@ fp16, all configs, latent statistics and the training history.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -75,31 +76,43 @@ class Phase:
         self.name, self.index, self.steps = name, index, steps
         self.model = model
         self.ema = copy.deepcopy(model).eval()
+        self.peak_lr = lr
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=lr, total_steps=steps, pct_start=0.05
-        )
         self.step = 0
+
+    def learning_rate(self) -> float:
+        """Linear warm-up over 5% of the steps, then cosine decay to 5% of the peak.
+
+        A pure function of (step, steps), so a run resumed with a different step budget
+        simply continues on the new schedule.
+        """
+        warmup = max(1, self.steps // 20)
+        if self.step < warmup:
+            return self.peak_lr * (self.step + 1) / warmup
+        progress = min(1.0, (self.step - warmup) / max(1, self.steps - warmup))
+        return self.peak_lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
     def state(self) -> dict:
         return {
-            "model": self.model.state_dict(), "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
         }
 
     def restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.step = state["step"]
 
     def apply(self, loss: torch.Tensor, ema_decay: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()
-        self.scheduler.step()
         ema_update(self.ema, self.model, min(ema_decay, (1 + self.step) / (10 + self.step)))
         self.step += 1
 
@@ -136,8 +149,9 @@ def autoencoder_loss(model: AutoEncoder, batch: SplitTensors, preset: Preset, ge
     return total, reconstruction
 
 
-def denoiser_loss(model: Denoiser, latents: torch.Tensor, slot_ids: torch.Tensor, preset: Preset,
-                  generator: torch.Generator) -> torch.Tensor:
+def denoiser_loss(
+    model: Denoiser, latents: torch.Tensor, slot_ids: torch.Tensor, preset: Preset, generator: torch.Generator
+) -> torch.Tensor:
     """v-prediction MSE; tag slots are dropped (set to 0) at random for classifier-free guidance."""
     batch = latents.shape[0]
     t = torch.rand(batch, generator=generator)
@@ -184,10 +198,12 @@ class Trainer:
         self.history: list[dict] = []
         self.timings: dict[str, float] = {}
         torch.manual_seed(seed)
-        self.autoencoder = Phase("autoencoder", 1, AutoEncoder(preset.model), preset.train.ae_lr,
-                                 preset.train.ae_steps)
-        self.denoiser = Phase("denoiser", 2, Denoiser(preset.model), preset.train.diffusion_lr,
-                              preset.train.diffusion_steps)
+        self.autoencoder = Phase(
+            "autoencoder", 1, AutoEncoder(preset.model), preset.train.ae_lr, preset.train.ae_steps
+        )
+        self.denoiser = Phase(
+            "denoiser", 2, Denoiser(preset.model), preset.train.diffusion_lr, preset.train.diffusion_steps
+        )
 
     def run(self) -> Path:
         started = time.perf_counter()
@@ -200,7 +216,8 @@ class Trainer:
         standardised = (latents - mean) / std
         val_latents = (encode_all(self.autoencoder.ema, val.log_mel) - mean) / std
         self._run_phase(
-            self.denoiser, lambda g: self._dn_step(standardised, train.slot_ids, g),
+            self.denoiser,
+            lambda g: self._dn_step(standardised, train.slot_ids, g),
             lambda: validate_denoiser(self.denoiser.ema, val_latents, val.slot_ids, self.preset),
         )
         self.timings["total_seconds"] = time.perf_counter() - started
@@ -209,7 +226,9 @@ class Trainer:
     def _load_data(self) -> tuple[SplitTensors, SplitTensors]:
         started = time.perf_counter()
         frontend = MelFrontEnd(self.preset.model)
-        splits = [corpus.load(self.preset.corpus, self.preset.model, name) for name in ("train", "validation")]
+        splits = [
+            corpus.load(self.preset.corpus, self.preset.model, name) for name in ("train", "validation")
+        ]
         tensors = [split_tensors(split, frontend) for split in splits]
         self.timings["data_seconds"] = time.perf_counter() - started
         return tensors[0], tensors[1]
@@ -248,7 +267,11 @@ class Trainer:
                 record = {"phase": phase.name, "step": phase.step, "train_loss": float(np.mean(losses))}
                 record.update(validate_fn())
                 self.history.append(record)
-                bar.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+                bar.write(
+                    " ".join(
+                        f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+                    )
+                )
                 losses = []
             if phase.step % self.preset.train.checkpoint_every == 0 and phase.step < phase.steps:
                 self._save_state()
@@ -259,11 +282,18 @@ class Trainer:
         )
 
     def _save_state(self) -> None:
-        checkpoint.write({
-            "format": checkpoint.FORMAT, "preset": self.preset.name, "seed": self.seed,
-            "autoencoder": self.autoencoder.state(), "denoiser": self.denoiser.state(),
-            "history": self.history, "timings": self.timings,
-        }, self.state_path)
+        checkpoint.write(
+            {
+                "format": checkpoint.FORMAT,
+                "preset": self.preset.name,
+                "seed": self.seed,
+                "autoencoder": self.autoencoder.state(),
+                "denoiser": self.denoiser.state(),
+                "history": self.history,
+                "timings": self.timings,
+            },
+            self.state_path,
+        )
 
     def _resume(self) -> None:
         if not self.state_path.exists():
@@ -280,21 +310,44 @@ class Trainer:
         payload = {
             "format": checkpoint.FORMAT,
             "version": f"{self.preset.name}-{trained_at:%Y%m%d%H%M}-s{self.seed}",
-            "preset": self.preset.name, "seed": self.seed, "trained_at": trained_at.isoformat(),
-            "model_config": self.preset.model.to_dict(), "corpus_config": self.preset.corpus.to_dict(),
+            "preset": self.preset.name,
+            "seed": self.seed,
+            "trained_at": trained_at.isoformat(),
+            "model_config": self.preset.model.to_dict(),
+            "corpus_config": self.preset.corpus.to_dict(),
             "train_config": self.preset.train.to_dict(),
             "autoencoder": checkpoint.half(self.autoencoder.ema.state_dict()),
             "denoiser": checkpoint.half(self.denoiser.ema.state_dict()),
-            "latent_mean": latent_mean, "latent_std": latent_std,
-            "history": self.history, "timings": self.timings, "torch_threads": torch.get_num_threads(),
+            "latent_mean": latent_mean,
+            "latent_std": latent_std,
+            "history": self.history,
+            "timings": self.timings,
+            "torch_threads": torch.get_num_threads(),
         }
         path = checkpoint.write(payload, self.out)
         self.state_path.unlink(missing_ok=True)
         return path
 
 
-def train(preset: str = "tiny", out: str | Path = "model.pt", seed: int = 0, progress: bool = False) -> Path:
-    """Train ``preset`` ("tiny" or "default") and write its checkpoint to ``out``; resumes if interrupted."""
+def train(
+    preset: str = "tiny",
+    out: str | Path = "model.pt",
+    seed: int = 0,
+    progress: bool = False,
+    threads: int | None = None,
+) -> Path:
+    """Train ``preset`` ("tiny" or "default") and write its checkpoint to ``out``; resumes if interrupted.
+
+    ``threads`` sets torch's intra-op threads for the run (restored afterwards); on a machine
+    shared with other work one thread is much faster than two, because contended threads spin
+    at every synchronisation point.
+    """
     if preset not in PRESETS:
         raise ValueError(f"preset={preset!r} is unknown; choose one of {sorted(PRESETS)}")
-    return Trainer(PRESETS[preset], Path(out), seed, progress).run()
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return Trainer(PRESETS[preset], Path(out), seed, progress).run()
+    finally:
+        torch.set_num_threads(previous_threads)

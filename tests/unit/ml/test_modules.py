@@ -1,0 +1,54 @@
+import torch
+
+from service.ml import checkpoint
+from service.ml.autoencoder import AutoEncoder
+from service.ml.config import PRESETS
+from service.ml.diffusion import Denoiser, LinearAttention
+from service.ml.sampler import ddim, seeded_noise
+from service.ml.tags import SLOTS
+
+CONFIG = PRESETS["tiny"].model
+
+
+def test_autoencoder_shapes_and_normalised_latent():
+    model = AutoEncoder(CONFIG).eval()
+    log_mel = torch.randn(3, CONFIG.n_mels, CONFIG.n_frames)
+    with torch.no_grad():
+        z = model.encode(log_mel)
+        out = model.decode(z)
+    assert z.shape == (3, CONFIG.latent_dim) and z.dtype == torch.float32
+    assert torch.allclose(z.norm(dim=1), torch.full((3,), CONFIG.latent_dim**0.5), rtol=1e-3)
+    assert out.shape == log_mel.shape
+
+
+def test_denoiser_shape_and_sampler_determinism():
+    model = Denoiser(CONFIG).eval()
+    for parameter in model.unembed.parameters():  # non-zero output so the test can see the network
+        torch.nn.init.normal_(parameter, std=0.1)
+    ids = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 0, 0, 0]])
+    v = model(torch.randn(2, CONFIG.latent_dim), torch.rand(2), ids)
+    assert v.shape == (2, CONFIG.latent_dim)
+    first = ddim(model, seeded_noise([1, 2], CONFIG.latent_dim), ids, 5, 3.0)
+    second = ddim(model, seeded_noise([1, 2], CONFIG.latent_dim), ids, 5, 3.0)
+    assert torch.equal(first, second)
+    assert len(SLOTS) == ids.shape[1]
+
+
+def test_seeded_noise_does_not_depend_on_batch():
+    assert torch.equal(seeded_noise([5], 16)[0], seeded_noise([3, 5], 16)[1])
+
+
+def test_linear_attention_is_permutation_equivariant():
+    attention = LinearAttention(32, 4)
+    x = torch.randn(2, 6, 32)
+    order = torch.randperm(6)
+    assert torch.allclose(attention(x)[:, order], attention(x[:, order]), atol=1e-5)
+
+
+def test_checkpoint_half_round_trip(tmp_path):
+    state = {"w": torch.randn(4, 4), "n": torch.tensor([3])}
+    path = checkpoint.write({"format": checkpoint.FORMAT, "state": checkpoint.half(state)}, tmp_path / "c.pt")
+    restored = checkpoint.full(checkpoint.read(path)["state"])
+    assert restored["w"].dtype == torch.float32 and restored["n"].dtype == torch.int64
+    assert torch.allclose(restored["w"], state["w"], atol=1e-2)
+    assert len(checkpoint.sha256(path)) == 64

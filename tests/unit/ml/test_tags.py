@@ -1,0 +1,72 @@
+import pytest
+
+from service.ml.errors import PromptError
+from service.ml.instruments import FAMILY_NAMES
+from service.ml.tags import SLOT_SIZES, known_tags, labels_to_slot_ids, parse_prompt
+
+
+def test_parse_normalises_case_spacing_and_separators():
+    parsed = parse_prompt(" Piano ,MINOR,  90 bpm, no-drums ")
+    assert parsed.tags == ("piano", "minor", "90 bpm", "no drums")
+    assert parsed.family == FAMILY_NAMES.index("piano") + 1
+    assert parsed.mode == 2 and parsed.drums == 1
+    assert parsed.tempo == 2  # 90 bpm is "medium"
+
+
+def test_bpm_sets_tempo_class_and_bucket():
+    slow = parse_prompt("62 bpm")
+    assert slow.tempo == 1 and slow.bpm == 1
+    fast = parse_prompt("synth lead, 175 bpm")
+    assert fast.tempo == 3 and fast.bpm == SLOT_SIZES["bpm"] - 1
+
+
+def test_empty_prompt_is_unconditional():
+    assert parse_prompt("").slot_ids() == [0, 0, 0, 0, 0]
+    assert parse_prompt(" , ").slot_ids() == [0, 0, 0, 0, 0]
+
+
+def test_unknown_tag_suggests_closest_known():
+    with pytest.raises(PromptError) as error:
+        parse_prompt("pianno, minor")
+    assert error.value.field == "prompt"
+    assert "pianno" in str(error.value)
+    assert error.value.suggestions[0] == "piano"
+
+
+def test_unknown_tag_without_close_match_has_no_suggestions():
+    with pytest.raises(PromptError) as error:
+        parse_prompt("xyzzy")
+    assert error.value.suggestions == []
+
+
+def test_out_of_range_bpm_names_range():
+    with pytest.raises(PromptError, match=r"\[60, 180\]"):
+        parse_prompt("piano, 240 bpm")
+
+
+def test_conflicting_tags_are_rejected():
+    with pytest.raises(PromptError, match="conflict"):
+        parse_prompt("piano, organ")
+    with pytest.raises(PromptError, match="conflict"):
+        parse_prompt("slow, 170 bpm")
+
+
+def test_known_tags_cover_families_modes_tempi():
+    tags = known_tags()
+    assert set(FAMILY_NAMES) <= set(tags)
+    assert {"major", "minor", "slow", "medium", "fast", "drums", "no drums", "120 bpm"} <= set(tags)
+    assert len(FAMILY_NAMES) >= 12
+    for tag in tags:
+        parse_prompt(tag)
+
+
+def test_labels_match_prompt_ids():
+    assert (
+        labels_to_slot_ids("piano", "minor", 90, False)
+        == parse_prompt("piano, minor, 90 bpm, no drums").slot_ids()
+    )
+
+
+def test_non_string_prompt_is_rejected():
+    with pytest.raises(PromptError):
+        parse_prompt(42)
