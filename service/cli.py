@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -12,11 +11,12 @@ import psycopg
 import sqlalchemy.exc
 
 from service.cli_models import models_group
-from service.cli_support import register_shipped_model, run_in_session
+from service.cli_support import database, register_shipped_model, run_in_session
 from service.db import backup as backups
 from service.db import migrate
-from service.db.runtime import DatabaseHandle, open_database
+from service.db.runtime import DatabaseHandle
 from service.errors import SoundalikeError
+from service.ml.cli import register as register_ml_commands
 from service.settings import get_settings
 
 log = logging.getLogger("soundalike")
@@ -47,18 +47,6 @@ def main(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-
-
-@contextmanager
-def database() -> DatabaseHandle:
-    """The configured database for the length of one command (the embedded server is started if needed)."""
-    settings = get_settings()
-    settings.check_profile()
-    handle = open_database(settings)
-    try:
-        yield handle
-    finally:
-        handle.close()
 
 
 # -- serve ------------------------------------------------------------------------------------------------
@@ -362,6 +350,7 @@ def restore(path: Path, yes: bool) -> None:
 
 
 main.add_command(models_group)
+register_ml_commands(main)
 
 if __name__ == "__main__":
     main()

@@ -7,21 +7,15 @@ from pathlib import Path
 
 import click
 
-from service.cli_support import run_in_session
+from service.cli_support import database, run_in_session
 from service.domain import registry
 from service.errors import SoundalikeError
 from service.tables import format_table
 
 
-def _database():
-    from service.cli import database  # late: service.cli registers this group at its end
-
-    return database()
-
-
 def _run(work):
     """Run ``work(session)`` against the configured database; it commits what it changes."""
-    with _database() as handle:
+    with database() as handle:
         return run_in_session(handle, work)
 
 
@@ -203,7 +197,7 @@ def import_list_command(file: Path, dry_run: bool, skip_invalid: bool, backup_di
 
     parsed = legacy.read_legacy_list(file)
     backup_dir = backup_dir or get_settings().storage.backup_dir
-    with _database() as handle:
+    with database() as handle:
         bar = tqdm(desc="importing", unit="model", disable=None, leave=False)
 
         def progress(done: int, total: int) -> None:

@@ -1,18 +1,31 @@
-"""Running domain code (async, application role) from CLI commands."""
+"""What CLI commands share: the database for one command, and running async domain code in it."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.engine import create_engine, session_factory
-from service.db.runtime import DatabaseHandle
+from service.db.runtime import DatabaseHandle, open_database
 from service.settings import get_settings
 
 T = TypeVar("T")
+
+
+@contextmanager
+def database() -> Iterator[DatabaseHandle]:
+    """The configured database for the length of one command (the embedded server is started if needed)."""
+    settings = get_settings()
+    settings.check_profile()
+    handle = open_database(settings)
+    try:
+        yield handle
+    finally:
+        handle.close()
 
 
 def run_in_session(handle: DatabaseHandle, work: Callable[[AsyncSession], Awaitable[T]]) -> T:

@@ -98,7 +98,16 @@ def tiny_checkpoint() -> Path:
     if not cached.exists():
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = cached.with_suffix(".partial.pt")
-        train(preset="tiny", out=partial, seed=0)
+        corpus_cache = os.environ.get("SOUNDALIKE_ML_CACHE")
+        os.environ["SOUNDALIKE_ML_CACHE"] = str(cached.parent / "corpus")  # never a developer's corpus cache
+        try:
+            # one thread: on a shared machine two contended threads are many times slower
+            train(preset="tiny", out=partial, seed=0, threads=1)
+        finally:
+            if corpus_cache is None:
+                os.environ.pop("SOUNDALIKE_ML_CACHE", None)
+            else:
+                os.environ["SOUNDALIKE_ML_CACHE"] = corpus_cache
         partial.replace(cached)
     return cached
 

@@ -55,9 +55,7 @@ def _as_mono(audio: np.ndarray, field: str) -> np.ndarray:
     if array.ndim == 2:
         array = array.mean(axis=1 if array.shape[0] > array.shape[1] else 0)
     elif array.ndim != 1:
-        raise InvalidAudioError(
-            field, f"{field} must be 1-D (samples) or 2-D (samples, channels), got {array.shape}"
-        )
+        raise InvalidAudioError(field, f"{field} must be 1-D (samples) or 2-D (samples, channels), got {array.shape}")
     array = array.astype(np.float32)
     if not np.all(np.isfinite(array)):
         bad = int(np.sum(~np.isfinite(array)))
@@ -98,9 +96,7 @@ class MelFrontEnd:
 
     def log_mel(self, clips: torch.Tensor) -> torch.Tensor:
         """(batch, n_samples) -> (batch, n_mels, n_frames) natural-log mel power."""
-        spectrum = torch.stft(
-            clips, self.config.n_fft, self.config.hop_length, window=self.window, return_complex=True
-        )
+        spectrum = torch.stft(clips, self.config.n_fft, self.config.hop_length, window=self.window, return_complex=True)
         power = spectrum.abs().pow(2)[..., : self.config.n_frames]
         return torch.log(torch.clamp(self.filterbank @ power, min=LOG_FLOOR))
 
@@ -122,9 +118,7 @@ class MelFrontEnd:
         return audio * (0.95 / peak)
 
     def _stft(self, audio: torch.Tensor) -> torch.Tensor:
-        return torch.stft(
-            audio, self.config.n_fft, self.config.hop_length, window=self.window, return_complex=True
-        )
+        return torch.stft(audio, self.config.n_fft, self.config.hop_length, window=self.window, return_complex=True)
 
     def _istft(self, spectrum: torch.Tensor) -> torch.Tensor:
         return torch.istft(

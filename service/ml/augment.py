@@ -26,9 +26,7 @@ def eq_tilt(audio: np.ndarray, sample_rate: int, db_per_octave: float) -> np.nda
     return np.fft.irfft(spectrum * gain, n=audio.size)
 
 
-def reverb(
-    audio: np.ndarray, sample_rate: int, rt60: float, wet: float, rng: np.random.Generator
-) -> np.ndarray:
+def reverb(audio: np.ndarray, sample_rate: int, rt60: float, wet: float, rng: np.random.Generator) -> np.ndarray:
     """Convolve with exponentially decaying noise (a crude but effective room)."""
     n = int(rt60 * sample_rate)
     t = np.arange(n) / sample_rate

@@ -93,9 +93,7 @@ class AutoEncoder(nn.Module):
         super().__init__()
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        self.heads = nn.ModuleDict(
-            {name: nn.Linear(config.latent_dim, SLOT_SIZES[name] - 1) for name in LABEL_HEADS}
-        )
+        self.heads = nn.ModuleDict({name: nn.Linear(config.latent_dim, SLOT_SIZES[name] - 1) for name in LABEL_HEADS})
         self.register_buffer("mel_mean", torch.zeros(config.n_mels, 1))
         self.register_buffer("mel_std", torch.ones(config.n_mels, 1))
 

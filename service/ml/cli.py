@@ -16,13 +16,9 @@ from service.ml.soundfonts import SOUNDFONTS
 @click.command("corpus")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="default", show_default=True)
 @click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True)
-@click.option(
-    "--soundfont", type=click.Choice(sorted(SOUNDFONTS)), default=None, help="default: the preset's"
-)
+@click.option("--soundfont", type=click.Choice(sorted(SOUNDFONTS)), default=None, help="default: the preset's")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option(
-    "--wav", "wav_count", type=int, default=0, show_default=True, help="also write the first N clips as WAV"
-)
+@click.option("--wav", "wav_count", type=int, default=0, show_default=True, help="also write the first N clips as WAV")
 def corpus_command(preset: str, split: str, soundfont: str | None, out: Path, wav_count: int) -> None:
     """Render (or load from cache) one corpus split and write its labels, audio and sample WAVs."""
     import soundfile

@@ -90,9 +90,7 @@ PRESETS: dict[str, Preset] = {
     "default": Preset("default", ModelConfig(), CorpusConfig(), TrainConfig()),
     "tiny": Preset(
         "tiny",
-        ModelConfig(
-            ae_channels=64, dit_width=64, dit_depth=2, dit_heads=2, griffin_lim_iters=8, default_steps=10
-        ),
+        ModelConfig(ae_channels=64, dit_width=64, dit_depth=2, dit_heads=2, griffin_lim_iters=8, default_steps=10),
         CorpusConfig(
             train_melodies=40,
             val_melodies=6,

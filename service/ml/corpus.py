@@ -71,9 +71,7 @@ def tempo_class(bpm: float) -> str:
 
 
 def melody_count(config: CorpusConfig, split: str) -> int:
-    return {"train": config.train_melodies, "validation": config.val_melodies, "test": config.test_melodies}[
-        split
-    ]
+    return {"train": config.train_melodies, "validation": config.val_melodies, "test": config.test_melodies}[split]
 
 
 def build(config: CorpusConfig, model: ModelConfig, split: str, soundfont: str | None = None) -> Corpus:
@@ -87,9 +85,7 @@ def build(config: CorpusConfig, model: ModelConfig, split: str, soundfont: str |
         rng = np.random.default_rng([config.seed, melody_id, 1])
         families = rng.permutation(len(FAMILY_NAMES))[:renders]
         for index, family_id in enumerate(families):
-            label = _draw_labels(
-                rng, split, melody_id, index, FAMILY_NAMES[family_id], soundfont, config.seed
-            )
+            label = _draw_labels(rng, split, melody_id, index, FAMILY_NAMES[family_id], soundfont, config.seed)
             clips.append(_render_clip(melody, label, model, rng))
             labels.append(label)
     return Corpus(np.stack(clips).astype(np.float32), labels)
@@ -120,9 +116,7 @@ def _render_clip(melody, label: ClipLabels, model: ModelConfig, rng: np.random.G
     events = realise(melody, label.key, label.mode, label.bpm, tonic, label.drums)
     augmented = label.split == "train" and rng.random() < 0.8
     tuning = rng.uniform(-0.3, 0.3) if augmented else 0.0
-    audio = render(
-        events, label.program, soundfont_path(label.soundfont), model.sample_rate, model.n_samples, tuning
-    )
+    audio = render(events, label.program, soundfont_path(label.soundfont), model.sample_rate, model.n_samples, tuning)
     if augmented:
         audio = augment(audio, model.sample_rate, rng)
     return np.clip(audio, -1.0, 1.0)

@@ -37,9 +37,7 @@ def check_range(field: str, value: float, low: float, high: float) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ParameterRangeError(
-            field, f"{field}={value!r} is not a number; allowed range [{low}, {high}]"
-        ) from None
+        raise ParameterRangeError(field, f"{field}={value!r} is not a number; allowed range [{low}, {high}]") from None
     if not (low <= number <= high):  # also rejects NaN
         raise ParameterRangeError(field, f"{field}={value!r} is outside the allowed range [{low}, {high}]")
     return number

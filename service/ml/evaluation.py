@@ -59,9 +59,7 @@ def evaluate(path: str | Path, quick: bool = False) -> dict:
     budget = QUICK if quick else FULL
     test = load_set(pipeline, None, budget)
     unseen = load_set(pipeline, UNSEEN_SOUNDFONT, budget)
-    probes = {
-        name: metrics.LinearProbe(test.latents, test.column(name)) for name in ("family", "tempo", "mode")
-    }
+    probes = {name: metrics.LinearProbe(test.latents, test.column(name)) for name in ("family", "tempo", "mode")}
     report = {
         "checkpoint": {
             "path": str(path),
@@ -119,9 +117,7 @@ def retrieval(test: EvalSet, unseen: EvalSet) -> dict:
         queries=test.latents[held_out],
         query_labels=list(np.array(test.column("family"), dtype=object)[held_out]),
     )
-    report["unseen_soundfont_family_precision_at_10"] = metrics.precision_at_k(
-        unseen.latents, unseen.column("family")
-    )
+    report["unseen_soundfont_family_precision_at_10"] = metrics.precision_at_k(unseen.latents, unseen.column("family"))
     report["unseen_soundfont_queries_vs_seen_index_family_precision_at_10"] = metrics.precision_at_k(
         test.latents, test.column("family"), queries=unseen.latents, query_labels=unseen.column("family")
     )
@@ -180,9 +176,7 @@ def conditioning(pipeline: Pipeline, test: EvalSet, probes: dict, budget: Budget
     for name in ("family", "mode", "tempo"):
         labels = np.array(test.column(name), dtype=object)
         probe = metrics.LinearProbe(test.latents[folds], list(labels[folds]))
-        report[f"probe_{name}_accuracy_on_real_other_half"] = probe.accuracy(
-            test.latents[~folds], list(labels[~folds])
-        )
+        report[f"probe_{name}_accuracy_on_real_other_half"] = probe.accuracy(test.latents[~folds], list(labels[~folds]))
     report["generations"] = len(prompts)
     return report
 
@@ -219,9 +213,7 @@ def diversity_fidelity(pipeline: Pipeline, test: EvalSet, budget: Budget) -> dic
 def transfer_pairs(test: EvalSet, count: int) -> list[tuple[int, int]]:
     rng = np.random.default_rng(0)
     pairs = []
-    for source, style in itertools.product(
-        rng.permutation(len(test.labels)), rng.permutation(len(test.labels))
-    ):
+    for source, style in itertools.product(rng.permutation(len(test.labels)), rng.permutation(len(test.labels))):
         a, b = test.labels[source], test.labels[style]
         if a.family != b.family and a.melody_id != b.melody_id and all(source != s for s, _ in pairs):
             pairs.append((int(source), int(style)))
@@ -230,17 +222,12 @@ def transfer_pairs(test: EvalSet, count: int) -> list[tuple[int, int]]:
     return pairs
 
 
-def style_transfer(
-    pipeline: Pipeline, test: EvalSet, family_probe: metrics.LinearProbe, budget: Budget
-) -> dict:
+def style_transfer(pipeline: Pipeline, test: EvalSet, family_probe: metrics.LinearProbe, budget: Budget) -> dict:
     pairs = transfer_pairs(test, budget.transfer_pairs)
     curve = []
     for strength in budget.strengths:
         outputs = np.stack(
-            [
-                pipeline.transfer(test.latents[s], test.latents[n], strength, seed=i)
-                for i, (s, n) in enumerate(pairs)
-            ]
+            [pipeline.transfer(test.latents[s], test.latents[n], strength, seed=i) for i, (s, n) in enumerate(pairs)]
         )
         audio = pipeline.decode(outputs)
         heard = encode_clips(pipeline, audio)
@@ -269,9 +256,7 @@ def _closer_to_source(pipeline: Pipeline, output: np.ndarray, test: EvalSet, sou
 
     def similarity(index: int) -> float:
         chroma = metrics.correlation(metrics.chroma(output, rate), metrics.chroma(test.audio[index], rate))
-        onsets = metrics.correlation(
-            metrics.onset_envelope(out_log_mel), metrics.onset_envelope(test.log_mel[index])
-        )
+        onsets = metrics.correlation(metrics.onset_envelope(out_log_mel), metrics.onset_envelope(test.log_mel[index]))
         return (chroma + onsets) / 2
 
     return similarity(source) > similarity(style)

@@ -89,9 +89,7 @@ class LinearProbe:
 def chroma(audio: np.ndarray, sample_rate: int, n_fft: int = 2048, hop: int = 512) -> np.ndarray:
     """(12, frames) pitch-class energy, each frame normalised to unit sum."""
     spectrum = np.abs(
-        torch.stft(
-            torch.from_numpy(audio), n_fft, hop, window=torch.hann_window(n_fft), return_complex=True
-        ).numpy()
+        torch.stft(torch.from_numpy(audio), n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).numpy()
     )
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
     usable = (freqs > 60.0) & (freqs < 4000.0)

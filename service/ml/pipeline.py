@@ -76,9 +76,7 @@ class Pipeline:
         self.config = ModelConfig(**payload["model_config"])
         self.version: str = payload["version"]
         self.sha256 = sha256
-        self.metadata = {
-            k: payload[k] for k in ("preset", "seed", "trained_at", "corpus_config", "train_config")
-        }
+        self.metadata = {k: payload[k] for k in ("preset", "seed", "trained_at", "corpus_config", "train_config")}
         self.history: list[dict] = payload["history"]
         self.autoencoder = AutoEncoder(self.config)
         self.autoencoder.load_state_dict(checkpoint.full(payload["autoencoder"]))
@@ -144,9 +142,7 @@ class Pipeline:
         return self.stats.restore(u).numpy().astype(np.float32)
 
     @torch.no_grad()
-    def variants(
-        self, latent: np.ndarray, variance: float, seeds: list[int], steps: int | None = None
-    ) -> np.ndarray:
+    def variants(self, latent: np.ndarray, variance: float, seeds: list[int], steps: int | None = None) -> np.ndarray:
         """Re-noise ``latent`` to time ``variance`` (0 = identical, 1 = unrelated); denoise unconditioned."""
         variance = check_range("variance", variance, 0.0, 1.0)
         self._check_batch(seeds, seeds)
@@ -173,9 +169,7 @@ class Pipeline:
         drums (from ``style_tags`` when known, else read off the neighbour's latent) and the source's
         own mode and tempo.
         """
-        strength = check_range(
-            "strength", self.config.default_strength if strength is None else strength, 0.0, 1.0
-        )
+        strength = check_range("strength", self.config.default_strength if strength is None else strength, 0.0, 1.0)
         source = self._latents(source_latent, "source_latent")
         style = self._latents(style_latent, "style_latent")
         ids = self._transfer_ids(source, style, style_tags)
@@ -212,9 +206,7 @@ class Pipeline:
         ids = [c.argmax(-1) + 1 if c is not None else torch.zeros(len(z), dtype=torch.long) for c in columns]
         return torch.stack(ids, dim=1)
 
-    def _transfer_ids(
-        self, source: torch.Tensor, style: torch.Tensor, style_tags: list[str] | None
-    ) -> torch.Tensor:
+    def _transfer_ids(self, source: torch.Tensor, style: torch.Tensor, style_tags: list[str] | None) -> torch.Tensor:
         ids = self._predicted_ids(source)
         style_ids = self._predicted_ids(style)
         ids[:, 0], ids[:, 4] = style_ids[:, 0], style_ids[:, 4]
@@ -238,9 +230,7 @@ class Pipeline:
         if not np.all(np.isfinite(array)):
             raise ParameterRangeError(field, f"{field} contains NaN or infinite values; all must be finite")
         if np.any(np.linalg.norm(array, axis=1) == 0):
-            raise ParameterRangeError(
-                field, f"{field} contains a zero vector; latents must have non-zero norm"
-            )
+            raise ParameterRangeError(field, f"{field} contains a zero vector; latents must have non-zero norm")
         return torch.from_numpy(array)
 
     def _steps(self, steps: int | None) -> int:
@@ -258,9 +248,7 @@ class Pipeline:
         if not 1 <= len(seeds) <= MAX_BATCH:
             raise ParameterRangeError("seeds", f"{len(seeds)} seeds given; give 1 to {MAX_BATCH}")
         if len(items) != len(seeds):
-            raise ParameterRangeError(
-                "seeds", f"{len(items)} prompts but {len(seeds)} seeds; give one seed per prompt"
-            )
+            raise ParameterRangeError("seeds", f"{len(items)} prompts but {len(seeds)} seeds; give one seed per prompt")
         for seed in seeds:
             if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**63:
                 raise ParameterRangeError(

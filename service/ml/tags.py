@@ -66,9 +66,7 @@ def bpm_bucket_id(bpm: float) -> int:
 def parse_prompt(prompt: str, field: str = "prompt") -> ParsedPrompt:
     """Parse comma-separated tags; unknown tags raise PromptError with the closest known tags."""
     if not isinstance(prompt, str):
-        raise PromptError(
-            field, f"{field} must be a string of comma-separated tags, got {type(prompt).__name__}"
-        )
+        raise PromptError(field, f"{field} must be a string of comma-separated tags, got {type(prompt).__name__}")
     slots: dict[str, tuple[int, str]] = {}
     tags = []
     for raw in prompt.split(","):
@@ -77,9 +75,7 @@ def parse_prompt(prompt: str, field: str = "prompt") -> ParsedPrompt:
             continue
         for slot, value in _tag_slots(tag, field):
             if slot in slots and slots[slot][0] != value:
-                raise PromptError(
-                    field, f"tags {slots[slot][1]!r} and {tag!r} in {field} conflict (both set {slot})"
-                )
+                raise PromptError(field, f"tags {slots[slot][1]!r} and {tag!r} in {field} conflict (both set {slot})")
             slots[slot] = (value, tag)
         tags.append(tag)
     return ParsedPrompt(tuple(tags), **{slot: value for slot, (value, _) in slots.items()})
@@ -100,9 +96,7 @@ def _tag_slots(tag: str, field: str) -> list[tuple[str, int]]:
         return [("bpm", bpm_bucket_id(bpm)), ("tempo", tempo_class_id(bpm))]
     suggestions = difflib.get_close_matches(tag, known_tags(), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(s) for s in suggestions)}?" if suggestions else ""
-    raise PromptError(
-        field, f"unknown tag {tag!r} in {field}{hint} (known tags: see known_tags())", suggestions
-    )
+    raise PromptError(field, f"unknown tag {tag!r} in {field}{hint} (known tags: see known_tags())", suggestions)
 
 
 def labels_to_slot_ids(family: str, mode: str, bpm: float, drums: bool) -> list[int]:

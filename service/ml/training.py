@@ -198,9 +198,7 @@ class Trainer:
         self.history: list[dict] = []
         self.timings: dict[str, float] = {}
         torch.manual_seed(seed)
-        self.autoencoder = Phase(
-            "autoencoder", 1, AutoEncoder(preset.model), preset.train.ae_lr, preset.train.ae_steps
-        )
+        self.autoencoder = Phase("autoencoder", 1, AutoEncoder(preset.model), preset.train.ae_lr, preset.train.ae_steps)
         self.denoiser = Phase(
             "denoiser", 2, Denoiser(preset.model), preset.train.diffusion_lr, preset.train.diffusion_steps
         )
@@ -226,9 +224,7 @@ class Trainer:
     def _load_data(self) -> tuple[SplitTensors, SplitTensors]:
         started = time.perf_counter()
         frontend = MelFrontEnd(self.preset.model)
-        splits = [
-            corpus.load(self.preset.corpus, self.preset.model, name) for name in ("train", "validation")
-        ]
+        splits = [corpus.load(self.preset.corpus, self.preset.model, name) for name in ("train", "validation")]
         tensors = [split_tensors(split, frontend) for split in splits]
         self.timings["data_seconds"] = time.perf_counter() - started
         return tensors[0], tensors[1]
@@ -267,11 +263,7 @@ class Trainer:
                 record = {"phase": phase.name, "step": phase.step, "train_loss": float(np.mean(losses))}
                 record.update(validate_fn())
                 self.history.append(record)
-                bar.write(
-                    " ".join(
-                        f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
-                    )
-                )
+                bar.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
                 losses = []
             if phase.step % self.preset.train.checkpoint_every == 0 and phase.step < phase.steps:
                 self._save_state()

@@ -21,20 +21,5 @@ def ml_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory, ml_cache):
-    from service.ml.training import train
-
-    # one thread: on a shared machine (CI next to other work) two contended threads are many times slower
-    return train(preset="tiny", out=tmp_path_factory.mktemp("tiny") / "tiny.pt", seed=0, threads=1)
-
-
-@pytest.fixture(scope="session")
-def tiny_pipeline(tiny_checkpoint):
-    from service.ml.pipeline import Pipeline
-
-    return Pipeline.load(tiny_checkpoint)
-
-
-@pytest.fixture(scope="session")
 def tiny_config():
     return PRESETS["tiny"].model

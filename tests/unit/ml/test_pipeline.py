@@ -19,9 +19,7 @@ def test_rebuilds_from_file_with_identity(tiny_pipeline, tiny_checkpoint):
 
 def test_generate_decode_encode_shapes_and_round_trip(tiny_pipeline):
     config = tiny_pipeline.config
-    latents = tiny_pipeline.generate(
-        ["piano, minor, 90 bpm", "bass, fast"], [1, 2], steps=5, guidance_scale=2.0
-    )
+    latents = tiny_pipeline.generate(["piano, minor, 90 bpm", "bass, fast"], [1, 2], steps=5, guidance_scale=2.0)
     assert latents.shape == (2, 512) and latents.dtype == np.float32
     audio = tiny_pipeline.decode(latents)
     assert audio.shape == (2, config.n_samples) and audio.dtype == np.float32

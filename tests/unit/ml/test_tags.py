@@ -61,10 +61,7 @@ def test_known_tags_cover_families_modes_tempi():
 
 
 def test_labels_match_prompt_ids():
-    assert (
-        labels_to_slot_ids("piano", "minor", 90, False)
-        == parse_prompt("piano, minor, 90 bpm, no drums").slot_ids()
-    )
+    assert labels_to_slot_ids("piano", "minor", 90, False) == parse_prompt("piano, minor, 90 bpm, no drums").slot_ids()
 
 
 def test_non_string_prompt_is_rejected():
