@@ -243,5 +243,9 @@ def restore(path: Path, yes: bool) -> None:
     click.echo(f"restored {path}")
 
 
+from indexing.cli import index_group  # noqa: E402  (late: it imports this module lazily)
+
+main.add_command(index_group)
+
 if __name__ == "__main__":
     main()

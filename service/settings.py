@@ -55,6 +55,7 @@ class StorageSettings(BaseSettings):
     blob_dir: Path = Path("var/blobs")
     archive_dir: Path = Path("var/archive")
     backup_dir: Path = Path("var/backups")
+    index_dir: Path = Path("var/index")  # FAISS mirrors of latent_embeddings, one per model (indexing/)
 
 
 class AuthSettings(BaseSettings):

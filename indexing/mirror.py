@@ -1,0 +1,154 @@
+"""Mirror files: one FAISS index per model plus its manifest, written so that a crash never breaks them.
+
+Layout in the index directory (``SOUNDALIKE_STORAGE_INDEX_DIR``, default ``var/index``)::
+
+    model-<id>.json                  the manifest: the commit point
+    model-<id>-<token>.faiss         the index file the manifest names (a new name on every write)
+    model-<id>.lock                  flock: one writer (exclusive) or many readers (shared)
+
+A write puts the index under a fresh name (temp file, fsync, rename, fsync of the directory), then replaces
+the manifest the same way, then deletes the index file the old manifest named. Killed before the manifest
+rename, the old manifest still names the old, intact file; killed after, the new one is complete. Leftovers
+(temp files, unreferenced index files) are removed by the next writer.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from indexing.errors import MirrorCorrupt
+from indexing.failpoints import failpoint
+from indexing.manifest import Manifest, checksum
+
+
+@dataclass
+class Mirror:
+    manifest: Manifest
+    index: faiss.IndexIDMap2
+
+    def ids(self) -> np.ndarray:
+        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+
+    def vectors(self) -> np.ndarray:
+        """All stored (unit) vectors in storage order, aligned with ``ids()`` (a copy)."""
+        flat = faiss.downcast_index(self.index.index)
+        return faiss.vector_to_array(flat.codes).view(np.float32).reshape(-1, self.manifest.dim)
+
+
+def new_index(dim: int) -> faiss.IndexIDMap2:
+    """An empty mirror index: exact inner product over unit vectors (= cosine), ids = latent_embeddings.id."""
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+def manifest_path(index_dir: Path, model_id: int) -> Path:
+    return Path(index_dir) / f"model-{model_id}.json"
+
+
+def _lock_path(index_dir: Path, model_id: int) -> Path:
+    return Path(index_dir) / f"model-{model_id}.lock"
+
+
+@contextmanager
+def locked(index_dir: Path, model_id: int, exclusive: bool) -> Iterator[None]:
+    """Hold the model's mirror lock: exclusive for writers, shared for readers (released on any exit, even kill)."""
+    index_dir = Path(index_dir)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with open(_lock_path(index_dir, model_id), "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_manifest(index_dir: Path, model_id: int) -> Manifest | None:
+    path = manifest_path(index_dir, model_id)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    return Manifest.from_json(text, where=str(path))
+
+
+def load(index_dir: Path, model_id: int) -> Mirror | None:
+    """The model's mirror, checked against its manifest (size, checksum, count); None when there is none."""
+    manifest = read_manifest(index_dir, model_id)
+    if manifest is None:
+        return None
+    path = Path(index_dir) / manifest.index_file
+    fix = "run `soundalike index rebuild`"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise MirrorCorrupt(f"mirror file {path} named by the manifest is missing: {fix}") from None
+    if len(data) != manifest.bytes:
+        raise MirrorCorrupt(f"mirror file {path} has {len(data)} bytes, the manifest says {manifest.bytes}: {fix}")
+    actual = checksum(data)
+    if actual != manifest.checksum:
+        raise MirrorCorrupt(
+            f"mirror file {path} fails its checksum ({actual[:19]}… != {manifest.checksum[:19]}…): {fix}"
+        )
+    index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    del data
+    if index.ntotal != manifest.count or index.d != manifest.dim:
+        raise MirrorCorrupt(f"mirror file {path} holds {index.ntotal}×{index.d}, the manifest says "
+                            f"{manifest.count}×{manifest.dim}: {fix}")  # fmt: skip
+    return Mirror(manifest, index)  # deserialize_index already returns the concrete IndexIDMap2
+
+
+def write_index(index_dir: Path, model_id: int, index: faiss.Index) -> tuple[str, str, int]:
+    """Write ``index`` under a fresh file name (durably); returns (file name, checksum, bytes). Call under the lock."""
+    data = faiss.serialize_index(index)
+    name = f"model-{model_id}-{secrets.token_hex(6)}.faiss"
+    _write_durably(Path(index_dir) / name, memoryview(data))
+    return name, checksum(data), data.nbytes
+
+
+def commit_manifest(index_dir: Path, manifest: Manifest) -> None:
+    """Switch the mirror to ``manifest`` (atomic), then drop files no manifest names. Call under the lock."""
+    failpoint("sync:before-manifest")
+    _write_durably(manifest_path(index_dir, manifest.model_id), manifest.to_json().encode())
+    failpoint("sync:after-manifest")
+    remove_leftovers(index_dir, manifest.model_id, keep=manifest.index_file)
+
+
+def remove_leftovers(index_dir: Path, model_id: int, keep: str | None) -> list[Path]:
+    """Delete temp files and index files other than ``keep`` (a killed writer's debris). Call under the lock."""
+    removed = []
+    for path in Path(index_dir).glob(f"model-{model_id}-*"):
+        if path.name != keep:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    for pattern in (f".model-{model_id}-*.tmp", f".model-{model_id}.json.*.tmp"):
+        for path in Path(index_dir).glob(pattern):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _write_durably(path: Path, data: bytes | memoryview) -> None:
+    """Temp file in the same directory, fsync, rename over ``path``, fsync the directory."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
