@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import click
 from tqdm import tqdm
 
 from indexing.errors import IndexingError
+
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines say which SIMD build it loaded
 
 
 @contextmanager
@@ -128,10 +131,12 @@ def verify_command(alias: str | None) -> None:
 @click.option("--k", type=click.IntRange(min=1), required=True, help="Number of clusters.")
 @click.option("--niter", type=click.IntRange(min=1), default=20, show_default=True, help="k-means iterations.")
 @click.option("--seed", type=int, default=1234, show_default=True)
+@click.option("--nredo", type=click.IntRange(min=1), default=1, show_default=True,
+              help="k-means restarts; the best objective wins.")  # fmt: skip
 @click.option("--keep", "keep_runs", type=click.IntRange(min=1), default=2, show_default=True,
               help="Runs kept per model (the newest is active).")  # fmt: skip
 @click.option("--sync/--no-sync", "sync_first", default=True, show_default=True, help="Sync the mirror first.")
-def cluster_command(alias: str, k: int, niter: int, seed: int, keep_runs: int, sync_first: bool) -> None:
+def cluster_command(alias: str, k: int, niter: int, seed: int, nredo: int, keep_runs: int, sync_first: bool) -> None:
     """Spherical k-means over the model's mirror; writes the run, centroids, assignments and 2-D map."""
     from indexing.clustering import cluster_model
     from indexing.source import resolve_model
@@ -140,8 +145,8 @@ def cluster_command(alias: str, k: int, niter: int, seed: int, keep_runs: int, s
     with _app_database() as handle:
         with connect(handle.app_url) as conn:
             model = resolve_model(conn, alias)
-        result = cluster_model(handle.app_url, _index_dir(), model, k, niter=niter, seed=seed, keep_runs=keep_runs,
-                               sync_first=sync_first)  # fmt: skip
+        result = cluster_model(handle.app_url, _index_dir(), model, k, niter=niter, seed=seed, nredo=nredo,
+                               keep_runs=keep_runs, sync_first=sync_first)  # fmt: skip
     sizes = sorted(result.sizes)
     click.echo(
         f"run {result.run_id} ({result.model}): k={result.k} over {result.n_points} latents, "
@@ -156,7 +161,8 @@ def cluster_command(alias: str, k: int, niter: int, seed: int, keep_runs: int, s
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="JSON report path [default: <index dir>/duplicates-<alias>.json].")  # fmt: skip
 @click.option("--show", type=int, default=10, show_default=True, help="Pairs to print.")
-def duplicates_command(alias: str, threshold: float, output: Path | None, show: int) -> None:
+@click.option("--sync/--no-sync", "sync_first", default=True, show_default=True, help="Sync the mirror first.")
+def duplicates_command(alias: str, threshold: float, output: Path | None, show: int, sync_first: bool) -> None:
     """Near-duplicate pairs (FAISS range search over the mirror), printed and written as JSON."""
     from indexing.duplicates import find_pairs, write_report
     from indexing.source import resolve_model
@@ -167,7 +173,7 @@ def duplicates_command(alias: str, threshold: float, output: Path | None, show: 
         with _app_database() as handle:
             with connect(handle.app_url) as conn:
                 model = resolve_model(conn, alias)
-            pairs = find_pairs(handle.app_url, _index_dir(), model, threshold, progress=bars)
+            pairs = find_pairs(handle.app_url, _index_dir(), model, threshold, sync_first=sync_first, progress=bars)
     finally:
         bars.close()
     output = output or _index_dir() / f"duplicates-{alias}.json"

@@ -66,10 +66,10 @@ def check_k(k: int, n: int, alias: str) -> None:
         raise IndexingError(f"k={k} is larger than the number of latents of model {alias!r} ({n}): choose k <= {n}")
 
 
-def kmeans(ids: np.ndarray, vectors: np.ndarray, k: int, niter: int, seed: int) -> Clustering:
-    """Spherical k-means (seeded) over unit vectors, then assignment of every point and a 2-D PCA."""
+def kmeans(ids: np.ndarray, vectors: np.ndarray, k: int, niter: int, seed: int, nredo: int = 1) -> Clustering:
+    """Spherical k-means (seeded; best of ``nredo`` starts) over unit vectors, then assignment and a 2-D PCA."""
     n, d = vectors.shape
-    km = faiss.Kmeans(d, k, niter=niter, seed=seed, spherical=True, verbose=False,
+    km = faiss.Kmeans(d, k, niter=niter, seed=seed, spherical=True, verbose=False, nredo=nredo,
                       max_points_per_centroid=MAX_POINTS_PER_CENTROID)  # fmt: skip
     km.train(vectors)
     centroids = km.centroids.astype(np.float32)
@@ -94,6 +94,7 @@ def cluster_model(
     *,
     niter: int = 20,
     seed: int = 1234,
+    nredo: int = 1,
     keep_runs: int = 2,
     sync_first: bool = True,
 ) -> ClusteringResult:
@@ -111,10 +112,16 @@ def cluster_model(
     ids, vectors = current.ids(), current.vectors()
     watermark = current.manifest.watermark
     del current
-    result = kmeans(ids, vectors, k, niter, seed)
+    result = kmeans(ids, vectors, k, niter, seed, nredo)
     del vectors
-    params = {"spherical": True, "metric": "inner_product", "max_points_per_centroid": MAX_POINTS_PER_CENTROID,
-              "projection": "faiss.PCAMatrix(d, 2)", "faiss": faiss.__version__}  # fmt: skip
+    params = {
+        "spherical": True,
+        "nredo": nredo,
+        "metric": "inner_product",
+        "max_points_per_centroid": MAX_POINTS_PER_CENTROID,
+        "projection": "faiss.PCAMatrix(d, 2)",
+        "faiss": faiss.__version__,
+    }
     with connect(url) as conn:
         elapsed = time.perf_counter() - started
         run_id, written = write_run(conn, model, result, k=k, niter=niter, seed=seed, params=params,

@@ -16,7 +16,7 @@ from indexing import mirror
 from indexing.errors import IndexingError
 from indexing.manifest import timestamp
 from indexing.source import ModelRef
-from indexing.sync import connect
+from indexing.sync import connect, sync_model
 
 QUERY_BATCH = 4096
 
@@ -30,9 +30,14 @@ class Pair:
     generation_b: str
 
 
-def find_pairs(url: str, index_dir: Path, model: ModelRef, threshold: float, progress=None) -> list[Pair]:
+def find_pairs(
+    url: str, index_dir: Path, model: ModelRef, threshold: float, *, sync_first: bool = True, progress=None
+) -> list[Pair]:
+    """Pairs with cosine similarity above ``threshold`` in the model's mirror (synced first by default)."""
     if not -1.0 <= threshold <= 1.0:
         raise IndexingError(f"--threshold must be a cosine similarity in [-1, 1], got {threshold}")
+    if sync_first:
+        sync_model(url, index_dir, model)
     with mirror.locked(index_dir, model.id, exclusive=False):
         current = mirror.load(index_dir, model.id)
     if current is None:
@@ -45,7 +50,7 @@ def find_pairs(url: str, index_dir: Path, model: ModelRef, threshold: float, pro
     for start in range(0, len(ids), QUERY_BATCH):
         queries = vectors[start : start + QUERY_BATCH]
         lims, sims, hits = current.index.range_search(queries, float(threshold))
-        sources = np.repeat(ids[start : start + len(queries)], np.diff(lims))
+        sources = np.repeat(ids[start : start + len(queries)], np.diff(lims).astype(np.int64))
         keep = sources < hits  # each pair once; drops self-matches
         found.extend(zip(sources[keep].tolist(), hits[keep].tolist(), sims[keep].tolist(), strict=True))
         if tick:

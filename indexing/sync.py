@@ -17,8 +17,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 import psycopg
+from pgvector.psycopg import register_vector
 
 from indexing import changes, mirror
+from indexing.errors import MirrorCorrupt
 from indexing.failpoints import failpoint
 from indexing.manifest import Manifest, timestamp
 from indexing.source import ModelRef, count_live, iter_live_latents, models_with_latents, resolve_model
@@ -41,7 +43,10 @@ class SyncResult:
 
 
 def connect(url: str) -> psycopg.Connection:
-    return psycopg.connect(urls.libpq_url(url), application_name="soundalike-index")
+    """An application-role connection for the indexer (pgvector types registered)."""
+    conn = psycopg.connect(urls.libpq_url(url), application_name="soundalike-index")
+    register_vector(conn)
+    return conn
 
 
 def sync_model(
@@ -56,6 +61,7 @@ def sync_model(
     started = time.perf_counter()
     index_dir = Path(index_dir)
     with mirror.locked(index_dir, model.id, exclusive=True), connect(url) as conn:
+        _remove_debris(index_dir, model.id)
         current = None if full else mirror.load(index_dir, model.id)
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         xmin = changes.snapshot_xmin(conn)
@@ -89,6 +95,16 @@ def sync_model(
     result = SyncResult(model.alias, mode, upserted, removed, count, xmin, time.perf_counter() - started)
     log.info("sync %s: %s, +%d -%d, %d vectors, watermark %d, %.2fs", *_fields(result))
     return result
+
+
+def _remove_debris(index_dir: Path, model_id: int) -> None:
+    """Files a killed writer left behind (temp files, index files no manifest names); never the current one."""
+    try:
+        manifest = mirror.read_manifest(index_dir, model_id)
+    except MirrorCorrupt:
+        return  # keep everything for inspection; a rebuild writes a fresh manifest and cleans up then
+    for path in mirror.remove_leftovers(index_dir, model_id, keep=manifest.index_file if manifest else None):
+        log.info("removed %s (left by an interrupted sync)", path)
 
 
 def _fields(r: SyncResult) -> tuple:

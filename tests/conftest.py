@@ -72,8 +72,8 @@ def owner_conn(database) -> Iterator:
 @pytest.fixture
 def empty_tables(owner_conn) -> None:
     owner_conn.execute(
-        "TRUNCATE models, generations, latent_embeddings, audio_assets, api_keys, latent_changes, latent_change_pruning, "
-        "cluster_runs, clusters, cluster_assignments RESTART IDENTITY CASCADE"
+        "TRUNCATE models, generations, latent_embeddings, audio_assets, api_keys, latent_changes, "
+        "latent_change_pruning, cluster_runs, clusters, cluster_assignments RESTART IDENTITY CASCADE"
     )
 
 

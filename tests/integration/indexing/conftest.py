@@ -38,7 +38,8 @@ def insert_latent(conn, model: ModelRef, owner: str = "alice", visibility: str =
     """One generation + latent, as a worker writes them (in the caller's transaction if one is open)."""
     vector = np.random.default_rng(seed).standard_normal(model.latent_dim).astype(np.float32)
     gen = conn.execute(
-        "INSERT INTO generations (owner, model_id, kind, status, visibility) VALUES (%s, %s, 'import', 'succeeded', %s) "
+        "INSERT INTO generations (owner, model_id, kind, status, visibility) "
+        "VALUES (%s, %s, 'import', 'succeeded', %s) "
         "RETURNING id",
         (owner, model.id, visibility),
     ).fetchone()[0]

@@ -10,7 +10,7 @@ import pytest
 
 from indexing import mirror
 from indexing.errors import IndexingError
-from indexing.sync import sync_all, sync_alias, sync_model
+from indexing.sync import sync_alias, sync_all, sync_model
 from indexing.verify import verify_model
 from service.db import urls
 from tests.integration.indexing.conftest import insert_latent, latent_ids, set_generation
@@ -45,7 +45,9 @@ def test_incremental_sync_applies_inserts_updates_and_removals(database, app_con
     set_generation(app_conn, ids[1], "archived_at")
     app_conn.execute("DELETE FROM generations WHERE id = (SELECT generation_id FROM latent_embeddings WHERE id = %s)",
                      (ids[2],))  # fmt: skip
-    app_conn.execute("UPDATE latent_embeddings SET embedding = (embedding - embedding) - embedding WHERE id = %s", (ids[3],))
+    app_conn.execute(
+        "UPDATE latent_embeddings SET embedding = (embedding - embedding) - embedding WHERE id = %s", (ids[3],)
+    )
 
     assert verify_model(database.app_url, index_dir, demo).status == "clean"  # all pending, not drift
     result = sync_alias(database.app_url, index_dir, "demo")
@@ -75,7 +77,9 @@ def test_verify_reports_drift_it_did_not_expect(database, owner_conn, demo, inde
     # Changes that bypass the change log (triggers off: a restore script, a bug) are drift, not pending.
     owner_conn.execute("ALTER TABLE latent_embeddings DISABLE TRIGGER USER")
     try:
-        owner_conn.execute("UPDATE latent_embeddings SET embedding = (embedding - embedding) - embedding WHERE id = %s", (ids[5],))
+        owner_conn.execute(
+            "UPDATE latent_embeddings SET embedding = (embedding - embedding) - embedding WHERE id = %s", (ids[5],)
+        )
         owner_conn.execute("DELETE FROM latent_embeddings WHERE id = %s", (ids[6],))
     finally:
         owner_conn.execute("ALTER TABLE latent_embeddings ENABLE TRIGGER USER")
