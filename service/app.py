@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service import __version__
 from service.api.auth import authentication_middleware, provide_caller
+from service.api.clusters import ClustersController, MapController
 from service.api.health import HealthController
 from service.api.me import MeController
 from service.api.problems import EXCEPTION_HANDLERS
@@ -36,7 +37,7 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
             await engine.dispose()
 
     return Litestar(
-        route_handlers=[HealthController, MeController],
+        route_handlers=[HealthController, MeController, ClustersController, MapController],
         dependencies={
             "db_engine": Provide(provide_engine, sync_to_thread=False),
             "db_session": Provide(provide_session),
