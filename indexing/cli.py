@@ -133,10 +133,14 @@ def verify_command(alias: str | None) -> None:
 @click.option("--seed", type=int, default=1234, show_default=True)
 @click.option("--nredo", type=click.IntRange(min=1), default=1, show_default=True,
               help="k-means restarts; the best objective wins.")  # fmt: skip
+@click.option("--init", type=click.Choice(["k-means++", "random"]), default="k-means++", show_default=True,
+              help="Centre seeding: greedy k-means++ or FAISS's uniform random start.")  # fmt: skip
 @click.option("--keep", "keep_runs", type=click.IntRange(min=1), default=2, show_default=True,
               help="Runs kept per model (the newest is active).")  # fmt: skip
 @click.option("--sync/--no-sync", "sync_first", default=True, show_default=True, help="Sync the mirror first.")
-def cluster_command(alias: str, k: int, niter: int, seed: int, nredo: int, keep_runs: int, sync_first: bool) -> None:
+def cluster_command(
+    alias: str, k: int, niter: int, seed: int, nredo: int, init: str, keep_runs: int, sync_first: bool
+) -> None:
     """Spherical k-means over the model's mirror; writes the run, centroids, assignments and 2-D map."""
     from indexing.clustering import cluster_model
     from indexing.source import resolve_model
@@ -145,7 +149,7 @@ def cluster_command(alias: str, k: int, niter: int, seed: int, nredo: int, keep_
     with _app_database() as handle:
         with connect(handle.app_url) as conn:
             model = resolve_model(conn, alias)
-        result = cluster_model(handle.app_url, _index_dir(), model, k, niter=niter, seed=seed, nredo=nredo,
+        result = cluster_model(handle.app_url, _index_dir(), model, k, niter=niter, seed=seed, nredo=nredo, init=init,
                                keep_runs=keep_runs, sync_first=sync_first)  # fmt: skip
     sizes = sorted(result.sizes)
     click.echo(

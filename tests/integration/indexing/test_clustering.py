@@ -18,7 +18,7 @@ from tests.integration.test_cli import assert_one_line_error, soundalike
 
 
 def test_cluster_recovers_the_synthetic_clusters_and_writes_everything(database, app_conn, demo, index_dir):
-    result = cluster_model(database.app_url, index_dir, demo, k=4, niter=20, seed=7, nredo=5)
+    result = cluster_model(database.app_url, index_dir, demo, k=4, niter=20, seed=7)
     assert result.n_points == 300 and sum(result.sizes) == 300 and len(result.sizes) == 4
     run = app_conn.execute("SELECT k, n_points, sizes, inertia FROM cluster_runs WHERE id = %s", (result.run_id,))
     k, n_points, sizes, inertia = run.fetchone()
