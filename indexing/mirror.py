@@ -15,6 +15,7 @@ rename, the old manifest still names the old, intact file; killed after, the new
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import secrets
 from collections.abc import Iterator
@@ -27,7 +28,9 @@ import numpy as np
 
 from indexing.errors import MirrorCorrupt
 from indexing.failpoints import failpoint
-from indexing.manifest import Manifest, checksum
+from indexing.manifest import CHECKSUM_ALGORITHM, Manifest
+
+WRITE_CHUNK = 16 * 2**20
 
 
 @dataclass
@@ -87,18 +90,16 @@ def load(index_dir: Path, model_id: int) -> Mirror | None:
     path = Path(index_dir) / manifest.index_file
     fix = "run `soundalike index rebuild`"
     try:
-        data = path.read_bytes()
+        size, actual = file_checksum(path)
     except FileNotFoundError:
         raise MirrorCorrupt(f"mirror file {path} named by the manifest is missing: {fix}") from None
-    if len(data) != manifest.bytes:
-        raise MirrorCorrupt(f"mirror file {path} has {len(data)} bytes, the manifest says {manifest.bytes}: {fix}")
-    actual = checksum(data)
+    if size != manifest.bytes:
+        raise MirrorCorrupt(f"mirror file {path} has {size} bytes, the manifest says {manifest.bytes}: {fix}")
     if actual != manifest.checksum:
         raise MirrorCorrupt(
             f"mirror file {path} fails its checksum ({actual[:19]}… != {manifest.checksum[:19]}…): {fix}"
         )
-    index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
-    del data
+    index = faiss.read_index(str(path))  # index files are never rewritten in place: this is the file just hashed
     if index.ntotal != manifest.count or index.d != manifest.dim:
         raise MirrorCorrupt(f"mirror file {path} holds {index.ntotal}×{index.d}, the manifest says "
                             f"{manifest.count}×{manifest.dim}: {fix}")  # fmt: skip
@@ -106,11 +107,33 @@ def load(index_dir: Path, model_id: int) -> Mirror | None:
 
 
 def write_index(index_dir: Path, model_id: int, index: faiss.Index) -> tuple[str, str, int]:
-    """Write ``index`` under a fresh file name (durably); returns (file name, checksum, bytes). Call under the lock."""
-    data = faiss.serialize_index(index)
+    """Write ``index`` under a fresh file name (durably); returns (file name, checksum, bytes). Call under the lock.
+
+    FAISS streams the index through a callback that hashes and writes each chunk: no in-memory copy of it."""
     name = f"model-{model_id}-{secrets.token_hex(6)}.faiss"
-    _write_durably(Path(index_dir) / name, memoryview(data))
-    return name, checksum(data), data.nbytes
+    digest, size = hashlib.sha256(), 0
+
+    def write(fd: int, chunk: bytes) -> None:
+        nonlocal size
+        digest.update(chunk)
+        size += len(chunk)
+        _write_all(fd, chunk)
+
+    with _durable_file(Path(index_dir) / name) as fd:
+        writer = faiss.PyCallbackIOWriter(lambda chunk: write(fd, chunk), WRITE_CHUNK)
+        faiss.write_index(index, writer)
+        del writer
+    return name, f"{CHECKSUM_ALGORITHM}:{digest.hexdigest()}", size
+
+
+def file_checksum(path: Path) -> tuple[int, str]:
+    """(bytes, checksum) of a file, read in chunks."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb", buffering=0) as handle:
+        while chunk := handle.read(WRITE_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, f"{CHECKSUM_ALGORITHM}:{digest.hexdigest()}"
 
 
 def commit_manifest(index_dir: Path, manifest: Manifest) -> None:
@@ -135,17 +158,31 @@ def remove_leftovers(index_dir: Path, model_id: int, keep: str | None) -> list[P
     return removed
 
 
-def _write_durably(path: Path, data: bytes | memoryview) -> None:
-    """Temp file in the same directory, fsync, rename over ``path``, fsync the directory."""
+def _write_durably(path: Path, data: bytes) -> None:
+    with _durable_file(path) as fd:
+        _write_all(fd, data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+@contextmanager
+def _durable_file(path: Path) -> Iterator[int]:
+    """Yield the fd of a temp file next to ``path``; on success fsync it, rename it over ``path``, fsync the
+    directory. On failure the temp file is removed and ``path`` is untouched."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        yield fd
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
     os.replace(tmp, path)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

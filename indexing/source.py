@@ -69,7 +69,7 @@ def iter_live_latents(
         return
     query = sql.SQL(
         "COPY (SELECT l.id, l.embedding FROM latent_embeddings l JOIN generations g ON g.id = l.generation_id "
-        "WHERE l.model_id = {model} AND " + LIVE + "{only} ORDER BY l.id) TO STDOUT (FORMAT BINARY)"
+        "WHERE l.model_id = {model} AND " + LIVE + "{only}) TO STDOUT (FORMAT BINARY)"
     ).format(
         model=sql.Literal(model_id),
         only=sql.SQL(" AND l.id = ANY({})").format(sql.Literal(list(ids))) if ids is not None else sql.SQL(""),
