@@ -17,11 +17,10 @@ import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
-from indexing import mirror
 from indexing.errors import IndexingError
 from indexing.failpoints import failpoint
 from indexing.source import ModelRef
-from indexing.sync import connect, sync_model
+from indexing.sync import connect, read_mirror
 from service.db.engine import copy_rows
 
 log = logging.getLogger(__name__)
@@ -142,14 +141,7 @@ def cluster_model(
 ) -> ClusteringResult:
     """Cluster the model's mirror (synced first by default) and write the run back as the active one."""
     started = time.perf_counter()
-    if sync_first:
-        sync_model(url, index_dir, model)
-    with mirror.locked(index_dir, model.id, exclusive=False):
-        current = mirror.load(index_dir, model.id)
-    if current is None:
-        raise IndexingError(
-            f"model {model.alias!r} has no mirror yet: run `soundalike index sync --model {model.alias}`"
-        )
+    current = read_mirror(url, index_dir, model, sync_first=sync_first)
     check_k(k, current.index.ntotal, model.alias)
     ids, vectors = current.ids(), current.vectors()
     watermark = current.manifest.watermark

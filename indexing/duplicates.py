@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from indexing import mirror
 from indexing.errors import IndexingError
 from indexing.manifest import timestamp
 from indexing.source import ModelRef
-from indexing.sync import connect, sync_model
+from indexing.sync import connect, read_mirror
 
 QUERY_BATCH = 4096
 
@@ -36,14 +35,7 @@ def find_pairs(
     """Pairs with cosine similarity above ``threshold`` in the model's mirror (synced first by default)."""
     if not -1.0 <= threshold <= 1.0:
         raise IndexingError(f"--threshold must be a cosine similarity in [-1, 1], got {threshold}")
-    if sync_first:
-        sync_model(url, index_dir, model)
-    with mirror.locked(index_dir, model.id, exclusive=False):
-        current = mirror.load(index_dir, model.id)
-    if current is None:
-        raise IndexingError(
-            f"model {model.alias!r} has no mirror yet: run `soundalike index sync --model {model.alias}`"
-        )
+    current = read_mirror(url, index_dir, model, sync_first=sync_first)
     ids, vectors = current.ids(), current.vectors()
     tick = progress(len(ids)) if progress else None
     found: list[tuple[int, int, float]] = []

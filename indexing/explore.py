@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from indexing import mirror
 from indexing.source import ModelRef, resolve_model
-from indexing.sync import connect
+from indexing.sync import connect, read_mirror
 
 
 @dataclass(frozen=True)
@@ -118,10 +117,7 @@ class Neighbour:
 
 def neighbours(catalogue: Catalogue, run: RunView, latent_id: int, k: int = 5) -> list[Neighbour]:
     """The ``k`` nearest latents (cosine, exact, from the FAISS mirror) of one latent, itself first."""
-    with mirror.locked(catalogue.index_dir, run.model.id, exclusive=False):
-        current = mirror.load(catalogue.index_dir, run.model.id)
-    if current is None:
-        raise LookupError(f"no mirror for {run.model.alias!r}: run `soundalike index sync`")
+    current = read_mirror(catalogue.url, catalogue.index_dir, run.model, sync_first=False)
     query = current.index.reconstruct(int(latent_id)).reshape(1, -1)
     sims, ids = current.index.search(query, k + 1)
     ids, sims = ids[0][ids[0] >= 0], sims[0][ids[0] >= 0]

@@ -31,6 +31,15 @@ class Manifest:
     synced_at: str  # last sync of any kind
     index_type: str = "IDMap2,Flat(IP) over L2-normalised vectors"
     format: int = FORMAT_VERSION
+    # Incremental syncs write a small delta instead of the whole index: the vectors upserted since the base
+    # file was written, and the ids removed from the base (every delta id is removed from the base too).
+    delta_file: str | None = None
+    delta_checksum: str | None = None
+    delta_bytes: int = 0
+    tombstones: tuple[int, ...] = ()
+
+    def files(self) -> set[str]:
+        return {self.index_file} | ({self.delta_file} if self.delta_file else set())
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -41,6 +50,7 @@ class Manifest:
             data = json.loads(text)
             if data.get("format") != FORMAT_VERSION:
                 raise MirrorCorrupt(f"{where} has format {data.get('format')!r}, expected {FORMAT_VERSION}")
+            data["tombstones"] = tuple(data.get("tombstones", ()))
             return cls(**data)
         except (ValueError, TypeError, AttributeError) as exc:
             raise MirrorCorrupt(f"{where} is unreadable ({exc}): run `soundalike index rebuild`") from None
@@ -48,6 +58,11 @@ class Manifest:
     def advanced(self, watermark: int, now: datetime | None = None) -> Manifest:
         """The same index file, known to be current up to a later watermark."""
         return replace(self, watermark=watermark, synced_at=timestamp(now))
+
+
+def should_compact(delta_entries: int, count: int, fraction: float = 0.1, minimum: int = 4096) -> bool:
+    """Rewrite the whole index once the delta (upserts + tombstones) outgrows ``fraction`` of the mirror."""
+    return delta_entries > max(minimum, fraction * count)
 
 
 def checksum(data: bytes | memoryview) -> str:

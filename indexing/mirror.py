@@ -4,6 +4,7 @@ Layout in the index directory (``SOUNDALIKE_STORAGE_INDEX_DIR``, default ``var/i
 
     model-<id>.json                  the manifest: the commit point
     model-<id>-<token>.faiss         the index file the manifest names (a new name on every write)
+    model-<id>-<token>.delta.faiss   upserts since that file was written (incremental syncs write only this)
     model-<id>.lock                  flock: one writer (exclusive) or many readers (shared)
 
 A write puts the index under a fresh name (temp file, fsync, rename, fsync of the directory), then replaces
@@ -36,15 +37,24 @@ WRITE_CHUNK = 16 * 2**20
 @dataclass
 class Mirror:
     manifest: Manifest
-    index: faiss.IndexIDMap2
+    index: faiss.IndexIDMap2  # the complete mirror (base with the delta applied)
+    delta: faiss.IndexIDMap2 | None = None  # the delta file's upserts, as written
 
     def ids(self) -> np.ndarray:
-        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        return index_ids(self.index)
 
     def vectors(self) -> np.ndarray:
         """All stored (unit) vectors in storage order, aligned with ``ids()`` (a copy)."""
-        flat = faiss.downcast_index(self.index.index)
-        return faiss.vector_to_array(flat.codes).view(np.float32).reshape(-1, self.manifest.dim)
+        return index_vectors(self.index)
+
+
+def index_ids(index: faiss.IndexIDMap2) -> np.ndarray:
+    return faiss.vector_to_array(index.id_map).astype(np.int64)
+
+
+def index_vectors(index: faiss.IndexIDMap2) -> np.ndarray:
+    flat = faiss.downcast_index(index.index)
+    return faiss.vector_to_array(flat.codes).view(np.float32).reshape(-1, index.d)
 
 
 def new_index(dim: int) -> faiss.IndexIDMap2:
@@ -87,30 +97,42 @@ def load(index_dir: Path, model_id: int) -> Mirror | None:
     manifest = read_manifest(index_dir, model_id)
     if manifest is None:
         return None
-    path = Path(index_dir) / manifest.index_file
+    index = _read_checked(Path(index_dir) / manifest.index_file, manifest.bytes, manifest.checksum)
+    delta = None
+    if manifest.delta_file:
+        delta = _read_checked(Path(index_dir) / manifest.delta_file, manifest.delta_bytes, manifest.delta_checksum)
+    removed = np.asarray(manifest.tombstones, dtype=np.int64)
+    if delta is not None:
+        removed = np.union1d(removed, index_ids(delta))
+    if len(removed):
+        index.remove_ids(faiss.IDSelectorBatch(removed))
+    if delta is not None and delta.ntotal:
+        index.add_with_ids(index_vectors(delta), index_ids(delta))
+    if index.ntotal != manifest.count or index.d != manifest.dim:
+        raise MirrorCorrupt(f"mirror of model {model_id} holds {index.ntotal}×{index.d}, the manifest says "
+                            f"{manifest.count}×{manifest.dim}: run `soundalike index rebuild`")  # fmt: skip
+    return Mirror(manifest, index, delta)
+
+
+def _read_checked(path: Path, size: int, digest: str | None) -> faiss.IndexIDMap2:
+    """Read an index file after checking its size and checksum against the manifest."""
     fix = "run `soundalike index rebuild`"
     try:
-        size, actual = file_checksum(path)
+        actual_size, actual = file_checksum(path)
     except FileNotFoundError:
         raise MirrorCorrupt(f"mirror file {path} named by the manifest is missing: {fix}") from None
-    if size != manifest.bytes:
-        raise MirrorCorrupt(f"mirror file {path} has {size} bytes, the manifest says {manifest.bytes}: {fix}")
-    if actual != manifest.checksum:
-        raise MirrorCorrupt(
-            f"mirror file {path} fails its checksum ({actual[:19]}… != {manifest.checksum[:19]}…): {fix}"
-        )
-    index = faiss.read_index(str(path))  # index files are never rewritten in place: this is the file just hashed
-    if index.ntotal != manifest.count or index.d != manifest.dim:
-        raise MirrorCorrupt(f"mirror file {path} holds {index.ntotal}×{index.d}, the manifest says "
-                            f"{manifest.count}×{manifest.dim}: {fix}")  # fmt: skip
-    return Mirror(manifest, index)  # deserialize_index already returns the concrete IndexIDMap2
+    if actual_size != size:
+        raise MirrorCorrupt(f"mirror file {path} has {actual_size} bytes, the manifest says {size}: {fix}")
+    if actual != digest:
+        raise MirrorCorrupt(f"mirror file {path} fails its checksum ({actual[:19]}… != {str(digest)[:19]}…): {fix}")
+    return faiss.read_index(str(path))  # index files are never rewritten in place: this is the file just hashed
 
 
-def write_index(index_dir: Path, model_id: int, index: faiss.Index) -> tuple[str, str, int]:
+def write_index(index_dir: Path, model_id: int, index: faiss.Index, delta: bool = False) -> tuple[str, str, int]:
     """Write ``index`` under a fresh file name (durably); returns (file name, checksum, bytes). Call under the lock.
 
     FAISS streams the index through a callback that hashes and writes each chunk: no in-memory copy of it."""
-    name = f"model-{model_id}-{secrets.token_hex(6)}.faiss"
+    name = f"model-{model_id}-{secrets.token_hex(6)}{'.delta' if delta else ''}.faiss"
     digest, size = hashlib.sha256(), 0
 
     def write(fd: int, chunk: bytes) -> None:
@@ -141,14 +163,14 @@ def commit_manifest(index_dir: Path, manifest: Manifest) -> None:
     failpoint("sync:before-manifest")
     _write_durably(manifest_path(index_dir, manifest.model_id), manifest.to_json().encode())
     failpoint("sync:after-manifest")
-    remove_leftovers(index_dir, manifest.model_id, keep=manifest.index_file)
+    remove_leftovers(index_dir, manifest.model_id, keep=manifest.files())
 
 
-def remove_leftovers(index_dir: Path, model_id: int, keep: str | None) -> list[Path]:
-    """Delete temp files and index files other than ``keep`` (a killed writer's debris). Call under the lock."""
+def remove_leftovers(index_dir: Path, model_id: int, keep: set[str]) -> list[Path]:
+    """Delete temp files and index files not in ``keep`` (replaced, or a killed writer's debris). Under the lock."""
     removed = []
     for path in Path(index_dir).glob(f"model-{model_id}-*"):
-        if path.name != keep:
+        if path.name not in keep:
             path.unlink(missing_ok=True)
             removed.append(path)
     for pattern in (f".model-{model_id}-*.tmp", f".model-{model_id}.json.*.tmp"):

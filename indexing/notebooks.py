@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import nbformat
@@ -16,6 +15,7 @@ from nbclient import NotebookClient
 
 from indexing.clustering import cluster_model
 from indexing.demo import load_demo
+from indexing.scratch import scratch_database
 from indexing.sync import connect, sync_model
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "explore_latents.ipynb"
@@ -58,24 +58,9 @@ def notebook_env(app_url: str, migration_url: str, index_dir: Path, blob_dir: Pa
 
 
 def main(output: Path | None = None) -> Path:
-    from service.db import migrate
-    from service.db.embedded import EmbeddedPostgres
-    from service.db.provision import provision
-    from service.settings import DatabaseSettings
-
-    with tempfile.TemporaryDirectory(prefix="soundalike-nb-") as tmp:
-        root = Path(tmp)
-        db = DatabaseSettings(name="notebooks")
-        server = EmbeddedPostgres(root / "pg")
-        server.start()
-        try:
-            provision(server.url(driver=""), db)
-            app_url, migration_url = server.url(db.app_role, db.name), server.url(db.owner_role, db.name)
-            migrate.upgrade(migration_url, db.app_role)
-            prepare_demo(app_url, root / "index")
-            nb = execute(notebook_env(app_url, migration_url, root / "index", root / "blobs"))
-        finally:
-            server.stop()
+    with scratch_database("notebooks") as db:
+        prepare_demo(db.app_url, db.root / "index")
+        nb = execute(notebook_env(db.app_url, db.migration_url, db.root / "index", db.root / "blobs"))
     output = output or Path("var/notebooks") / NOTEBOOK.name
     output.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, output)

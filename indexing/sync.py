@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import faiss
@@ -20,9 +20,9 @@ import psycopg
 from pgvector.psycopg import register_vector
 
 from indexing import changes, mirror
-from indexing.errors import MirrorCorrupt
+from indexing.errors import IndexingError, MirrorCorrupt
 from indexing.failpoints import failpoint
-from indexing.manifest import Manifest, timestamp
+from indexing.manifest import Manifest, should_compact, timestamp
 from indexing.source import ModelRef, count_live, iter_live_latents, models_with_latents, resolve_model
 from service.db import urls
 
@@ -70,26 +70,31 @@ def sync_model(
             if current is not None:
                 log.warning("mirror of %s is older than the pruned change log: rebuilding in full", model.alias)
             index, upserted = _read_all(conn, model, progress)
-            removed, mode, built_at = 0, "full", timestamp()
+            removed, mode, built_at = 0, "full", None
         else:
             ids = changes.changed_latent_ids(conn, model.id, watermark)
             index, built_at = current.index, current.manifest.built_at
-            upserted, removed = _apply_changes(conn, model, index, ids, progress)
+            live_ids, live_vectors = _apply_changes(conn, model, index, ids, progress)
+            upserted, removed = len(live_ids), len(ids) - len(live_ids)
             mode = "incremental" if ids else "unchanged"
         conn.rollback()  # read-only: end the snapshot
         failpoint("sync:after-read")
 
+        count = index.ntotal
         if mode == "unchanged":
             if xmin != watermark:
                 mirror.commit_manifest(index_dir, current.manifest.advanced(xmin))
-            count = index.ntotal
+        elif mode == "incremental" and not should_compact(_delta_entries(current, ids, live_ids), count):
+            mirror.commit_manifest(
+                index_dir, _write_delta(index_dir, current, ids, live_ids, live_vectors, xmin, count)
+            )
         else:
             name, digest, size = mirror.write_index(index_dir, model.id, index)
-            count = index.ntotal
             failpoint("sync:after-index-write")
             manifest = Manifest(
                 model_id=model.id, model_alias=model.alias, index_file=name, count=count, dim=model.latent_dim,
-                watermark=xmin, checksum=digest, bytes=size, built_at=built_at, synced_at=timestamp(),
+                watermark=xmin, checksum=digest, bytes=size, built_at=timestamp() if mode == "full" else built_at,
+                synced_at=timestamp(),
             )  # fmt: skip
             mirror.commit_manifest(index_dir, manifest)
     result = SyncResult(model.alias, mode, upserted, removed, count, xmin, time.perf_counter() - started)
@@ -103,7 +108,7 @@ def _remove_debris(index_dir: Path, model_id: int) -> None:
         manifest = mirror.read_manifest(index_dir, model_id)
     except MirrorCorrupt:
         return  # keep everything for inspection; a rebuild writes a fresh manifest and cleans up then
-    for path in mirror.remove_leftovers(index_dir, model_id, keep=manifest.index_file if manifest else None):
+    for path in mirror.remove_leftovers(index_dir, model_id, keep=manifest.files() if manifest else set()):
         log.info("removed %s (left by an interrupted sync)", path)
 
 
@@ -124,22 +129,62 @@ def _read_all(conn: psycopg.Connection, model: ModelRef, progress) -> tuple[fais
 
 def _apply_changes(
     conn: psycopg.Connection, model: ModelRef, index: faiss.IndexIDMap2, ids: list[int], progress
-) -> tuple[int, int]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Remove every changed id, then add back the ones that are live now: idempotent, order-free.
 
-    Returns (upserted, removed): removed counts the changed ids that are not live any more."""
+    Returns the live ids and their (unit) vectors, which the delta file records."""
+    empty = np.empty(0, dtype=np.int64), np.empty((0, model.latent_dim), dtype=np.float32)
     if not ids:
-        return 0, 0
+        return empty
     tick = progress(len(ids)) if progress else None
     index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64)))
-    upserted = 0
+    batches = []
     for live_ids, vectors in iter_live_latents(conn, model.id, ids=ids):
         faiss.normalize_L2(vectors)
         index.add_with_ids(vectors, live_ids)
-        upserted += len(live_ids)
+        batches.append((live_ids, vectors))
         if tick:
             tick(len(live_ids))
-    return upserted, len(ids) - upserted
+    if not batches:
+        return empty
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+
+
+def _delta_entries(current: mirror.Mirror, ids: list[int], live_ids: np.ndarray) -> int:
+    """Size of the delta after this sync: tombstones plus upserted vectors."""
+    delta_size = current.delta.ntotal if current.delta is not None else 0
+    return len(set(current.manifest.tombstones) | set(ids)) + delta_size + len(live_ids)
+
+
+def _write_delta(
+    index_dir: Path, current: mirror.Mirror, ids: list[int], live_ids, live_vectors, xmin: int, count: int
+) -> Manifest:
+    """Write the new delta file (old upserts not changed since, plus this sync's live ones); the base stays."""
+    delta = mirror.new_index(current.manifest.dim)
+    if current.delta is not None and current.delta.ntotal:
+        old_ids, old_vectors = mirror.index_ids(current.delta), mirror.index_vectors(current.delta)
+        keep = ~np.isin(old_ids, np.asarray(ids, dtype=np.int64))
+        delta.add_with_ids(old_vectors[keep], old_ids[keep])
+    if len(live_ids):
+        delta.add_with_ids(live_vectors, live_ids)
+    name, digest, size = mirror.write_index(index_dir, current.manifest.model_id, delta, delta=True)
+    failpoint("sync:after-index-write")
+    tombstones = tuple(sorted(set(current.manifest.tombstones) | set(ids)))
+    return replace(current.manifest.advanced(xmin), delta_file=name, delta_checksum=digest, delta_bytes=size,
+                   tombstones=tombstones, count=count)  # fmt: skip
+
+
+def read_mirror(url: str, index_dir: Path, model: ModelRef, *, sync_first: bool = True) -> mirror.Mirror:
+    """The model's mirror for reading (clustering, near-duplicates, neighbours), synced first by default."""
+    if sync_first:
+        sync_model(url, index_dir, model)
+    with mirror.locked(index_dir, model.id, exclusive=False):
+        current = mirror.load(index_dir, model.id)
+    if current is None:
+        raise IndexingError(
+            f"model {model.alias!r} has no mirror yet: run `soundalike index sync --model {model.alias}`"
+        )
+    return current
 
 
 def sync_all(

@@ -67,7 +67,7 @@ def test_sigkill_during_sync_leaves_a_good_mirror_and_the_next_sync_completes(
     assert result.count == 300
     files = sorted(p.name for p in index_dir.iterdir() if p.suffix != ".lock")
     assert files == sorted(
-        [mirror.manifest_path(index_dir, demo.id).name, mirror.read_manifest(index_dir, demo.id).index_file]
+        [mirror.manifest_path(index_dir, demo.id).name, *mirror.read_manifest(index_dir, demo.id).files()]
     )
 
 

@@ -63,6 +63,33 @@ def test_incremental_sync_applies_inserts_updates_and_removals(database, app_con
     assert ids[0] in mirrored_ids(index_dir, demo)
 
 
+def test_incremental_sync_writes_a_delta_and_compacts_when_it_grows(database, app_conn, demo, index_dir, monkeypatch):
+    import functools
+
+    import indexing.sync
+    from indexing.manifest import should_compact
+
+    sync_model(database.app_url, index_dir, demo)
+    base = mirror.read_manifest(index_dir, demo.id)
+    ids = latent_ids(app_conn, demo)
+    insert_latent(app_conn, demo, seed=1)
+    set_generation(app_conn, ids[0], "archived_at")
+    sync_model(database.app_url, index_dir, demo)
+    first = mirror.read_manifest(index_dir, demo.id)
+    assert first.index_file == base.index_file and first.checksum == base.checksum  # the base was not rewritten
+    assert first.delta_file and ids[0] in first.tombstones and first.count == 300
+    assert verify_model(database.app_url, index_dir, demo).status == "clean"
+
+    monkeypatch.setattr(indexing.sync, "should_compact", functools.partial(should_compact, fraction=0.0, minimum=3))
+    for seed in (2, 3):
+        insert_latent(app_conn, demo, seed=seed)
+    sync_model(database.app_url, index_dir, demo)
+    compacted = mirror.read_manifest(index_dir, demo.id)
+    assert compacted.index_file != base.index_file and compacted.delta_file is None and compacted.tombstones == ()
+    assert compacted.count == 302 and verify_model(database.app_url, index_dir, demo).status == "clean"
+    assert {p.name for p in index_dir.glob("model-*-*")} == compacted.files()
+
+
 def test_nothing_changed_writes_no_new_index_file(database, demo, index_dir):
     sync_model(database.app_url, index_dir, demo)
     before = mirror.read_manifest(index_dir, demo.id)

@@ -24,7 +24,8 @@ def manifest(**overrides) -> Manifest:
 
 
 def test_manifest_round_trips_and_advances():
-    m = manifest()
+    m = manifest(delta_file="model-3-cd.delta.faiss", delta_checksum="sha256:11", delta_bytes=5, tombstones=(4, 9))
+    assert m.files() == {"model-3-ab.faiss", "model-3-cd.delta.faiss"}
     assert Manifest.from_json(m.to_json()) == m
     later = m.advanced(250)
     assert later.watermark == 250 and later.index_file == m.index_file and later.checksum == m.checksum
@@ -41,6 +42,13 @@ def test_checksum_changes_with_any_byte():
     before = checksum(data)
     data[500] ^= 1
     assert checksum(data) != before and before.startswith("sha256:") and len(before) == 7 + 64
+
+
+def test_compaction_threshold():
+    from indexing.manifest import should_compact
+
+    assert not should_compact(4096, 1000) and should_compact(4097, 1000)  # small mirrors: an absolute floor
+    assert not should_compact(10_000, 100_000) and should_compact(10_001, 100_000)  # large ones: 10 %
 
 
 def test_watermark_arithmetic():
