@@ -6,8 +6,11 @@ A latent is *live* when its generation is neither soft-deleted (``deleted_at``) 
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import psycopg
@@ -15,6 +18,7 @@ from psycopg import sql
 
 from indexing.errors import IndexingError
 
+T = TypeVar("T")
 LIVE = "g.deleted_at IS NULL AND g.archived_at IS NULL"
 BATCH_ROWS = 16384
 COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
@@ -79,6 +83,43 @@ def iter_live_latents(
         for chunk in copy:
             yield from decoder.feed(chunk)
     yield from decoder.finish()
+
+
+def prefetched(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Iterate ``batches`` in a background thread, ``depth`` batches ahead (memory stays bounded).
+
+    The database read (socket waits, numpy decoding) then overlaps with what the consumer does per batch
+    (FAISS releases the GIL while it normalises and adds). The producer must not share its connection.
+    """
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        slots.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            slots.put(exc)
+
+    worker = threading.Thread(target=produce, name="latent-reader", daemon=True)
+    worker.start()
+    try:
+        while (item := slots.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 class _CopyDecoder:

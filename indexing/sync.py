@@ -23,7 +23,7 @@ from indexing import changes, mirror
 from indexing.errors import IndexingError, MirrorCorrupt
 from indexing.failpoints import failpoint
 from indexing.manifest import Manifest, should_compact, timestamp
-from indexing.source import ModelRef, count_live, iter_live_latents, models_with_latents, resolve_model
+from indexing.source import ModelRef, count_live, iter_live_latents, models_with_latents, prefetched, resolve_model
 from service.db import urls
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def _fields(r: SyncResult) -> tuple:
 def _read_all(conn: psycopg.Connection, model: ModelRef, progress) -> tuple[faiss.Index, int]:
     index = mirror.new_index(model.latent_dim)
     tick = progress(count_live(conn, model.id)) if progress else None
-    for ids, vectors in iter_live_latents(conn, model.id):
+    for ids, vectors in prefetched(iter_live_latents(conn, model.id)):
         faiss.normalize_L2(vectors)
         index.add_with_ids(vectors, ids)
         if tick:

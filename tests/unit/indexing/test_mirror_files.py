@@ -142,3 +142,29 @@ def test_kmeans_is_seeded_and_projects_to_two_dimensions():
     assert np.array_equal(a.labels, b.labels) and a.sizes.sum() == 400 and a.xy.shape == (400, 2)
     assert np.allclose(np.linalg.norm(a.centroids, axis=1), 1, atol=1e-5)
     assert a.inertia == pytest.approx(float(np.sum(1 - a.scores)))
+
+
+def test_prefetched_keeps_order_propagates_errors_and_stops_early():
+    from indexing.source import prefetched
+
+    assert list(prefetched(iter(range(100)), depth=2)) == list(range(100))
+
+    def failing():
+        yield 1
+        raise IndexingError("boom")
+
+    with pytest.raises(IndexingError, match="boom"):
+        list(prefetched(failing()))
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    reader = prefetched(endless(), depth=2)
+    assert [next(reader) for _ in range(3)] == [0, 1, 2]
+    reader.close()  # the consumer stops: the producer thread ends instead of running on
+    assert len(produced) <= 3 + 2 + 1
