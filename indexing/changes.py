@@ -32,9 +32,11 @@ def must_reread_from(watermark: int) -> int:
     return watermark
 
 
-def needs_full_rebuild(watermark: int | None, pruned_below: int) -> bool:
-    """True when the log can no longer replay everything since ``watermark`` (or there is no mirror)."""
-    return watermark is None or watermark < pruned_below
+def needs_full_rebuild(watermark: int | None, pruned_below: int, xmin: int) -> bool:
+    """True when the log cannot replay everything since ``watermark``: no mirror, a log pruned past it, or
+    a watermark ahead of the database's own transaction ids (the mirror was read from another server, e.g.
+    before a restore into a fresh cluster: its xids mean nothing here)."""
+    return watermark is None or watermark < pruned_below or watermark > xmin
 
 
 def prune_horizon(watermarks: list[int]) -> int | None:

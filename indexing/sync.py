@@ -66,9 +66,10 @@ def sync_model(
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         xmin = changes.snapshot_xmin(conn)
         watermark = current.manifest.watermark if current else None
-        if changes.needs_full_rebuild(watermark, changes.pruned_below(conn)):
+        if changes.needs_full_rebuild(watermark, changes.pruned_below(conn), xmin):
             if current is not None:
-                log.warning("mirror of %s is older than the pruned change log: rebuilding in full", model.alias)
+                log.warning("mirror of %s cannot be replayed from the change log (pruned past its watermark, "
+                            "or read from another server): rebuilding in full", model.alias)  # fmt: skip
             index, upserted = _read_all(conn, model, progress)
             removed, mode, built_at = 0, "full", None
         else:

@@ -180,6 +180,19 @@ def test_sync_all_prunes_the_log_and_stale_mirrors_rebuild(database, app_conn, d
     assert result.mode == "full" and result.count == 301
 
 
+def test_mirror_from_another_server_rebuilds(database, app_conn, demo, index_dir):
+    """A watermark ahead of this database's transaction ids (a restore into a fresh cluster) forces a rebuild."""
+    from dataclasses import replace
+
+    sync_model(database.app_url, index_dir, demo)
+    manifest = mirror.read_manifest(index_dir, demo.id)
+    with mirror.locked(index_dir, demo.id, exclusive=True):
+        mirror.commit_manifest(index_dir, replace(manifest, watermark=manifest.watermark + 10**9))
+    insert_latent(app_conn, demo, seed=77)
+    result = sync_model(database.app_url, index_dir, demo)
+    assert result.mode == "full" and result.count == 301
+
+
 def test_empty_model_gets_an_empty_mirror(database, app_conn, index_dir):
     from indexing.demo import ensure_model
 

@@ -53,8 +53,9 @@ def test_compaction_threshold():
 
 def test_watermark_arithmetic():
     assert changes.must_reread_from(100) == 100  # inclusive: a transaction with xid == xmin was still running
-    assert changes.needs_full_rebuild(None, 0)
-    assert changes.needs_full_rebuild(99, 100) and not changes.needs_full_rebuild(100, 100)
+    assert changes.needs_full_rebuild(None, 0, 500)
+    assert changes.needs_full_rebuild(99, 100, 500) and not changes.needs_full_rebuild(100, 100, 500)
+    assert changes.needs_full_rebuild(501, 0, 500) and not changes.needs_full_rebuild(500, 0, 500)
     assert changes.prune_horizon([300, 120, 500]) == 120 and changes.prune_horizon([]) is None
 
 
