@@ -6,6 +6,7 @@ A latent is *live* when its generation is neither soft-deleted (``deleted_at``) 
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -63,8 +64,10 @@ def iter_live_latents(
     model_id: int,
     ids: Sequence[int] | None = None,
     batch_rows: int = BATCH_ROWS,
+    part: tuple[int, int] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(ids int64[n], vectors float32[n, d])`` batches of the model's live latents (all, or only ``ids``).
+    """Yield ``(ids int64[n], vectors float32[n, d])`` batches of the model's live latents (all, or only ``ids``;
+    ``part=(i, n)`` keeps the latents whose id is ``i`` modulo ``n``, for parallel readers).
 
     Reads ``COPY (SELECT ...) TO STDOUT (FORMAT BINARY)`` and decodes whole batches of fixed-width records
     with numpy, so memory stays at about ``batch_rows`` vectors whatever the catalogue size.
@@ -73,10 +76,11 @@ def iter_live_latents(
         return
     query = sql.SQL(
         "COPY (SELECT l.id, l.embedding FROM latent_embeddings l JOIN generations g ON g.id = l.generation_id "
-        "WHERE l.model_id = {model} AND " + LIVE + "{only}) TO STDOUT (FORMAT BINARY)"
+        "WHERE l.model_id = {model} AND " + LIVE + "{only}{part}) TO STDOUT (FORMAT BINARY)"
     ).format(
         model=sql.Literal(model_id),
         only=sql.SQL(" AND l.id = ANY({})").format(sql.Literal(list(ids))) if ids is not None else sql.SQL(""),
+        part=sql.SQL(" AND l.id % {} = {}").format(sql.Literal(part[1]), sql.Literal(part[0])) if part else sql.SQL(""),
     )
     decoder = _CopyDecoder(batch_rows)
     with conn.cursor() as cur, cur.copy(query) as copy:
@@ -91,16 +95,23 @@ def prefetched(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
     The database read (socket waits, numpy decoding) then overlaps with what the consumer does per batch
     (FAISS releases the GIL while it normalises and adds). The producer must not share its connection.
     """
+    return merged([batches], depth)
+
+
+def merged(sources: Sequence[Iterator[T]], depth: int = 2) -> Iterator[T]:
+    """Items of several iterators, each drained by its own thread, in arrival order (``depth`` queued at most).
+
+    An exception in any source is raised in the consumer; when the consumer stops, the threads stop too."""
     slots: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     done = object()
 
-    def produce() -> None:
+    def produce(source: Iterator[T]) -> None:
         try:
-            for batch in batches:
+            for item in source:
                 while not stop.is_set():
                     try:
-                        slots.put(batch, timeout=0.1)
+                        slots.put(item, timeout=0.1)
                         break
                     except queue.Full:
                         continue
@@ -110,16 +121,26 @@ def prefetched(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
         except BaseException as exc:  # handed to the consumer, raised there
             slots.put(exc)
 
-    worker = threading.Thread(target=produce, name="latent-reader", daemon=True)
-    worker.start()
+    workers = [threading.Thread(target=produce, args=(s,), name="latent-reader", daemon=True) for s in sources]
+    for worker in workers:
+        worker.start()
     try:
-        while (item := slots.get()) is not done:
-            if isinstance(item, BaseException):
+        remaining = len(workers)
+        while remaining:
+            item = slots.get()
+            if item is done:
+                remaining -= 1
+            elif isinstance(item, BaseException):
                 raise item
-            yield item
+            else:
+                yield item
     finally:
         stop.set()
-        worker.join()
+        while any(w.is_alive() for w in workers):  # unblock producers waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                slots.get_nowait()
+            for worker in workers:
+                worker.join(timeout=0.05)
 
 
 class _CopyDecoder:

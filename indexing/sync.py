@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,16 +19,18 @@ import faiss
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
+from psycopg import sql
 
 from indexing import changes, mirror
 from indexing.errors import IndexingError, MirrorCorrupt
 from indexing.failpoints import failpoint
 from indexing.manifest import Manifest, should_compact, timestamp
-from indexing.source import ModelRef, count_live, iter_live_latents, models_with_latents, prefetched, resolve_model
+from indexing.source import ModelRef, count_live, iter_live_latents, merged, models_with_latents, resolve_model
 from service.db import urls
 
 log = logging.getLogger(__name__)
 
+READERS = 2  # connections reading a full sync in parallel (same snapshot); the server's encoding is the bottleneck
 Progress = Callable[[int], None]  # called with the number of vectors just processed
 
 
@@ -70,7 +73,7 @@ def sync_model(
             if current is not None:
                 log.warning("mirror of %s cannot be replayed from the change log (pruned past its watermark, "
                             "or read from another server): rebuilding in full", model.alias)  # fmt: skip
-            index, upserted = _read_all(conn, model, progress)
+            index, upserted = _read_all(conn, url, model, progress)
             removed, mode, built_at = 0, "full", None
         else:
             ids = changes.changed_latent_ids(conn, model.id, watermark)
@@ -117,14 +120,24 @@ def _fields(r: SyncResult) -> tuple:
     return r.model, r.mode, r.upserted, r.removed, r.count, r.watermark, r.seconds
 
 
-def _read_all(conn: psycopg.Connection, model: ModelRef, progress) -> tuple[faiss.Index, int]:
+def _read_all(conn: psycopg.Connection, url: str, model: ModelRef, progress) -> tuple[faiss.Index, int]:
+    """Every live latent, read by ``READERS`` connections sharing ``conn``'s snapshot (exported/imported)."""
     index = mirror.new_index(model.latent_dim)
     tick = progress(count_live(conn, model.id)) if progress else None
-    for ids, vectors in prefetched(iter_live_latents(conn, model.id)):
-        faiss.normalize_L2(vectors)
-        index.add_with_ids(vectors, ids)
-        if tick:
-            tick(len(ids))
+    with ExitStack() as stack:
+        sources = [iter_live_latents(conn, model.id, part=(0, READERS) if READERS > 1 else None)]
+        if READERS > 1:
+            snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            for part in range(1, READERS):
+                other = stack.enter_context(connect(url))
+                other.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                other.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+                sources.append(iter_live_latents(other, model.id, part=(part, READERS)))
+        for ids, vectors in merged(sources):
+            faiss.normalize_L2(vectors)
+            index.add_with_ids(vectors, ids)
+            if tick:
+                tick(len(ids))
     return index, index.ntotal
 
 

@@ -169,3 +169,9 @@ def test_prefetched_keeps_order_propagates_errors_and_stops_early():
     assert [next(reader) for _ in range(3)] == [0, 1, 2]
     reader.close()  # the consumer stops: the producer thread ends instead of running on
     assert len(produced) <= 3 + 2 + 1
+
+
+def test_merged_drains_every_source():
+    from indexing.source import merged
+
+    assert sorted(merged([iter(range(0, 50)), iter(range(50, 80)), iter([])], depth=1)) == list(range(80))
