@@ -49,5 +49,8 @@ restore: $(STAMP) ## restore a dump: make restore FILE=var/backup.dump
 	@test -n "$(FILE)" || { echo "usage: make restore FILE=path/to/dump"; exit 2; }
 	$(CLI) restore $(FILE)
 
+notebooks: $(STAMP) ## execute notebooks/ headless against a throw-away embedded PostgreSQL with demo data
+	$(PY) -m indexing.notebooks
+
 clean: ## remove the virtualenv and local data (var/)
 	rm -rf $(VENV) var

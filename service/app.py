@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service import __version__
 from service.api.auth import PUBLIC_PATHS, authentication_middleware, provide_caller
+from service.api.clusters import ClustersController, MapController
 from service.api.generations import GenerationController
 from service.api.health import HealthController
 from service.api.imports import ImportController
@@ -33,7 +34,15 @@ from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 UPLOAD_OVERHEAD_BYTES = 64 * 1024  # multipart framing and form fields around an upload
-ROUTES = [HealthController, MeController, GenerationController, ImportController, ModelController]
+ROUTES = [
+    HealthController,
+    MeController,
+    GenerationController,
+    ImportController,
+    ModelController,
+    ClustersController,
+    MapController,
+]
 
 
 def create_app(database_url: str, settings: Settings | None = None, run_worker_in_process: bool = False) -> Litestar:

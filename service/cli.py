@@ -10,6 +10,7 @@ import click
 import psycopg
 import sqlalchemy.exc
 
+from indexing.cli import index_group
 from service.cli_models import models_group
 from service.cli_support import database, register_shipped_model, run_in_session
 from service.db import backup as backups
@@ -350,6 +351,7 @@ def restore(path: Path, yes: bool) -> None:
 
 
 main.add_command(models_group)
+main.add_command(index_group)
 register_ml_commands(main)
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ class StorageSettings(BaseSettings):
     max_upload_seconds: float = Field(600.0, gt=0, description="Longest accepted audio upload")
     orphan_grace_seconds: float = Field(3600.0, ge=0, description="Files younger than this are never swept")
     retention_days: float = Field(180.0, gt=0, description="Generations older than this are archived")
+    index_dir: Path = Path("var/index")  # FAISS mirrors of latent_embeddings, one per model (indexing/)
 
 
 class JobsSettings(BaseSettings):
@@ -74,6 +75,7 @@ class JobsSettings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="Runs of one job before its generations are marked failed")
     sweep_cron: str = Field("* * * * *", description="When the stalled-job / undeferred sweep runs")
     lifecycle_cron: str = Field("17 3 * * *", description="When archival, purge and the orphan sweep run")
+    index_sync_cron: str = Field("*/10 * * * *", description="When the FAISS mirrors are brought up to date")
 
 
 class AuthSettings(BaseSettings):

@@ -19,10 +19,11 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, REAL, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 LATENT_DIM = 512
@@ -193,3 +194,87 @@ class ApiKey(Base):
     label: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = created_at_column()
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# -- indexing (revision 0004_indexing) --------------------------------------------------------------------
+
+
+class LatentChange(Base):
+    """One latent whose mirror state may have changed, appended by triggers in the writer's own transaction.
+
+    ``xid`` is the writing transaction's id; the FAISS mirror re-reads the log from the ``xmin`` of the snapshot
+    it last read (see docs/indexing.md), so rows committed out of id order are never missed.
+    """
+
+    __tablename__ = "latent_changes"
+    __table_args__ = (Index("ix_latent_changes_model_id_xid", "model_id", "xid"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    latent_id: Mapped[int] = mapped_column(BigInteger)
+    model_id: Mapped[int] = mapped_column(Integer)
+    xid: Mapped[int] = mapped_column(BigInteger, server_default=text("(pg_current_xact_id()::text)::bigint"))
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class LatentChangePruning(Base):
+    """Single row: the change log holds every change from ``pruned_below`` on (older mirrors rebuild)."""
+
+    __tablename__ = "latent_change_pruning"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    pruned_below: Mapped[int] = mapped_column(BigInteger)
+    pruned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ClusterRun(Base):
+    """One offline k-means over a model's mirror; the newest run of a model is its active one."""
+
+    __tablename__ = "cluster_runs"
+    __table_args__ = (
+        CheckConstraint("k > 0", name="k_positive"),
+        Index("ix_cluster_runs_model_id_id", "model_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    k: Mapped[int] = mapped_column(Integer)
+    niter: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    n_points: Mapped[int] = mapped_column(Integer)
+    inertia: Mapped[float] = mapped_column(Double)
+    sizes: Mapped[list[int]] = mapped_column(ARRAY(Integer))
+    mirror_watermark: Mapped[int] = mapped_column(BigInteger)
+    duration_seconds: Mapped[float] = mapped_column(Double)
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class Cluster(Base):
+    """A cluster of one run: its label (0..k-1), size and centroid (unit norm, the model's space)."""
+
+    __tablename__ = "clusters"
+    __table_args__ = (UniqueConstraint("run_id", "label"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("cluster_runs.id", ondelete="CASCADE"))
+    label: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(Integer)
+    centroid: Mapped[Any] = mapped_column(Vector(LATENT_DIM))
+
+
+class ClusterAssignment(Base):
+    """Which cluster a latent fell in, its similarity to the centroid and its 2-D map position (PCA)."""
+
+    __tablename__ = "cluster_assignments"
+    __table_args__ = (
+        Index("ix_cluster_assignments_cluster_id_latent_id", "cluster_id", "latent_id"),
+        Index("ix_cluster_assignments_latent_id", "latent_id"),
+    )
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("cluster_runs.id", ondelete="CASCADE"), primary_key=True)
+    latent_id: Mapped[int] = mapped_column(ForeignKey("latent_embeddings.id", ondelete="CASCADE"), primary_key=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"))
+    score: Mapped[float] = mapped_column(REAL)
+    x: Mapped[float] = mapped_column(REAL)
+    y: Mapped[float] = mapped_column(REAL)

@@ -14,6 +14,7 @@ from service.storage import BlobStore
 
 @dataclass
 class Runtime:
+    database_url: str
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
@@ -25,6 +26,7 @@ class Runtime:
         engine = create_engine(database_url, settings.database)
         sessions = session_factory(engine)
         return cls(
+            database_url=database_url,
             settings=settings,
             engine=engine,
             sessions=sessions,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import procrastinate
@@ -15,6 +16,7 @@ from service.settings import JobsSettings
 MAINTENANCE_QUEUE = "maintenance"
 SWEEP_TASK = "soundalike:sweep"
 LIFECYCLE_TASK = "soundalike:lifecycle"
+INDEX_SYNC_TASK = "soundalike:index-sync"
 
 
 def runtime_of(context: procrastinate.JobContext) -> Runtime:
@@ -49,9 +51,27 @@ async def lifecycle_pass(context: procrastinate.JobContext, timestamp: int) -> d
     return vars(report)
 
 
+async def index_sync(context: procrastinate.JobContext, timestamp: int) -> dict[str, int]:
+    """Bring every model's FAISS mirror up to date (synchronous work, run off the event loop)."""
+    from indexing.sync import sync_all
+
+    runtime = runtime_of(context)
+    results = await asyncio.to_thread(sync_all, runtime.database_url, runtime.settings.storage.index_dir)
+    return {"models": len(results)}
+
+
 def register_tasks(app: procrastinate.App, jobs: JobsSettings) -> None:
     app.task(name=GENERATE_TASK, queue=GENERATION_QUEUE, pass_context=True)(generate)
     sweep_task = app.task(name=SWEEP_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)(sweep)
     app.periodic(cron=jobs.sweep_cron)(sweep_task)
     lifecycle_task = app.task(name=LIFECYCLE_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)(lifecycle_pass)
     app.periodic(cron=jobs.lifecycle_cron)(lifecycle_task)
+    # queueing_lock: a sync that is already waiting makes another one pointless.
+    sync_task = app.task(
+        name=INDEX_SYNC_TASK,
+        queue=MAINTENANCE_QUEUE,
+        pass_context=True,
+        queueing_lock=INDEX_SYNC_TASK,
+        lock=INDEX_SYNC_TASK,
+    )(index_sync)
+    app.periodic(cron=jobs.index_sync_cron)(sync_task)

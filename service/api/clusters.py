@@ -1,0 +1,66 @@
+"""Clusters of the catalogue and the music map (written by ``soundalike index cluster``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
+from litestar.params import PathParameter, QueryParameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.domain import clusters
+from service.domain.api_keys import Caller
+
+Alias = Annotated[str, QueryParameter(name="model", min_length=1, description="Model alias")]
+After = Annotated[int, QueryParameter(ge=0, description="Cursor: the next_after of the previous page")]
+
+
+class ClustersController(Controller):
+    path = "/v1/clusters"
+    tags = ["clusters"]
+
+    @get(summary="Clustering runs of a model and the clusters of the active run (size, medoid example)")
+    async def list_clusters(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        caller: NamedDependency[Caller],
+        alias: Alias,
+        run: Annotated[int | None, QueryParameter(ge=1, description="A run id instead of the active run")] = None,
+    ) -> clusters.ClusterListing:
+        return await _found(clusters.list_clusters(db_session, caller, alias, run))
+
+    @get("/{cluster_id:int}", summary="One cluster and a page of its members (visible items only)")
+    async def get_cluster(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        caller: NamedDependency[Caller],
+        cluster_id: Annotated[int, PathParameter(ge=1)],
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        after: After = 0,
+    ) -> clusters.ClusterDetail:
+        return await _found(clusters.cluster_detail(db_session, caller, cluster_id, limit, after))
+
+
+class MapController(Controller):
+    path = "/v1/map"
+    tags = ["clusters"]
+
+    @get(summary="The music map of a model's active run: points (id, x, y, cluster), paginated")
+    async def get_map(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        caller: NamedDependency[Caller],
+        alias: Alias,
+        limit: Annotated[int, QueryParameter(ge=1, le=10000)] = 1000,
+        after: After = 0,
+    ) -> clusters.MapPage:
+        return await _found(clusters.map_points(db_session, caller, alias, limit, after))
+
+
+async def _found(work):
+    try:
+        return await work
+    except clusters.NotFound as exc:
+        raise NotFoundException(str(exc)) from None

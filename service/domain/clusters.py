@@ -1,0 +1,207 @@
+"""Clusters and the music map: what the offline clustering wrote back (``indexing.clustering``), read for callers.
+
+Runs and clusters are readable by any authenticated caller; the items inside them (members, medoid
+examples, map points) follow the visibility rule (own + public; admin: all) and never include soft-deleted
+or archived items. The newest run of a model is its active one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy.dialects.postgresql import distinct_on
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.db.models import Cluster, ClusterAssignment, ClusterRun, Generation, LatentEmbedding, Model
+from service.domain.api_keys import Caller
+
+
+class ClusterRunInfo(msgspec.Struct):
+    id: int
+    k: int
+    niter: int
+    seed: int
+    n_points: int
+    inertia: float  # sum of (1 - cosine similarity to the assigned centroid)
+    duration_seconds: float
+    created_at: datetime
+    active: bool
+    params: dict[str, Any]
+
+
+class Example(msgspec.Struct):
+    latent_id: int
+    generation_id: uuid.UUID
+    score: float  # cosine similarity to the cluster centroid
+
+
+class ClusterSummary(msgspec.Struct):
+    id: int
+    label: int
+    size: int
+    medoid: Example | None  # the visible member closest to the centroid (None if none is visible)
+
+
+class ClusterListing(msgspec.Struct):
+    model: str
+    run: ClusterRunInfo
+    runs: list[ClusterRunInfo]
+    clusters: list[ClusterSummary]
+
+
+class ClusterMember(msgspec.Struct):
+    latent_id: int
+    generation_id: uuid.UUID
+    score: float
+    x: float
+    y: float
+
+
+class ClusterDetail(msgspec.Struct):
+    id: int
+    run_id: int
+    model: str
+    label: int
+    size: int
+    active: bool
+    members: list[ClusterMember]
+    next_after: int | None  # pass as ``after`` for the next page; None on the last page
+
+
+class MapPoint(msgspec.Struct):
+    latent_id: int
+    generation_id: uuid.UUID
+    x: float
+    y: float
+    cluster: int  # label in the run (0..k-1)
+    cluster_id: int
+
+
+class MapPage(msgspec.Struct):
+    model: str
+    run_id: int
+    points: list[MapPoint]
+    next_after: int | None
+
+
+class NotFound(LookupError):
+    """What the caller asked for does not exist (or is not theirs to see); the message says which."""
+
+
+def visible_to(caller: Caller) -> ColumnElement[bool]:
+    """Live items the caller may see: own and public ones (admin: all)."""
+    live = and_(Generation.deleted_at.is_(None), Generation.archived_at.is_(None))
+    if caller.is_admin:
+        return live
+    return and_(live, or_(Generation.visibility == "public", Generation.owner == caller.owner))
+
+
+async def _model(session: AsyncSession, alias: str) -> Model:
+    model = await session.scalar(select(Model).where(Model.alias == alias))
+    if model is None:
+        raise NotFound(f"unknown model alias {alias!r}")
+    return model
+
+
+async def _runs(session: AsyncSession, model: Model) -> list[ClusterRun]:
+    runs = list(
+        await session.scalars(select(ClusterRun).where(ClusterRun.model_id == model.id).order_by(ClusterRun.id.desc()))
+    )
+    if not runs:
+        raise NotFound(
+            f"model {model.alias!r} has no clustering run yet: run `soundalike index cluster --model {model.alias}`"
+        )
+    return runs
+
+
+def _run_info(run: ClusterRun, active_id: int) -> ClusterRunInfo:
+    return ClusterRunInfo(
+        id=run.id, k=run.k, niter=run.niter, seed=run.seed, n_points=run.n_points, inertia=run.inertia,
+        duration_seconds=run.duration_seconds, created_at=run.created_at, active=run.id == active_id, params=run.params,
+    )  # fmt: skip
+
+
+def _members_query(caller: Caller):
+    return (
+        select(ClusterAssignment, LatentEmbedding.generation_id)
+        .join(LatentEmbedding, LatentEmbedding.id == ClusterAssignment.latent_id)
+        .join(Generation, Generation.id == LatentEmbedding.generation_id)
+        .where(visible_to(caller))
+    )
+
+
+async def list_clusters(session: AsyncSession, caller: Caller, alias: str, run_id: int | None = None) -> ClusterListing:
+    """The model's runs (newest first) and the clusters of the active run (or of ``run_id``)."""
+    model = await _model(session, alias)
+    runs = await _runs(session, model)
+    run = runs[0] if run_id is None else next((r for r in runs if r.id == run_id), None)
+    if run is None:
+        raise NotFound(f"model {alias!r} has no clustering run {run_id}")
+    clusters = list(await session.scalars(select(Cluster).where(Cluster.run_id == run.id).order_by(Cluster.label)))
+    medoids = await session.execute(
+        _members_query(caller)
+        .where(ClusterAssignment.run_id == run.id)
+        .ext(distinct_on(ClusterAssignment.cluster_id))
+        .order_by(ClusterAssignment.cluster_id, ClusterAssignment.score.desc(), ClusterAssignment.latent_id)
+    )
+    examples = {a.cluster_id: Example(a.latent_id, gen, a.score) for a, gen in medoids.all()}
+    return ClusterListing(
+        model=model.alias,
+        run=_run_info(run, runs[0].id),
+        runs=[_run_info(r, runs[0].id) for r in runs],
+        clusters=[ClusterSummary(c.id, c.label, c.size, examples.get(c.id)) for c in clusters],
+    )
+
+
+async def cluster_detail(
+    session: AsyncSession, caller: Caller, cluster_id: int, limit: int, after: int
+) -> ClusterDetail:
+    """One cluster and a page of its visible members, in latent id order after ``after``."""
+    row = (
+        await session.execute(
+            select(Cluster, ClusterRun, Model.alias)
+            .join(ClusterRun, ClusterRun.id == Cluster.run_id)
+            .join(Model, Model.id == ClusterRun.model_id)
+            .where(Cluster.id == cluster_id)
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"no cluster {cluster_id}")
+    cluster, run, alias = row
+    active_id = await session.scalar(
+        select(ClusterRun.id).where(ClusterRun.model_id == run.model_id).order_by(ClusterRun.id.desc()).limit(1)
+    )
+    page = await session.execute(
+        _members_query(caller)
+        .where(ClusterAssignment.cluster_id == cluster.id, ClusterAssignment.latent_id > after)
+        .order_by(ClusterAssignment.latent_id)
+        .limit(limit + 1)
+    )
+    rows = page.all()
+    members = [ClusterMember(a.latent_id, gen, a.score, a.x, a.y) for a, gen in rows[:limit]]
+    return ClusterDetail(
+        id=cluster.id, run_id=run.id, model=alias, label=cluster.label, size=cluster.size, active=run.id == active_id,
+        members=members, next_after=members[-1].latent_id if len(rows) > limit else None,
+    )  # fmt: skip
+
+
+async def map_points(session: AsyncSession, caller: Caller, alias: str, limit: int, after: int) -> MapPage:
+    """A page of the active run's 2-D map: the caller's visible points in latent id order after ``after``."""
+    model = await _model(session, alias)
+    run = (await _runs(session, model))[0]
+    page = await session.execute(
+        select(ClusterAssignment, LatentEmbedding.generation_id, Cluster.label)
+        .join(Cluster, Cluster.id == ClusterAssignment.cluster_id)
+        .join(LatentEmbedding, LatentEmbedding.id == ClusterAssignment.latent_id)
+        .join(Generation, Generation.id == LatentEmbedding.generation_id)
+        .where(ClusterAssignment.run_id == run.id, ClusterAssignment.latent_id > after, visible_to(caller))
+        .order_by(ClusterAssignment.latent_id)
+        .limit(limit + 1)
+    )
+    rows = page.all()
+    points = [MapPoint(a.latent_id, gen, a.x, a.y, label, a.cluster_id) for a, gen, label in rows[:limit]]
+    return MapPage(model.alias, run.id, points, points[-1].latent_id if len(rows) > limit else None)
