@@ -77,7 +77,7 @@ def owner_conn(database) -> Iterator:
 def empty_tables(owner_conn) -> None:
     owner_conn.execute(
         "TRUNCATE models, generations, latent_embeddings, archived_latents, audio_assets, api_keys, "
-        "procrastinate_jobs RESTART IDENTITY CASCADE"
+        "procrastinate_jobs, batches RESTART IDENTITY CASCADE"
     )
 
 
