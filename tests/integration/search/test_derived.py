@@ -103,8 +103,8 @@ async def test_variants_batch_progress_and_cancel(client, owner_conn):
 
 async def test_variants_from_a_search(client, owner_conn):
     source = mine(client)[2]
-    response = await client.post("/v1/variants", headers=client.alice, json={
-        "search": {"generation_id": str(source.id), "limit": 5, "filter": {"mine": True}}, "n_per_source": 2})  # fmt: skip
+    search = {"generation_id": str(source.id), "limit": 5, "filter": {"mine": True}}
+    response = await client.post("/v1/variants", headers=client.alice, json={"search": search, "n_per_source": 2})
     assert response.status_code == 202, response.text
     expected = exact_ids(mine(client), source.vector, 5, exclude=[source.id])
     assert response.json()["params"]["sources"] == [str(i) for i in expected]
@@ -177,8 +177,8 @@ async def test_transfer_and_variants_through_a_real_worker(database, tiny_model,
     settings = api_settings(database, tmp_path, variant_chunk_size=4)
     async with api_client(database, settings, worker=True) as client:
         alice = await bearer_for(client, "alice", "creator")
-        made = await client.post("/v1/generations?wait=60", headers=alice,
-                                 json={"prompt": "piano, minor, 90 bpm", "seed": 1, "steps": 4, "batch_size": 3})  # fmt: skip
+        request = {"prompt": "piano, minor, 90 bpm", "seed": 1, "steps": 4, "batch_size": 3}
+        made = await client.post("/v1/generations?wait=60", headers=alice, json=request)
         assert made.status_code == 200, made.text
         a, b, c = (item["id"] for item in made.json()["items"])
 
