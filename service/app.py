@@ -23,7 +23,7 @@ from service.api.health import HealthController
 from service.api.imports import ImportController
 from service.api.me import MeController
 from service.api.problems import EXCEPTION_HANDLERS
-from service.api.search import SearchController
+from service.api.search import PathController, SearchController
 from service.api.variants import DerivedController
 from service.domain.ports import JobQueue
 from service.jobs.app import create_job_app, opened
@@ -34,7 +34,15 @@ from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 UPLOAD_OVERHEAD_BYTES = 64 * 1024  # multipart framing and form fields around an upload
-ROUTES = [HealthController, MeController, GenerationController, ImportController, SearchController, DerivedController]
+ROUTES = [
+    HealthController,
+    MeController,
+    GenerationController,
+    ImportController,
+    SearchController,
+    PathController,
+    DerivedController,
+]
 
 
 def create_app(database_url: str, settings: Settings | None = None, run_worker_in_process: bool = False) -> Litestar:

@@ -8,16 +8,18 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
-from litestar import Controller, Request, post
+from litestar import Controller, Request, get, post
 from litestar.datastructures import State, UploadFile
 from litestar.exceptions import ValidationException
 from litestar.openapi import ResponseSpec
+from litestar.params import QueryParameter
 from msgspec import Meta
 
 from service.api.deps import CallerDep, SessionDep
 from service.api.problems import Problem
-from service.api.schemas import Visibility, generation_url
+from service.api.schemas import Generation, Visibility, generation_url, to_generation
 from service.db.models import GENERATION_KINDS
+from service.domain import generations
 from service.domain import search as domain
 from service.domain.imports import decode_upload, encode_clip
 from service.domain.model_lookup import resolve_model
@@ -122,6 +124,17 @@ def parse_body(raw: bytes | str, into: type[msgspec.Struct]) -> msgspec.Struct:
         raise ValidationException(message, extra=[{"key": field, "message": message, "source": "body"}]) from None
 
 
+class PathStop(msgspec.Struct):
+    position: float
+    similarity: float
+    generation: Generation
+
+
+class SongPath(msgspec.Struct):
+    model: str
+    stops: list[PathStop]
+
+
 class SearchController(Controller):
     path = "/v1/search"
     tags = ["search"]
@@ -157,3 +170,30 @@ class SearchController(Controller):
         model = await resolve_model(db_session, query.model)
         latent = await encode_clip(state.models, model, clip, upload.filename)
         return to_response(await domain.search(db_session, caller, query, audio_latent=latent))
+
+
+class PathController(Controller):
+    path = "/v1/path"
+    tags = ["search"]
+
+    @get(
+        summary="A walk from one track to another through neighbours (each stop near the line between them)",
+        responses={
+            404: ResponseSpec(Problem, description="An unknown or invisible generation"),
+            422: ResponseSpec(Problem, description="The two tracks are in different models; steps out of range"),
+        },
+    )
+    async def song_path(
+        self,
+        caller: CallerDep,
+        db_session: SessionDep,
+        start: Annotated[uuid.UUID, QueryParameter(name="from", description="The first track")],
+        end: Annotated[uuid.UUID, QueryParameter(name="to", description="The last track")],
+        steps: Annotated[int, QueryParameter(description="Tracks in the path, both ends included (3-50)")] = 10,
+    ) -> SongPath:
+        model, stops = await domain.song_path(db_session, caller, start, end, steps)
+        views = {v.row.id: v for v in await generations.get_views(db_session, caller, [s.generation_id for s in stops])}
+        return SongPath(model=model.alias, stops=[
+            PathStop(position=s.position, similarity=s.similarity, generation=to_generation(views[s.generation_id]))
+            for s in stops
+        ])  # fmt: skip

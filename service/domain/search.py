@@ -394,3 +394,49 @@ def decode_search_cursor(cursor: str) -> tuple[float, int]:
         return float(distance), int(latent_id)
     except (ValueError, TypeError) as exc:
         raise InvalidInput("cursor", "cursor is not one this API handed out; start again without it") from exc
+
+
+MIN_PATH_STEPS, MAX_PATH_STEPS = 3, 50
+
+
+@dataclass(frozen=True)
+class PathStop:
+    generation_id: uuid.UUID
+    position: float  # 0 at the start, 1 at the end
+    similarity: float  # cosine similarity to the waypoint it was chosen for
+
+
+async def song_path(session: AsyncSession, caller: Caller, start: uuid.UUID, end: uuid.UUID, steps: int,
+                    filters: SearchFilter | None = None) -> tuple[Model, list[PathStop]]:  # fmt: skip
+    """``steps`` tracks from ``start`` to ``end``: each interior stop is the nearest unused visible item to the
+    waypoint on the great circle between the two latents (no repeats)."""
+    if not MIN_PATH_STEPS <= steps <= MAX_PATH_STEPS:
+        raise InvalidInput("steps", f"steps must be in [{MIN_PATH_STEPS}, {MAX_PATH_STEPS}]; got {steps}", "query")
+    if start == end:
+        raise InvalidInput("to", "from and to are the same generation; a path needs two", "query")
+    model, first = await latents_of(session, caller, [start], "from")
+    end_model, last = await latents_of(session, caller, [end], "to")
+    if end_model.id != model.id:
+        raise InvalidInput("to", f"from is in model {model.alias!r} and to in {end_model.alias!r}; a path walks "
+                           "within one model's latent space", "query")  # fmt: skip
+    a, b = _unit(first)[0], _unit(last)[0]
+    stops, used = [PathStop(start, 0.0, 1.0)], [start, end]
+    for index in range(1, steps - 1):
+        position = index / (steps - 1)
+        waypoint = slerp(a, b, position)
+        target = Target(model, waypoint, exclude=tuple(used))
+        hits = await nearest(session, caller, target, filters or SearchFilter(), 1)
+        if not hits:
+            break
+        stops.append(PathStop(hits[0].generation_id, position, hits[0].score))
+        used.append(hits[0].generation_id)
+    stops.append(PathStop(end, 1.0, 1.0))
+    return model, stops
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """The point a fraction ``t`` along the great circle from unit vector ``a`` to ``b``."""
+    omega = math.acos(float(np.clip(a @ b, -1.0, 1.0)))
+    if omega < 1e-6:
+        return a
+    return (math.sin((1 - t) * omega) * a + math.sin(t * omega) * b) / math.sin(omega)

@@ -253,3 +253,41 @@ async def test_by_uploaded_audio_encodes_with_the_searched_model(client, tiny_mo
     assert both.status_code == 422 and both.json()["errors"][0]["field"] == "query"
     broken = await client.post("/v1/search", files={"file": ("x.wav", b"nope", "audio/wav")}, headers=client.alice)
     assert broken.status_code == 422 and broken.json()["errors"][0]["field"] == "file"
+
+
+async def test_song_path_walks_the_great_circle_without_repeats(client):
+    from service.domain.search import slerp
+
+    items = visible_to(client.catalogue.items, "alice")
+    start, end = items[0], items[-1]
+    response = await client.get("/v1/path", params={"from": str(start.id), "to": str(end.id), "steps": 6},
+                                headers=client.alice)  # fmt: skip
+    assert response.status_code == 200, response.text
+    stops = response.json()["stops"]
+    found = [uuid.UUID(s["generation"]["id"]) for s in stops]
+    assert len(found) == 6 and found[0] == start.id and found[-1] == end.id and len(set(found)) == 6
+    assert [s["position"] for s in stops] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    a, b = (v.vector / np.linalg.norm(v.vector) for v in (start, end))
+    used = [start.id, end.id]
+    for stop, expected_id in zip(stops[1:-1], found[1:-1], strict=True):
+        expected = exact_ids(items, slerp(a, b, stop["position"]), 1, exclude=used)[0]
+        assert expected_id == expected
+        used.append(expected)
+
+
+async def test_song_path_errors(client):
+    items = visible_to(client.catalogue.items, "alice")
+    twin = client.catalogue.twins[0]
+
+    async def path(status, **params):
+        response = await client.get("/v1/path", params=params, headers=client.alice)
+        assert response.status_code == status, response.text
+        return response.json()
+
+    across = await path(422, **{"from": str(items[0].id), "to": str(twin.id)})
+    assert across["errors"][0]["field"] == "to" and "model" in across["detail"]
+    assert (await path(422, **{"from": str(items[0].id), "to": str(items[1].id), "steps": 2}))["errors"][0][
+        "field"] == "steps"  # fmt: skip
+    assert (await path(422, **{"from": str(items[0].id), "to": str(items[0].id)}))["errors"][0]["field"] == "to"
+    await path(404, **{"from": str(items[0].id), "to": str(uuid.uuid4())})
+    await path(400, **{"from": "not-a-uuid", "to": str(items[0].id)})
