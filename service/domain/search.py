@@ -32,6 +32,11 @@ MAX_SCAN_TUPLES = 50_000  # how far an iterative scan may walk before giving up 
 MMR_POOL_FACTOR, MMR_POOL_MAX = 5, 500  # MMR re-ranks this many nearest candidates
 BEST_SCORE_POOL = 200  # per positive example
 STRATEGIES = ("average_vector", "best_score")
+# One round trip; set_config(..., true) is SET LOCAL: the values end with the transaction.
+SCAN_SETTINGS = text(
+    "SELECT set_config('hnsw.iterative_scan', 'strict_order', true), "
+    "set_config('hnsw.ef_search', :ef_search, true), set_config('hnsw.max_scan_tuples', :max_scan_tuples, true)"
+)
 
 
 @dataclass(frozen=True)
@@ -318,9 +323,7 @@ def nearest_statement(caller: Caller, target: Target, filters: SearchFilter, lim
 async def tune_scan(session: AsyncSession, limit: int) -> None:
     """Per transaction: iterative index scans in exact distance order, and a candidate list sized to ``limit``."""
     ef_search = min(max(MIN_EF_SEARCH, 2 * limit), MAX_EF_SEARCH)
-    await session.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
-    await session.execute(text(f"SET LOCAL hnsw.ef_search = {int(ef_search)}"))
-    await session.execute(text(f"SET LOCAL hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}"))
+    await session.execute(SCAN_SETTINGS, {"ef_search": str(ef_search), "max_scan_tuples": str(MAX_SCAN_TUPLES)})
 
 
 def _above_threshold(hits: list[Hit], threshold: float | None) -> list[Hit]:
