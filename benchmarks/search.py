@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import socket
 import statistics
@@ -113,17 +114,48 @@ def exact_truth(vectors: np.ndarray, queries: np.ndarray, ids: list[uuid.UUID], 
     return [{ids[pool[j]] for j in row} for row in top]
 
 
-def statement_sql(model_id: int, rare: bool) -> tuple[str, dict]:
-    """The app's own statement, compiled to SQL text with a placeholder vector."""
+def compiled(statement) -> tuple[str, dict]:
     from sqlalchemy.dialects import postgresql
 
+    done = statement.compile(dialect=postgresql.psycopg.dialect())
+    return str(done), dict(done.params)
+
+
+def app_statements(model_id: int, rare: bool) -> dict[str, tuple[str, dict]]:
+    """The app's own statements as SQL text: the candidate count (filtered searches), the HNSW query and the exact
+    one (taken when the filter leaves fewer than EXACT_BELOW_ROWS rows)."""
     model = domain.Model(id=model_id, alias="bench", latent_dim=DIM)
     filters = domain.SearchFilter(tags_all=["rare"]) if rare else domain.SearchFilter()
     target = domain.Target(model, np.zeros(DIM, dtype=np.float32))
-    compiled = domain.nearest_statement(Caller("bench", "reader", 0), target, filters, K).compile(
-        dialect=postgresql.psycopg.dialect()
-    )
-    return str(compiled), dict(compiled.params)
+    caller = Caller("bench", "reader", 0)
+    return {
+        "count": compiled(domain.candidate_count_statement(caller, target, filters)),
+        "hnsw": compiled(domain.nearest_statement(caller, target, filters, K)),
+        "exact": compiled(domain.nearest_statement(caller, target, filters, K, exact=True)),
+    }
+
+
+def with_vector(statement: tuple[str, dict], vector: np.ndarray) -> tuple[str, dict]:
+    sql, params = statement
+    return sql, {k: (vector if isinstance(v, np.ndarray) else v) for k, v in params.items()}
+
+
+SCAN_SETTINGS_SQL = (
+    "SELECT set_config('hnsw.iterative_scan', 'strict_order', true), set_config('hnsw.ef_search', %(ef)s, true), "
+    "set_config('hnsw.max_scan_tuples', %(tuples)s, true)"
+)
+
+
+async def raw_query(conn, statements: dict, rare: bool, vector: np.ndarray) -> list:
+    """What the app sends for one search, over one psycopg connection: the same statements, no framework."""
+    ef_search = min(max(domain.MIN_EF_SEARCH, 2 * K), domain.MAX_EF_SEARCH)
+    async with conn.transaction():
+        kind = "hnsw"
+        if rare:
+            count = (await (await conn.execute(*statements["count"])).fetchone())[0]
+            kind = "exact" if count < domain.EXACT_BELOW_ROWS else "hnsw"
+        await conn.execute(SCAN_SETTINGS_SQL, {"ef": str(ef_search), "tuples": str(domain.MAX_SCAN_TUPLES)})
+        return await (await conn.execute(*with_vector(statements[kind], vector))).fetchall()
 
 
 def summary(latencies: list[float], wall: float, found: list[set], truth: list[set]) -> dict:
@@ -139,9 +171,7 @@ def summary(latencies: list[float], wall: float, found: list[set], truth: list[s
 
 
 async def run_raw(handle, model_id: int, queries: np.ndarray, rare: bool, concurrency: int) -> tuple:
-    sql, params = statement_sql(model_id, rare)
-    vector_key = next(k for k, v in params.items() if isinstance(v, np.ndarray))
-    ef_search = min(max(domain.MIN_EF_SEARCH, 2 * K), domain.MAX_EF_SEARCH)
+    statements = app_statements(model_id, rare)
     conns = [await psycopg.AsyncConnection.connect(urls.libpq_url(handle.app_url)) for _ in range(concurrency)]
     for conn in conns:
         await register_vector_async(conn)
@@ -151,12 +181,7 @@ async def run_raw(handle, model_id: int, queries: np.ndarray, rare: bool, concur
         while queue:
             i = queue.pop()
             started = time.perf_counter()
-            async with conn.transaction():
-                await conn.execute(
-                    str(domain.SCAN_SETTINGS).replace(":ef_search", "%(ef)s").replace(":max_scan_tuples", "%(tuples)s"),
-                    {"ef": str(ef_search), "tuples": str(domain.MAX_SCAN_TUPLES)},
-                )
-                rows = await (await conn.execute(sql, {**params, vector_key: queries[i]})).fetchall()
+            rows = await raw_query(conn, statements, rare, queries[i])
             latencies[i] = time.perf_counter() - started
             found[i] = {row[0] for row in rows}
 
@@ -255,14 +280,17 @@ async def measure(handle, url: str, model_id: int, queries: np.ndarray, truths: 
 
 
 async def explain(handle, model_id: int, query: np.ndarray, rare: bool) -> str:
-    sql, params = statement_sql(model_id, rare)
-    vector_key = next(k for k, v in params.items() if isinstance(v, np.ndarray))
+    statements = app_statements(model_id, rare)
     async with await psycopg.AsyncConnection.connect(urls.libpq_url(handle.app_url)) as conn:
         await register_vector_async(conn)
         async with conn.transaction():
-            await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
-            rows = await (await conn.execute("EXPLAIN " + sql, {**params, vector_key: query})).fetchall()
-    return "\n".join(r[0] for r in rows)
+            kind = "hnsw"
+            if rare:
+                count = (await (await conn.execute(*statements["count"])).fetchone())[0]
+                kind = "exact" if count < domain.EXACT_BELOW_ROWS else "hnsw"
+            sql, params = with_vector(statements[kind], query)
+            rows = await (await conn.execute("EXPLAIN " + sql, params)).fetchall()
+    return re.sub(r"'\[[^\]]*\]'::vector", "'<query>'::vector", "\n".join(r[0] for r in rows))
 
 
 def print_row(case: str, raw: dict, api: dict) -> None:
@@ -280,19 +308,15 @@ def plot(results: dict) -> None:
 
     cases = list(results)
     x = np.arange(len(cases))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.bar(x - 0.2, [results[c]["raw_sql"]["qps"] for c in cases], 0.4, label="raw SQL (psycopg)")
-    left.bar(x + 0.2, [results[c]["api"]["qps"] for c in cases], 0.4, label="POST /v1/search")
-    left.set_xticks(x, cases, rotation=15)
-    left.set_ylabel("queries / s")
-    left.set_title("Throughput, 100k latents")
-    left.legend()
-    right.bar(x - 0.2, [results[c]["raw_sql"]["p99_ms"] for c in cases], 0.4, label="raw SQL p99")
-    right.bar(x + 0.2, [results[c]["api"]["p99_ms"] for c in cases], 0.4, label="API p99")
-    right.set_xticks(x, cases, rotation=15)
-    right.set_ylabel("ms")
-    right.set_title("p99 latency")
-    right.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    panels = [("qps", "queries / s", "Throughput, 100k latents"), ("p99_ms", "ms", "p99 latency")]
+    for ax, (metric, unit, title) in zip(axes, panels, strict=True):
+        ax.bar(x - 0.2, [results[c]["raw_sql"][metric] for c in cases], 0.4, label="raw SQL (psycopg)")
+        ax.bar(x + 0.2, [results[c]["api"][metric] for c in cases], 0.4, label="POST /v1/search (HTTP)")
+        ax.set_xticks(x, cases, rotation=15)
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(PLOT, dpi=90)
 
@@ -315,6 +339,7 @@ def main() -> None:
     plot(results)
     path = write_result("search", {"rows": args.rows, "queries": args.queries, "k": K, "concurrency": CONCURRENCY,
                                    "ef_search": min(max(domain.MIN_EF_SEARCH, 2 * K), domain.MAX_EF_SEARCH),
+                                   "exact_below_rows": domain.EXACT_BELOW_ROWS,
                                    "results": results, "plans": plans})  # fmt: skip
     print(f"wrote {path} and {PLOT}")
 

@@ -27,7 +27,10 @@ from service.domain.model_lookup import resolve_model
 from service.domain.visibility import visible_to
 
 MAX_LIMIT = 100
-MIN_EF_SEARCH, MAX_EF_SEARCH = 40, 1000  # pgvector's bounds for hnsw.ef_search are 1..1000
+MIN_EF_SEARCH, MAX_EF_SEARCH = 100, 1000  # recall@10 0.92 at 40, 0.98 at 80-120 on 100k clustered latents
+# A filter leaving fewer candidate rows than this is answered by an exact scan of those rows (cheap, recall 1)
+# rather than by walking the HNSW graph past 99% non-matching neighbours (Qdrant's full-scan threshold idea).
+EXACT_BELOW_ROWS = 5000
 MAX_SCAN_TUPLES = 50_000  # how far an iterative scan may walk before giving up on a very selective filter
 MMR_POOL_FACTOR, MMR_POOL_MAX = 5, 500  # MMR re-ranks this many nearest candidates
 BEST_SCORE_POOL = 200  # per positive example
@@ -289,6 +292,8 @@ def _tempo_in(bounds: NumericRange) -> ColumnElement[bool]:
 async def nearest(session: AsyncSession, caller: Caller, target: Target, filters: SearchFilter, limit: int,
                   exact: bool = False, after: tuple[float, int] | None = None) -> list[Hit]:  # fmt: skip
     """The ``limit`` visible items nearest to ``target.vector`` (cosine), filtered, excluding the sources."""
+    if not exact and filters != SearchFilter():
+        exact = await session.scalar(candidate_count_statement(caller, target, filters)) < EXACT_BELOW_ROWS
     await tune_scan(session, limit)
     rows = await session.execute(nearest_statement(caller, target, filters, limit, exact, after))
     return [
@@ -298,13 +303,30 @@ async def nearest(session: AsyncSession, caller: Caller, target: Target, filters
     ]  # fmt: skip
 
 
+def _scope(caller: Caller, target: Target, filters: SearchFilter) -> list[ColumnElement[bool]]:
+    clauses = [LatentEmbedding.model_id == target.model.id, *filter_clauses(caller, filters)]
+    if target.exclude:
+        clauses.append(LatentEmbedding.generation_id.not_in(target.exclude))
+    return clauses
+
+
+def candidate_count_statement(caller: Caller, target: Target, filters: SearchFilter) -> Select:
+    """How many rows the filters leave, counted up to ``EXACT_BELOW_ROWS`` (it stops early when many match)."""
+    rows = (
+        select(literal(1))
+        .select_from(LatentEmbedding)
+        .join(Generation, Generation.id == LatentEmbedding.generation_id)
+        .where(*_scope(caller, target, filters))
+        .limit(EXACT_BELOW_ROWS)
+    )
+    return select(func.count()).select_from(rows.subquery())
+
+
 def nearest_statement(caller: Caller, target: Target, filters: SearchFilter, limit: int, exact: bool = False,
                       after: tuple[float, int] | None = None) -> Select:  # fmt: skip
     """``ORDER BY embedding <=> q LIMIT n`` (the shape the HNSW index serves) with every filter in the WHERE."""
     distance = LatentEmbedding.embedding.cosine_distance(target.vector)
-    clauses = [LatentEmbedding.model_id == target.model.id, *filter_clauses(caller, filters)]
-    if target.exclude:
-        clauses.append(LatentEmbedding.generation_id.not_in(target.exclude))
+    clauses = _scope(caller, target, filters)
     if after is not None:
         last_distance, last_id = after
         clauses.append(or_(distance > last_distance, and_(distance == last_distance, LatentEmbedding.id > last_id)))

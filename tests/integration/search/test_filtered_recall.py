@@ -60,7 +60,27 @@ async def force_index(session) -> None:
         await session.execute(text(f"SET LOCAL {setting} = off"))
 
 
-async def test_index_path_with_iterative_scan_versus_without(database, settings, rare_catalogue):
+async def test_selective_filters_are_scanned_exactly(database, settings, rare_catalogue):
+    """1% of 3000 rows is under EXACT_BELOW_ROWS: the rows are scanned exactly (no HNSW), recall 1."""
+    rare = [i for i in rare_catalogue if "rare" in i.tags]
+    engine = create_engine(database.app_url, settings.database)
+    caller = Caller(owner="alice", role="reader", key_id=0)
+    try:
+        async with session_factory(engine)() as session:
+            model = await session.get(domain.Model, rare_catalogue[0].model_id)
+            target = Target(model, queries(rare_catalogue)[0])
+            count = await session.scalar(
+                domain.candidate_count_statement(caller, target, SearchFilter(tags_all=["rare"]))
+            )
+            assert count == RARE < domain.EXACT_BELOW_ROWS
+            hits = await domain.nearest(session, caller, target, SearchFilter(tags_all=["rare"]), 10)
+            assert [h.generation_id for h in hits] == exact_ids(rare, target.vector, 10)
+    finally:
+        await engine.dispose()
+
+
+async def test_index_path_with_iterative_scan_versus_without(database, settings, rare_catalogue, monkeypatch):
+    monkeypatch.setattr(domain, "EXACT_BELOW_ROWS", 1)  # as on a table where 1% is many rows: the HNSW path
     rare = [i for i in rare_catalogue if "rare" in i.tags]
     engine = create_engine(database.app_url, settings.database)
     caller = Caller(owner="alice", role="reader", key_id=0)
