@@ -140,21 +140,17 @@ def with_vector(statement: tuple[str, dict], vector: np.ndarray) -> tuple[str, d
     return sql, {k: (vector if isinstance(v, np.ndarray) else v) for k, v in params.items()}
 
 
-SCAN_SETTINGS_SQL = (
-    "SELECT set_config('hnsw.iterative_scan', 'strict_order', true), set_config('hnsw.ef_search', %(ef)s, true), "
-    "set_config('hnsw.max_scan_tuples', %(tuples)s, true)"
-)
+SCAN_SETTINGS_SQL = re.sub(r":(\w+)", r"%(\1)s", str(domain.SCAN_SETTINGS))
 
 
 async def raw_query(conn, statements: dict, rare: bool, vector: np.ndarray) -> list:
     """What the app sends for one search, over one psycopg connection: the same statements, no framework."""
-    ef_search = min(max(domain.MIN_EF_SEARCH, 2 * K), domain.MAX_EF_SEARCH)
     async with conn.transaction():
         kind = "hnsw"
         if rare:
             count = (await (await conn.execute(*statements["count"])).fetchone())[0]
             kind = "exact" if count < domain.EXACT_BELOW_ROWS else "hnsw"
-        await conn.execute(SCAN_SETTINGS_SQL, {"ef": str(ef_search), "tuples": str(domain.MAX_SCAN_TUPLES)})
+        await conn.execute(SCAN_SETTINGS_SQL, domain.scan_settings(K, selective=kind == "exact"))
         return await (await conn.execute(*with_vector(statements[kind], vector))).fetchall()
 
 
@@ -288,6 +284,7 @@ async def explain(handle, model_id: int, query: np.ndarray, rare: bool) -> str:
             if rare:
                 count = (await (await conn.execute(*statements["count"])).fetchone())[0]
                 kind = "exact" if count < domain.EXACT_BELOW_ROWS else "hnsw"
+            await conn.execute(SCAN_SETTINGS_SQL, domain.scan_settings(K, selective=kind == "exact"))
             sql, params = with_vector(statements[kind], query)
             rows = await (await conn.execute("EXPLAIN " + sql, params)).fetchall()
     return re.sub(r"'\[[^\]]*\]'::vector", "'<query>'::vector", "\n".join(r[0] for r in rows))
