@@ -37,11 +37,14 @@ BEST_SCORE_POOL = 200  # per positive example
 STRATEGIES = ("average_vector", "best_score")
 # One round trip; set_config(..., true) is SET LOCAL: the values end with the transaction. For an exact scan of
 # a few filtered rows, hash and merge joins are switched off so each candidate's latent is fetched by its unique
-# index (a hash join would read every latent of the table to join 1% of them).
+# index (a hash join would read every latent of the table to join 1% of them), without parallel workers (their
+# start-up costs more than the scan).
 SCAN_SETTINGS = text(
     "SELECT set_config('hnsw.iterative_scan', 'strict_order', true), "
     "set_config('hnsw.ef_search', :ef_search, true), set_config('hnsw.max_scan_tuples', :max_scan_tuples, true), "
-    "set_config('enable_hashjoin', :joins, true), set_config('enable_mergejoin', :joins, true)"
+    "set_config('enable_hashjoin', :joins, true), set_config('enable_mergejoin', :joins, true), "
+    "set_config('max_parallel_workers_per_gather', "
+    "CASE WHEN :joins = 'off' THEN '0' ELSE current_setting('max_parallel_workers_per_gather') END, true)"
 )
 
 
@@ -316,14 +319,13 @@ def _scope(caller: Caller, target: Target, filters: SearchFilter) -> list[Column
 
 
 def candidate_count_statement(caller: Caller, target: Target, filters: SearchFilter) -> Select:
-    """How many rows the filters leave, counted up to ``EXACT_BELOW_ROWS`` (it stops early when many match)."""
-    rows = (
-        select(literal(1))
-        .select_from(LatentEmbedding)
-        .join(Generation, Generation.id == LatentEmbedding.generation_id)
-        .where(*_scope(caller, target, filters))
-        .limit(EXACT_BELOW_ROWS)
-    )
+    """How many generations the filters leave, counted up to ``EXACT_BELOW_ROWS`` (it stops early when many
+    match). Counted on ``generations`` alone (finished ones of the model), so no latent is read."""
+    clauses = [Generation.model_id == target.model.id, Generation.status == "succeeded",
+               *filter_clauses(caller, filters)]  # fmt: skip
+    if target.exclude:
+        clauses.append(Generation.id.not_in(target.exclude))
+    rows = select(literal(1)).select_from(Generation).where(*clauses).limit(EXACT_BELOW_ROWS)
     return select(func.count()).select_from(rows.subquery())
 
 
