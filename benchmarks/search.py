@@ -209,8 +209,8 @@ async def run_api(client, headers, queries: np.ndarray, rare: bool, concurrency:
 
 
 @contextmanager
-def api_server(handle, root: Path):
-    """`soundalike serve` in its own process (no worker), as deployed: the client talks HTTP to it."""
+def api_server(handle, root: Path, worker: bool = False):
+    """`soundalike serve` in its own process (no worker unless asked), as deployed: the client talks HTTP to it."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -221,7 +221,7 @@ def api_server(handle, root: Path):
         "SOUNDALIKE_DATABASE_POOL_SIZE": str(CONCURRENCY + 2),
         "SOUNDALIKE_SERVER_PORT": str(port),
         "SOUNDALIKE_SERVER_RATE_LIMIT_PER_MINUTE": str(10**9),
-        "SOUNDALIKE_JOBS_IN_PROCESS_WORKER": "false",
+        "SOUNDALIKE_JOBS_IN_PROCESS_WORKER": str(worker).lower(),
         "SOUNDALIKE_STORAGE_BLOB_DIR": str(root / "blobs"),
         "SOUNDALIKE_STORAGE_ARCHIVE_DIR": str(root / "archive"),
     }
