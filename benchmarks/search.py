@@ -143,15 +143,22 @@ def with_vector(statement: tuple[str, dict], vector: np.ndarray) -> tuple[str, d
 SCAN_SETTINGS_SQL = re.sub(r":(\w+)", r"%(\1)s", str(domain.SCAN_SETTINGS))
 
 
+async def prepare_search(conn, statements: dict, rare: bool, vector: np.ndarray, prefix: str = "") -> tuple:
+    """In the open transaction, what the app does before its search query: count the candidates of a filtered
+    search, set the scan settings; returns the search query (the exact one for a selective filter)."""
+    kind = "hnsw"
+    if rare:
+        count = (await (await conn.execute(*statements["count"])).fetchone())[0]
+        kind = "exact" if count < domain.EXACT_BELOW_ROWS else "hnsw"
+    await conn.execute(SCAN_SETTINGS_SQL, domain.scan_settings(K, selective=kind == "exact"))
+    sql, params = with_vector(statements[kind], vector)
+    return prefix + sql, params
+
+
 async def raw_query(conn, statements: dict, rare: bool, vector: np.ndarray) -> list:
     """What the app sends for one search, over one psycopg connection: the same statements, no framework."""
     async with conn.transaction():
-        kind = "hnsw"
-        if rare:
-            count = (await (await conn.execute(*statements["count"])).fetchone())[0]
-            kind = "exact" if count < domain.EXACT_BELOW_ROWS else "hnsw"
-        await conn.execute(SCAN_SETTINGS_SQL, domain.scan_settings(K, selective=kind == "exact"))
-        return await (await conn.execute(*with_vector(statements[kind], vector))).fetchall()
+        return await (await conn.execute(*await prepare_search(conn, statements, rare, vector))).fetchall()
 
 
 def summary(latencies: list[float], wall: float, found: list[set], truth: list[set]) -> dict:
@@ -280,13 +287,9 @@ async def explain(handle, model_id: int, query: np.ndarray, rare: bool) -> str:
     async with await psycopg.AsyncConnection.connect(urls.libpq_url(handle.app_url)) as conn:
         await register_vector_async(conn)
         async with conn.transaction():
-            kind = "hnsw"
-            if rare:
-                count = (await (await conn.execute(*statements["count"])).fetchone())[0]
-                kind = "exact" if count < domain.EXACT_BELOW_ROWS else "hnsw"
-            await conn.execute(SCAN_SETTINGS_SQL, domain.scan_settings(K, selective=kind == "exact"))
-            sql, params = with_vector(statements[kind], query)
-            rows = await (await conn.execute("EXPLAIN " + sql, params)).fetchall()
+            rows = await (
+                await conn.execute(*await prepare_search(conn, statements, rare, query, "EXPLAIN "))
+            ).fetchall()
     return re.sub(r"'\[[^\]]*\]'::vector", "'<query>'::vector", "\n".join(r[0] for r in rows))
 
 
