@@ -230,3 +230,42 @@ async def test_transfer_and_variants_through_a_real_worker(database, tiny_model,
             "generation_id": a, "limit": 20, "filter": {"kind": "variant"}})  # fmt: skip
         assert {i["kind"] for i in searchable.json()["items"]} == {"variant"}
         assert len(searchable.json()["items"]) == 7
+
+
+@pytest.mark.slow
+async def test_variants_survive_a_killed_worker_without_duplicates(database, catalogue, tmp_path, owner_conn):
+    """A worker SIGKILLed mid-chunk: the sweep retries the job, finished rows are skipped, each variant is made
+    exactly once."""
+    import signal
+
+    from tests.integration.test_worker_recovery import start_worker, wait_for_status
+
+    settings = api_settings(database, tmp_path, variant_chunk_size=4)
+    async with api_client(database, settings, worker=False) as client:
+        alice = await bearer_for(client, "alice", "creator")
+        sources = [str(i.id) for i in visible_to(catalogue.items, "alice") if i.owner == "alice"][:2]
+        batch = (await client.post("/v1/variants", headers=alice, json={
+            "ids": sources, "n_per_source": 4, "variance": 1.0, "steps": 200, "seed": 3})).json()  # fmt: skip
+        first = batch["generation_ids"][0]
+        doomed = start_worker(database, tmp_path, "doomed.log")
+        try:
+            await wait_for_status(client, alice, first, "running")
+            doomed.send_signal(signal.SIGKILL)
+            doomed.wait(timeout=10)
+        finally:
+            doomed.kill()
+        assert (await client.get(batch["url"], headers=alice)).json()["running"] > 0
+
+        rescuer = start_worker(database, tmp_path, "rescuer.log")
+        try:
+            finished = await wait_batch(client, alice, batch["url"])
+        finally:
+            rescuer.send_signal(signal.SIGINT)
+            rescuer.wait(timeout=30)
+    assert (finished["status"], finished["done"]) == ("succeeded", 8)
+    latents = owner_conn.execute(
+        "SELECT count(*), count(DISTINCT l.generation_id) FROM latent_embeddings l JOIN generations g "
+        "ON g.id = l.generation_id WHERE g.batch_id = %s", (batch["id"],),
+    ).fetchone()  # fmt: skip
+    assert latents == (8, 8)
+    assert "retrying" in (tmp_path / "rescuer.log").read_text()
