@@ -23,9 +23,10 @@ from service.app import create_app  # noqa: E402
 from service.domain import api_keys  # noqa: E402
 from service.domain.audio import to_wav  # noqa: E402
 from service.ml.pipeline import Pipeline  # noqa: E402
-from service.settings import DatabaseSettings, Settings, StorageSettings  # noqa: E402
+from service.settings import DatabaseSettings, ServerSettings, Settings, StorageSettings  # noqa: E402
 
 BATCH = 8
+BUSY = ("pending", "running")
 PROMPTS = ["piano, minor, slow", "guitar, major, 120 bpm", "strings, minor", "organ, drums", "flute, major"]
 
 
@@ -44,6 +45,7 @@ async def through_api(handle, root: Path, requests: int, steps: int) -> float:
         env="test",
         database=DatabaseSettings(url=handle.app_url, migration_url=handle.migration_url),
         storage=StorageSettings(blob_dir=root / "blobs", archive_dir=root / "archive"),
+        server=ServerSettings(rate_limit_per_minute=1_000_000),  # measuring throughput, not the rate limiter
     )
     async with AsyncTestClient(create_app(handle.app_url, settings, run_worker_in_process=True), timeout=600) as client:
         async with client.app.state.sessionmaker() as session:
@@ -57,15 +59,14 @@ async def through_api(handle, root: Path, requests: int, steps: int) -> float:
         for r in range(requests):
             body = {"prompt": PROMPTS[r % len(PROMPTS)], "seed": r * BATCH, "steps": steps, "batch_size": BATCH}
             ids += (await client.post("/v1/generations", json=body, headers=headers)).json()["ids"]
-        pending = set(ids)
-        while pending:
-            for generation_id in list(pending):
-                status = (await client.get(f"/v1/generations/{generation_id}", headers=headers)).json()["status"]
-                if status != "pending" and status != "running":
-                    assert status == "succeeded", status
-                    pending.discard(generation_id)
-            await asyncio.sleep(0.05)
-        return len(ids) / (time.perf_counter() - started)
+        # Jobs run in order: watching the last one (5 polls a second) keeps the client's own CPU use negligible.
+        while (await client.get(f"/v1/generations/{ids[-1]}", headers=headers)).json()["status"] in BUSY:
+            await asyncio.sleep(0.2)
+        elapsed = time.perf_counter() - started
+        for generation_id in ids:
+            status = (await client.get(f"/v1/generations/{generation_id}", headers=headers)).json()["status"]
+            assert status == "succeeded", status
+        return len(ids) / elapsed
 
 
 def main() -> None:

@@ -25,6 +25,8 @@ from service.api.imports import ImportController
 from service.api.me import MeController
 from service.api.models import ModelController
 from service.api.problems import EXCEPTION_HANDLERS
+from service.api.search import PathController, SearchController
+from service.api.variants import DerivedController
 from service.domain.ports import JobQueue
 from service.jobs.app import create_job_app, opened
 from service.jobs.queue import ProcrastinateQueue
@@ -42,6 +44,9 @@ ROUTES = [
     ModelController,
     ClustersController,
     MapController,
+    SearchController,
+    PathController,
+    DerivedController,
 ]
 
 

@@ -77,8 +77,8 @@ def owner_conn(database) -> Iterator:
 def empty_tables(owner_conn) -> None:
     owner_conn.execute(
         "TRUNCATE models, generations, latent_embeddings, archived_latents, audio_assets, api_keys, "
-        "procrastinate_jobs, latent_changes, latent_change_pruning, cluster_runs, clusters, cluster_assignments "
-        "RESTART IDENTITY CASCADE"
+        "procrastinate_jobs, batches, latent_changes, latent_change_pruning, cluster_runs, clusters, "
+        "cluster_assignments RESTART IDENTITY CASCADE"
     )
 
 

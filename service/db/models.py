@@ -107,6 +107,8 @@ class Generation(Base):
         Index("ix_generations_tags", "tags", postgresql_using="gin"),
         Index("ix_generations_parent_id", "parent_id"),
         Index("ix_generations_status_created_at", "status", "created_at"),
+        Index("ix_generations_batch_id", "batch_id"),
+        Index("ix_generations_neighbor_id", "neighbor_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, server_default=func.gen_random_uuid())
@@ -127,6 +129,29 @@ class Generation(Base):
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     job_id: Mapped[int | None] = mapped_column(BigInteger)  # the procrastinate job that produces it
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id"))
+
+
+BATCH_KINDS = ("variant",)
+
+
+class Batch(Base):
+    """A batch request (variants of many sources); progress is counted from its generations."""
+
+    __tablename__ = "batches"
+    __table_args__ = (
+        CheckConstraint(one_of("kind", BATCH_KINDS), name="kind"),
+        CheckConstraint("total > 0", name="total_positive"),
+        Index("ix_batches_owner_created_at", "owner", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, server_default=func.gen_random_uuid())
+    owner: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    total: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = created_at_column()
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class LatentEmbedding(Base):

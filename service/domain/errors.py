@@ -17,6 +17,12 @@ class NotFound(DomainError):
     status = 404
 
 
+class Forbidden(DomainError):
+    """The caller's role does not allow this option (e.g. an admin-only evaluation scan)."""
+
+    status = 403
+
+
 class Conflict(DomainError):
     """The item is in a state that forbids the operation (e.g. cancelling a finished generation)."""
 

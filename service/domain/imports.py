@@ -81,13 +81,8 @@ def _refuse_truncated_wav(data: bytes, filename: str) -> None:
 
 async def import_clip(session: AsyncSession, store: BlobStore, models: ModelRunner, caller: Caller,
                       clip: DecodedClip, filename: str, options: ImportOptions) -> Generation:  # fmt: skip
-    from service.ml.errors import InvalidAudioError
-
     model = await resolve_model(session, options.model, for_new_work=True)
-    try:
-        latent = await models.run(model.id, lambda pipeline: pipeline.encode(clip.audio, clip.sample_rate))
-    except InvalidAudioError as exc:  # too short, silent, bad rate: say it of the uploaded file
-        raise InvalidInput("file", f"{filename}: {exc.message}") from None
+    latent = await encode_clip(models, model, clip, filename)
     blob = store.put(to_wav(clip.audio, clip.sample_rate), ".wav")
     row = new_import_row(caller.owner, model, filename, clip, options)
     session.add(row)
@@ -96,6 +91,16 @@ async def import_clip(session: AsyncSession, store: BlobStore, models: ModelRunn
     session.add(LatentEmbedding(generation_id=row.id, model_id=model.id, embedding=latent))
     await session.commit()
     return row
+
+
+async def encode_clip(models: ModelRunner, model: Model, clip: DecodedClip, filename: str) -> np.ndarray:
+    """The clip's latent in ``model``'s space; audio the model refuses is an error on the ``file`` field."""
+    from service.ml.errors import InvalidAudioError
+
+    try:
+        return await models.run(model.id, lambda pipeline: pipeline.encode(clip.audio, clip.sample_rate))
+    except InvalidAudioError as exc:  # too short, silent, bad rate: say it of the uploaded file
+        raise InvalidInput("file", f"{filename}: {exc.message}") from None
 
 
 def new_import_row(owner: str, model: Model, filename: str, clip: DecodedClip, options: ImportOptions) -> Generation:

@@ -20,7 +20,7 @@ import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.db.models import AudioAsset, Generation, LatentEmbedding, Model
+from service.db.models import ArchivedLatent, AudioAsset, Generation, LatentEmbedding, Model
 from service.domain import registry
 from service.domain.audio import to_wav
 from service.domain.ports import ModelRunner
@@ -37,7 +37,8 @@ class Synthesis:
     sample_rate: int
 
 
-# kind -> function(pipeline, rows) -> latents; later kinds (variants, transfers) register here too.
+# kind -> function(pipeline, rows, sources) -> latents, where ``sources`` maps the rows' parent and neighbour
+# generation ids to their latents (read before the model runs, so makers never touch the database).
 LatentMakers: dict[str, Callable] = {}
 
 
@@ -50,7 +51,7 @@ def makes_latents(kind: str):
 
 
 @makes_latents("text2music")
-def _text_to_music(pipeline, rows: list[Generation]) -> np.ndarray:
+def _text_to_music(pipeline, rows: list[Generation], sources: dict[uuid.UUID, np.ndarray]) -> np.ndarray:
     first = rows[0].params
     return pipeline.generate(
         [row.params["prompt"] for row in rows], [row.seed for row in rows],
@@ -58,16 +59,44 @@ def _text_to_music(pipeline, rows: list[Generation]) -> np.ndarray:
     )  # fmt: skip
 
 
+@makes_latents("variant")
+def _variants(pipeline, rows: list[Generation], sources: dict[uuid.UUID, np.ndarray]) -> np.ndarray:
+    """One batched ``variants`` call per parent (and variance/steps), results back in row order."""
+    groups: dict[tuple, list[int]] = {}
+    for index, row in enumerate(rows):
+        groups.setdefault((row.parent_id, row.params["variance"], row.params.get("steps")), []).append(index)
+    out = np.empty((len(rows), pipeline.config.latent_dim), dtype=np.float32)
+    for (parent_id, variance, steps), indexes in groups.items():
+        seeds = [rows[i].seed for i in indexes]
+        out[indexes] = pipeline.variants(sources[parent_id], variance, seeds, steps=steps)
+    return out
+
+
+@makes_latents("style_transfer")
+def _style_transfer(pipeline, rows: list[Generation], sources: dict[uuid.UUID, np.ndarray]) -> np.ndarray:
+    return np.stack([
+        pipeline.transfer(sources[row.parent_id], sources[row.neighbor_id], row.params["strength"], row.seed,
+                          steps=row.params.get("steps"))
+        for row in rows
+    ])  # fmt: skip
+
+
 async def produce(sessions: async_sessionmaker[AsyncSession], store: BlobStore, models: ModelRunner,
                   generation_ids: list[uuid.UUID]) -> list[uuid.UUID]:  # fmt: skip
     """Produce the given generations; returns the ids that succeeded. Raises after marking failures."""
     async with sessions() as session:
         rows, model = await _claim(session, generation_ids)
+        if rows:
+            try:
+                sources = await source_latents(session, rows)
+            except Exception as exc:
+                await mark_failed(session, [row.id for row in rows], describe_error(exc))
+                raise
     if not rows:
         return []
     await _model_status(sessions, registry.mark_running, model.id)
     try:
-        synthesis = await models.run(model.id, lambda pipeline: synthesize(pipeline, rows))
+        synthesis = await models.run(model.id, lambda pipeline: synthesize(pipeline, rows, sources))
         blobs = await asyncio.to_thread(_store_audio, store, synthesis)
         async with sessions() as session:
             return await _finish(session, rows, synthesis, blobs)
@@ -89,12 +118,27 @@ async def _model_status(sessions: async_sessionmaker[AsyncSession], transition, 
         log.warning("model %s status not updated: %s", model_id, exc)
 
 
-def synthesize(pipeline, rows: list[Generation]) -> Synthesis:
+async def source_latents(session: AsyncSession, rows: list[Generation]) -> dict[uuid.UUID, np.ndarray]:
+    """The latents of the rows' parents and style neighbours, live or archived."""
+    wanted = {i for row in rows for i in (row.parent_id, row.neighbor_id) if i is not None}
+    found: dict[uuid.UUID, np.ndarray] = {}
+    for table in (LatentEmbedding, ArchivedLatent):
+        if wanted - found.keys():
+            result = await session.execute(
+                select(table.generation_id, table.embedding).where(table.generation_id.in_(wanted - found.keys()))
+            )
+            found.update({gid: np.asarray(vector, dtype=np.float32) for gid, vector in result})
+    if missing := wanted - found.keys():
+        raise ValueError(f"the source generations {sorted(map(str, missing))} have no latent any more")
+    return found
+
+
+def synthesize(pipeline, rows: list[Generation], sources: dict[uuid.UUID, np.ndarray] | None = None) -> Synthesis:
     """The model calls, batched: latents for every row, then their audio."""
     kinds = {row.kind for row in rows}
     if len(kinds) != 1 or next(iter(kinds)) not in LatentMakers:
         raise ValueError(f"cannot produce generations of kind {sorted(kinds)} in one batch")
-    latents = np.asarray(LatentMakers[rows[0].kind](pipeline, rows), dtype=np.float32)
+    latents = np.asarray(LatentMakers[rows[0].kind](pipeline, rows, sources or {}), dtype=np.float32)
     if latents.shape != (len(rows), pipeline.config.latent_dim) or not np.isfinite(latents).all():
         raise ValueError(f"model returned latents of shape {latents.shape} with non-finite values or wrong size")
     return Synthesis(latents=latents, audio=pipeline.decode(latents), sample_rate=pipeline.config.sample_rate)

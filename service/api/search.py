@@ -1,0 +1,199 @@
+"""/v1/search: "sounds like this" by generation id, vector, uploaded audio, or liked/disliked examples."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State, UploadFile
+from litestar.exceptions import ValidationException
+from litestar.openapi import ResponseSpec
+from litestar.params import QueryParameter
+from msgspec import Meta
+
+from service.api.deps import CallerDep, SessionDep
+from service.api.problems import Problem
+from service.api.schemas import Generation, Visibility, generation_url, to_generation
+from service.db.models import GENERATION_KINDS
+from service.domain import generations
+from service.domain import search as domain
+from service.domain.imports import decode_upload, encode_clip
+from service.domain.model_lookup import resolve_model
+
+Kind = Literal[GENERATION_KINDS]  # type: ignore[valid-type]
+
+
+class Range(msgspec.Struct, forbid_unknown_fields=True):
+    gte: float | None = None
+    lte: float | None = None
+
+
+class SearchFilter(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    tags_all: Annotated[list[str], Meta(description="Items carrying all these tags")] = []
+    tags_any: Annotated[list[str], Meta(description="Items carrying at least one of these tags")] = []
+    tempo: Annotated[Range | None, Meta(description="Tempo range in bpm (from tags like `90 bpm`)")] = None
+    params: Annotated[dict[str, Range], Meta(description="Ranges over numeric generation params")] = {}
+    kind: Kind | None = None
+    mine: Annotated[bool, Meta(description="Only the caller's own items")] = False
+    visibility: Visibility | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    exclude_ids: list[uuid.UUID] = []
+
+    def to_domain(self) -> domain.SearchFilter:
+        def rng(r: Range | None) -> domain.NumericRange | None:
+            return None if r is None else domain.NumericRange(gte=r.gte, lte=r.lte)
+
+        fields = msgspec.structs.asdict(self)
+        fields["tempo"] = rng(self.tempo)
+        fields["params"] = {name: rng(value) for name, value in self.params.items()}
+        return domain.SearchFilter(**fields)
+
+
+class SearchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    generation_id: Annotated[uuid.UUID | None, Meta(description="Search like this generation (itself excluded)")] = None
+    vector: Annotated[list[float] | None, Meta(description="A raw latent of the searched model")] = None
+    positive: Annotated[list[uuid.UUID], Meta(description="Liked examples")] = []
+    negative: Annotated[list[uuid.UUID], Meta(description="Disliked examples (with positive)")] = []
+    strategy: Literal["average_vector", "best_score"] = "average_vector"
+    model: Annotated[str | None, Meta(description="Model alias; a generation id fixes it; default model")] = None
+    filter: SearchFilter = msgspec.field(default_factory=SearchFilter)
+    limit: int = 10
+    cursor: str | None = None
+    score_threshold: Annotated[float | None, Meta(description="Minimum cosine similarity")] = None
+    diversity: Annotated[float | None, Meta(description="MMR: 0 = relevance only, 1 = diversity only")] = None
+    exact: Annotated[bool, Meta(description="Exact scan for evaluation (admin only)")] = False
+
+    def to_domain(self) -> domain.SearchQuery:
+        fields = msgspec.structs.asdict(self)
+        fields["filter"] = self.filter.to_domain()
+        return domain.SearchQuery(**fields)
+
+
+class SearchHit(msgspec.Struct):
+    id: uuid.UUID
+    score: float
+    similarity: float | None
+    distance: float | None
+    tags: list[str]
+    kind: str
+    model: str
+    owner: str
+    visibility: str
+    created_at: datetime
+    audio_url: str | None
+    url: str
+
+
+class SearchResponse(msgspec.Struct):
+    model: str
+    items: list[SearchHit]
+    next_cursor: str | None
+
+
+def to_response(result: domain.SearchResult) -> SearchResponse:
+    return SearchResponse(model=result.model.alias, items=[to_hit(h, result.model.alias) for h in result.hits],
+                          next_cursor=result.next_cursor)  # fmt: skip
+
+
+def to_hit(hit: domain.Hit, model: str) -> SearchHit:
+    url = generation_url(hit.generation_id)
+    return SearchHit(
+        id=hit.generation_id, score=hit.score, similarity=None if hit.distance is None else 1.0 - hit.distance,
+        distance=hit.distance, tags=hit.tags, kind=hit.kind, model=model, owner=hit.owner, visibility=hit.visibility,
+        created_at=hit.created_at, audio_url=f"{url}/audio" if hit.has_audio else None, url=url,
+    )  # fmt: skip
+
+
+def parse_body(raw: bytes | str, into: type[msgspec.Struct]) -> msgspec.Struct:
+    """Python's JSON reader (it reads NaN and Infinity, which the domain then refuses by field name), then
+    msgspec's typed conversion; every failure is a 400 naming the field."""
+    try:
+        data = json.loads(raw or b"{}")
+    except ValueError as exc:
+        raise ValidationException(f"the body is not valid JSON ({exc})") from None
+    try:
+        return msgspec.convert(data, into, strict=True)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        field = message.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in message else None
+        raise ValidationException(message, extra=[{"key": field, "message": message, "source": "body"}]) from None
+
+
+class PathStop(msgspec.Struct):
+    position: float
+    similarity: float
+    generation: Generation
+
+
+class SongPath(msgspec.Struct):
+    model: str
+    stops: list[PathStop]
+
+
+class SearchController(Controller):
+    path = "/v1/search"
+    tags = ["search"]
+
+    @post(
+        status_code=200,
+        summary="Find clips that sound like a generation, a vector, an uploaded clip, or liked/disliked examples",
+        description="JSON body (`SearchRequest`), or `multipart/form-data` with `file` (WAV/FLAC/OGG, encoded with "
+        "the searched model) and an optional `query` field holding the same JSON without a query kind.",
+        responses={
+            400: ResponseSpec(Problem, description="Malformed body; a field of the wrong type"),
+            403: ResponseSpec(Problem, description="exact=true without the admin role"),
+            404: ResponseSpec(Problem, description="An unknown or invisible generation id"),
+            422: ResponseSpec(Problem, description="Two query kinds or none, a bad vector, a value out of range"),
+        },
+    )
+    async def search(self, request: Request, caller: CallerDep, db_session: SessionDep, state: State) -> SearchResponse:
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            return await self._search_audio(request, caller, db_session, state)
+        body = parse_body(await request.body(), SearchRequest)
+        return to_response(await domain.search(db_session, caller, body.to_domain()))
+
+    async def _search_audio(self, request: Request, caller, db_session, state: State) -> SearchResponse:
+        form = await request.form()
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ValidationException("multipart search needs a `file` field", extra=[{"key": "file", "message":
+                                      "missing audio file", "source": "body"}])  # fmt: skip
+        query = parse_body(form.get("query") or "{}", SearchRequest).to_domain()
+        domain.check_query(query, caller, has_audio=True)
+        limits = state.settings.storage
+        clip = decode_upload(await upload.read(), upload.filename, limits.max_upload_bytes, limits.max_upload_seconds)
+        model = await resolve_model(db_session, query.model)
+        latent = await encode_clip(state.models, model, clip, upload.filename)
+        return to_response(await domain.search(db_session, caller, query, audio_latent=latent))
+
+
+class PathController(Controller):
+    path = "/v1/path"
+    tags = ["search"]
+
+    @get(
+        summary="A walk from one track to another through neighbours (each stop near the line between them)",
+        responses={
+            404: ResponseSpec(Problem, description="An unknown or invisible generation"),
+            422: ResponseSpec(Problem, description="The two tracks are in different models; steps out of range"),
+        },
+    )
+    async def song_path(
+        self,
+        caller: CallerDep,
+        db_session: SessionDep,
+        start: Annotated[uuid.UUID, QueryParameter(name="from", description="The first track")],
+        end: Annotated[uuid.UUID, QueryParameter(name="to", description="The last track")],
+        steps: Annotated[int, QueryParameter(description="Tracks in the path, both ends included (3-50)")] = 10,
+    ) -> SongPath:
+        model, stops = await domain.song_path(db_session, caller, start, end, steps)
+        views = {v.row.id: v for v in await generations.get_views(db_session, caller, [s.generation_id for s in stops])}
+        return SongPath(model=model.alias, stops=[
+            PathStop(position=s.position, similarity=s.similarity, generation=to_generation(views[s.generation_id]))
+            for s in stops
+        ])  # fmt: skip

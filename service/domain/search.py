@@ -1,0 +1,479 @@
+""" "Sounds like this": nearest visible latents of one model, with filters, examples, MMR and cursors.
+
+Every query lives in one model's latent space: a generation id fixes it, otherwise the ``model`` alias (or the
+default model). The scan is pgvector's HNSW index with iterative scans (``hnsw.iterative_scan = strict_order``)
+so a selective filter still yields ``limit`` rows; ``hnsw.ef_search`` grows with the number of rows wanted.
+Only rows the caller may see are ever read: the visibility rule is part of the SQL, never a post-filter.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import ColumnElement, Float, Select, and_, case, cast, func, literal, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.db.models import ArchivedLatent, AudioAsset, Generation, LatentEmbedding, Model
+from service.domain.api_keys import Caller
+from service.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from service.domain.model_lookup import resolve_model
+from service.domain.visibility import visible_to
+
+MAX_LIMIT = 100
+MIN_EF_SEARCH, MAX_EF_SEARCH = 200, 1000  # recall@10 0.92 at 40, 0.95-0.98 at 100, 0.98 at 200 (100k latents)
+# A filter leaving fewer candidate rows than this is answered by an exact scan of those rows (cheap, recall 1)
+# rather than by walking the HNSW graph past 99% non-matching neighbours (Qdrant's full-scan threshold idea).
+EXACT_BELOW_ROWS = 5000
+MAX_SCAN_TUPLES = 50_000  # how far an iterative scan may walk before giving up on a very selective filter
+MMR_POOL_FACTOR, MMR_POOL_MAX = 5, 500  # MMR re-ranks this many nearest candidates
+BEST_SCORE_POOL = 200  # per positive example
+STRATEGIES = ("average_vector", "best_score")
+# One round trip; set_config(..., true) is SET LOCAL: the values end with the transaction. For an exact scan of
+# a few filtered rows, hash and merge joins are switched off so each candidate's latent is fetched by its unique
+# index (a hash join would read every latent of the table to join 1% of them), without parallel workers (their
+# start-up costs more than the scan).
+SCAN_SETTINGS = text(
+    "SELECT set_config('hnsw.iterative_scan', 'strict_order', true), "
+    "set_config('hnsw.ef_search', :ef_search, true), set_config('hnsw.max_scan_tuples', :max_scan_tuples, true), "
+    "set_config('enable_hashjoin', :joins, true), set_config('enable_mergejoin', :joins, true), "
+    "set_config('max_parallel_workers_per_gather', "
+    "CASE WHEN :joins = 'off' THEN '0' ELSE current_setting('max_parallel_workers_per_gather') END, true)"
+)
+
+
+@dataclass(frozen=True)
+class NumericRange:
+    gte: float | None = None
+    lte: float | None = None
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    tags_all: list[str] = field(default_factory=list)
+    tags_any: list[str] = field(default_factory=list)
+    tempo: NumericRange | None = None  # from tags like "90 bpm"
+    params: dict[str, NumericRange] = field(default_factory=dict)  # numeric generation params, e.g. steps
+    kind: str | None = None
+    mine: bool = False
+    visibility: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    exclude_ids: list[uuid.UUID] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """Exactly one of ``generation_id``, ``vector``, ``audio_latent_of`` (set by the caller after encoding)
+    or ``positive`` (with optional ``negative``)."""
+
+    generation_id: uuid.UUID | None = None
+    vector: list[float] | None = None
+    positive: list[uuid.UUID] = field(default_factory=list)
+    negative: list[uuid.UUID] = field(default_factory=list)
+    strategy: str = "average_vector"
+    model: str | None = None
+    filter: SearchFilter = field(default_factory=SearchFilter)
+    limit: int = 10
+    cursor: str | None = None
+    score_threshold: float | None = None
+    diversity: float | None = None
+    exact: bool = False
+
+
+@dataclass(frozen=True)
+class Hit:
+    generation_id: uuid.UUID
+    latent_id: int
+    distance: float | None  # cosine distance to the query vector (None for best_score, which has none)
+    score: float  # cosine similarity, or the best_score objective
+    tags: list[str]
+    kind: str
+    owner: str
+    visibility: str
+    created_at: datetime
+    has_audio: bool
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    model: Model
+    hits: list[Hit]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a search walks towards: one query vector (or several examples) in one model's space."""
+
+    model: Model
+    vector: np.ndarray | None  # None only for best_score
+    positives: np.ndarray | None = None
+    negatives: np.ndarray | None = None
+    exclude: tuple[uuid.UUID, ...] = ()
+
+
+def count_query_kinds(query: SearchQuery, has_audio: bool) -> int:
+    return sum([query.generation_id is not None, query.vector is not None, bool(query.positive), has_audio])
+
+
+def check_query(query: SearchQuery, caller: Caller, has_audio: bool = False) -> None:
+    """Shape checks that need no database: one query kind, ranges, example sets."""
+    if query.negative and not query.positive:
+        raise InvalidInput("positive", "negative examples need at least one positive example")
+    kinds = count_query_kinds(query, has_audio)
+    if kinds != 1:
+        detail = "none was given" if kinds == 0 else f"{kinds} were given"
+        raise InvalidInput("query", f"give exactly one of generation_id, vector, audio or positive; {detail}")
+    if set(query.positive) & set(query.negative):
+        overlap = ", ".join(sorted(str(i) for i in set(query.positive) & set(query.negative)))
+        raise InvalidInput("negative", f"ids appear in both positive and negative: {overlap}")
+    if query.strategy not in STRATEGIES:
+        raise InvalidInput("strategy", f"strategy must be one of {', '.join(STRATEGIES)}; got {query.strategy!r}")
+    if not 1 <= query.limit <= MAX_LIMIT:
+        raise InvalidInput("limit", f"limit must be in [1, {MAX_LIMIT}]; got {query.limit}")
+    if query.diversity is not None and not 0.0 <= query.diversity <= 1.0:
+        raise InvalidInput("diversity", f"diversity must be in [0, 1]; got {query.diversity}")
+    if query.score_threshold is not None and not -1.0 <= query.score_threshold <= 1.0:
+        raise InvalidInput("score_threshold", f"score_threshold must be in [-1, 1]; got {query.score_threshold}")
+    if query.cursor is not None and (query.diversity is not None or query.strategy == "best_score"):
+        raise InvalidInput("cursor", "cursor pages only plain nearest-neighbour results (no diversity, no best_score)")
+    if query.exact and not caller.is_admin:
+        raise Forbidden("exact=true is an evaluation scan reserved for admin keys")
+
+
+def check_vector(values: Any, dim: int, field_name: str = "vector") -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or len(array) != dim:
+        raise InvalidInput(field_name, f"{field_name} must have {dim} numbers; got {array.size}")
+    if not np.isfinite(array).all():
+        raise InvalidInput(field_name, f"{field_name} contains NaN or infinite values")
+    if float(np.linalg.norm(array)) == 0.0:
+        raise InvalidInput(field_name, f"{field_name} has zero norm; cosine similarity is undefined for it")
+    return array.astype(np.float32)
+
+
+async def search(session: AsyncSession, caller: Caller, query: SearchQuery,
+                 audio_latent: np.ndarray | None = None) -> SearchResult:  # fmt: skip
+    check_query(query, caller, has_audio=audio_latent is not None)
+    target = await resolve_target(session, caller, query, audio_latent)
+    if query.strategy == "best_score" and query.positive:
+        hits = await _best_score(session, caller, target, query)
+        return SearchResult(target.model, hits, None)
+    wanted = query.limit
+    if query.diversity is not None:
+        wanted = min(max(query.limit * MMR_POOL_FACTOR, 50), MMR_POOL_MAX)
+    after = decode_search_cursor(query.cursor) if query.cursor else None
+    hits = await nearest(session, caller, target, query.filter, wanted, exact=query.exact, after=after)
+    hits = _above_threshold(hits, query.score_threshold)
+    if query.diversity is not None:
+        hits = await _mmr(session, target, hits, query.limit, 1.0 - query.diversity)
+        return SearchResult(target.model, hits, None)
+    next_cursor = encode_search_cursor(hits[-1]) if len(hits) == query.limit else None
+    return SearchResult(target.model, hits, next_cursor)
+
+
+async def resolve_target(session: AsyncSession, caller: Caller, query: SearchQuery,
+                         audio_latent: np.ndarray | None) -> Target:  # fmt: skip
+    """The model and query vector(s); ids must be visible (404 otherwise) and all in one model."""
+    if query.generation_id is not None:
+        model, vectors = await latents_of(session, caller, [query.generation_id], "generation_id")
+        await _check_alias(session, model, query.model, "generation_id")
+        return Target(model, vectors[0], exclude=(query.generation_id,))
+    if query.positive:
+        model, pos = await latents_of(session, caller, query.positive, "positive")
+        await _check_alias(session, model, query.model, "positive")
+        neg = None
+        if query.negative:
+            neg_model, neg = await latents_of(session, caller, query.negative, "negative")
+            if neg_model.id != model.id:
+                raise InvalidInput("negative", "negative examples belong to another model than the positive ones")
+        exclude = (*query.positive, *query.negative)
+        if query.strategy == "best_score":
+            return Target(model, None, positives=pos, negatives=neg, exclude=exclude)
+        average = _unit(pos).mean(axis=0)
+        vector = average if neg is None else 2 * average - _unit(neg).mean(axis=0)
+        return Target(model, check_vector(vector, model.latent_dim, "positive"), exclude=exclude)
+    model = await resolve_model(session, query.model)
+    if audio_latent is not None:
+        return Target(model, check_vector(audio_latent, model.latent_dim, "audio"))
+    return Target(model, check_vector(query.vector, model.latent_dim, "vector"))
+
+
+async def _check_alias(session: AsyncSession, model: Model, alias: str | None, field_name: str) -> None:
+    if alias is not None and alias != model.alias:
+        await resolve_model(session, alias)  # an unknown alias answers as such
+        raise InvalidInput(
+            "model", f"{field_name} lives in model {model.alias!r}, not {alias!r}; latents of two models never mix"
+        )
+
+
+async def latents_of(session: AsyncSession, caller: Caller, ids: list[uuid.UUID],
+                     field_name: str) -> tuple[Model, np.ndarray]:  # fmt: skip
+    """The latents of visible generations (live or archived), in the order given, all of one model."""
+    if len(set(ids)) != len(ids):
+        raise InvalidInput(field_name, f"{field_name} lists an id twice")
+    rows = {}
+    for table in (LatentEmbedding, ArchivedLatent):
+        found = await session.execute(
+            select(Generation.id, Generation.model_id, table.embedding)
+            .join(table, table.generation_id == Generation.id)
+            .where(Generation.id.in_(ids), visible_to(caller))
+        )
+        rows.update({gid: (model_id, embedding) for gid, model_id, embedding in found})
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        visible = set(
+            await session.scalars(select(Generation.id).where(Generation.id.in_(missing), visible_to(caller)))
+        )
+        for generation_id in missing:
+            if generation_id in visible:
+                raise Conflict(f"generation {generation_id} ({field_name}) has no latent yet; wait until it succeeds")
+            raise NotFound(f"no generation {generation_id} ({field_name})")
+    model_ids = {rows[i][0] for i in ids}
+    if len(model_ids) != 1:
+        raise InvalidInput(field_name, f"{field_name} mixes generations of {len(model_ids)} models; use one model")
+    model = await session.get(Model, model_ids.pop())
+    return model, np.stack([np.asarray(rows[i][1], dtype=np.float32) for i in ids])
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def filter_clauses(caller: Caller, filters: SearchFilter) -> list[ColumnElement[bool]]:
+    clauses: list[ColumnElement[bool]] = [visible_to(caller), Generation.archived_at.is_(None)]
+    if filters.tags_all:
+        clauses.append(Generation.tags.contains(filters.tags_all))
+    if filters.tags_any:
+        clauses.append(Generation.tags.overlap(filters.tags_any))
+    if filters.kind:
+        clauses.append(Generation.kind == filters.kind)
+    if filters.mine:
+        clauses.append(Generation.owner == caller.owner)
+    if filters.visibility:
+        clauses.append(Generation.visibility == filters.visibility)
+    if filters.created_after:
+        clauses.append(Generation.created_at >= filters.created_after)
+    if filters.created_before:
+        clauses.append(Generation.created_at < filters.created_before)
+    if filters.exclude_ids:
+        clauses.append(Generation.id.not_in(filters.exclude_ids))
+    for name, bounds in filters.params.items():
+        value = case(
+            (func.jsonb_typeof(Generation.params[name]) == "number", cast(Generation.params[name].astext, Float))
+        )
+        clauses.extend(_in_range(value, bounds))
+    if filters.tempo is not None:
+        clauses.append(_tempo_in(filters.tempo))
+    return clauses
+
+
+def _in_range(value, bounds: NumericRange) -> list[ColumnElement[bool]]:
+    out = []
+    if bounds.gte is not None:
+        out.append(value >= bounds.gte)
+    if bounds.lte is not None:
+        out.append(value <= bounds.lte)
+    return out
+
+
+def _tempo_in(bounds: NumericRange) -> ColumnElement[bool]:
+    """Tempo tags read "<n> bpm"; an item matches when one of its tempo tags lies in the range."""
+    tag = func.unnest(Generation.tags).table_valued("tag").render_derived()
+    bpm = cast(func.split_part(tag.c.tag, " ", 1), Float)
+    inner = select(literal(1)).select_from(tag).where(tag.c.tag.op("~")(r"^[0-9]+(\.[0-9]+)? bpm$"))
+    guarded = case((tag.c.tag.op("~")(r"^[0-9]+(\.[0-9]+)? bpm$"), bpm))
+    for clause in _in_range(guarded, bounds):
+        inner = inner.where(clause)
+    return inner.exists()
+
+
+async def nearest(session: AsyncSession, caller: Caller, target: Target, filters: SearchFilter, limit: int,
+                  exact: bool = False, after: tuple[float, int] | None = None) -> list[Hit]:  # fmt: skip
+    """The ``limit`` visible items nearest to ``target.vector`` (cosine), filtered, excluding the sources."""
+    selective = False
+    if not exact and filters != SearchFilter():
+        selective = await session.scalar(candidate_count_statement(caller, target, filters)) < EXACT_BELOW_ROWS
+    await tune_scan(session, limit, selective)
+    exact = exact or selective
+    rows = await session.execute(nearest_statement(caller, target, filters, limit, exact, after))
+    return [
+        Hit(generation_id=gid, latent_id=lid, distance=float(d), score=1.0 - float(d), tags=list(tags), kind=kind,
+            owner=owner, visibility=vis, created_at=created, has_audio=audio)
+        for gid, lid, d, tags, kind, owner, vis, created, audio in rows
+    ]  # fmt: skip
+
+
+def _scope(caller: Caller, target: Target, filters: SearchFilter) -> list[ColumnElement[bool]]:
+    clauses = [LatentEmbedding.model_id == target.model.id, *filter_clauses(caller, filters)]
+    if target.exclude:
+        clauses.append(LatentEmbedding.generation_id.not_in(target.exclude))
+    return clauses
+
+
+def candidate_count_statement(caller: Caller, target: Target, filters: SearchFilter) -> Select:
+    """How many generations the filters leave, counted up to ``EXACT_BELOW_ROWS`` (it stops early when many
+    match). Counted on ``generations`` alone (finished ones of the model), so no latent is read."""
+    clauses = [Generation.model_id == target.model.id, Generation.status == "succeeded",
+               *filter_clauses(caller, filters)]  # fmt: skip
+    if target.exclude:
+        clauses.append(Generation.id.not_in(target.exclude))
+    rows = select(literal(1)).select_from(Generation).where(*clauses).limit(EXACT_BELOW_ROWS)
+    return select(func.count()).select_from(rows.subquery())
+
+
+def nearest_statement(caller: Caller, target: Target, filters: SearchFilter, limit: int, exact: bool = False,
+                      after: tuple[float, int] | None = None) -> Select:  # fmt: skip
+    """``ORDER BY embedding <=> q LIMIT n`` (the shape the HNSW index serves) with every filter in the WHERE."""
+    distance = LatentEmbedding.embedding.cosine_distance(target.vector)
+    clauses = _scope(caller, target, filters)
+    if after is not None:
+        last_distance, last_id = after
+        clauses.append(or_(distance > last_distance, and_(distance == last_distance, LatentEmbedding.id > last_id)))
+    order = (distance + 0) if exact else distance  # "+ 0" hides the expression from the HNSW index: exact scan
+    has_audio = select(AudioAsset.id).where(AudioAsset.generation_id == Generation.id).exists()
+    return (
+        select(LatentEmbedding.generation_id, LatentEmbedding.id, distance.label("distance"), Generation.tags,
+               Generation.kind, Generation.owner, Generation.visibility, Generation.created_at, has_audio)
+        .join(Generation, Generation.id == LatentEmbedding.generation_id)
+        .where(*clauses)
+        .order_by(order, LatentEmbedding.id)
+        .limit(limit)
+    )  # fmt: skip
+
+
+def scan_settings(limit: int, selective: bool = False) -> dict[str, str]:
+    ef_search = min(max(MIN_EF_SEARCH, 2 * limit), MAX_EF_SEARCH)
+    return {"ef_search": str(ef_search), "max_scan_tuples": str(MAX_SCAN_TUPLES), "joins": "off" if selective else "on"}
+
+
+async def tune_scan(session: AsyncSession, limit: int, selective: bool = False) -> None:
+    """Per transaction: iterative index scans in exact distance order, a candidate list sized to ``limit``; for a
+    selective filter, candidates joined to their latents by index."""
+    await session.execute(SCAN_SETTINGS, scan_settings(limit, selective))
+
+
+def _above_threshold(hits: list[Hit], threshold: float | None) -> list[Hit]:
+    return hits if threshold is None else [hit for hit in hits if hit.score >= threshold]
+
+
+async def embeddings_of(session: AsyncSession, latent_ids: list[int]) -> np.ndarray:
+    rows = dict(
+        (await session.execute(
+            select(LatentEmbedding.id, LatentEmbedding.embedding).where(LatentEmbedding.id.in_(latent_ids))
+        )).all()
+    )  # fmt: skip
+    return np.stack([np.asarray(rows[i], dtype=np.float32) for i in latent_ids])
+
+
+async def _mmr(session: AsyncSession, target: Target, pool: list[Hit], limit: int, weight: float) -> list[Hit]:
+    """Maximal marginal relevance: pick, one at a time, the candidate maximising
+    ``weight * sim(query, d) - (1 - weight) * max sim(d, picked)``."""
+    if not pool:
+        return []
+    vectors = _unit(await embeddings_of(session, [hit.latent_id for hit in pool]))
+    relevance = np.array([hit.score for hit in pool])
+    picked: list[int] = []
+    redundancy = np.full(len(pool), -np.inf)
+    while len(picked) < min(limit, len(pool)):
+        penalty = np.where(np.isfinite(redundancy), redundancy, 0.0)
+        objective = weight * relevance - (1.0 - weight) * penalty
+        objective[picked] = -np.inf
+        best = int(np.argmax(objective))
+        picked.append(best)
+        redundancy = np.maximum(redundancy, vectors @ vectors[best])
+    return [pool[i] for i in picked]
+
+
+async def _best_score(session: AsyncSession, caller: Caller, target: Target, query: SearchQuery) -> list[Hit]:
+    """Qdrant's best_score: candidates near any positive; score = best positive similarity when it beats the
+    best negative one, else minus the best negative similarity squared."""
+    pool: dict[uuid.UUID, Hit] = {}
+    for positive in target.positives:
+        around = Target(target.model, positive, exclude=target.exclude)
+        for hit in await nearest(session, caller, around, query.filter, BEST_SCORE_POOL, exact=query.exact):
+            pool.setdefault(hit.generation_id, hit)
+    if not pool:
+        return []
+    hits = list(pool.values())
+    vectors = _unit(await embeddings_of(session, [hit.latent_id for hit in hits]))
+    best_positive = (vectors @ _unit(target.positives).T).max(axis=1)
+    scores = best_positive.copy()
+    if target.negatives is not None:
+        best_negative = (vectors @ _unit(target.negatives).T).max(axis=1)
+        scores = np.where(best_positive > best_negative, best_positive, -(best_negative**2))
+    ranked = sorted(zip(scores, hits, strict=True), key=lambda pair: (-pair[0], pair[1].latent_id))
+    out = [_rescored(hit, float(score)) for score, hit in ranked]
+    return _above_threshold(out, query.score_threshold)[: query.limit]
+
+
+def _rescored(hit: Hit, score: float) -> Hit:
+    return Hit(**{**hit.__dict__, "score": score, "distance": None})
+
+
+def encode_search_cursor(hit: Hit) -> str:
+    raw = json.dumps([hit.distance, hit.latent_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_search_cursor(cursor: str) -> tuple[float, int]:
+    try:
+        distance, latent_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not math.isfinite(float(distance)):
+            raise ValueError(distance)
+        return float(distance), int(latent_id)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput("cursor", "cursor is not one this API handed out; start again without it") from exc
+
+
+MIN_PATH_STEPS, MAX_PATH_STEPS = 3, 50
+
+
+@dataclass(frozen=True)
+class PathStop:
+    generation_id: uuid.UUID
+    position: float  # 0 at the start, 1 at the end
+    similarity: float  # cosine similarity to the waypoint it was chosen for
+
+
+async def song_path(session: AsyncSession, caller: Caller, start: uuid.UUID, end: uuid.UUID, steps: int,
+                    filters: SearchFilter | None = None) -> tuple[Model, list[PathStop]]:  # fmt: skip
+    """``steps`` tracks from ``start`` to ``end``: each interior stop is the nearest unused visible item to the
+    waypoint on the great circle between the two latents (no repeats)."""
+    if not MIN_PATH_STEPS <= steps <= MAX_PATH_STEPS:
+        raise InvalidInput("steps", f"steps must be in [{MIN_PATH_STEPS}, {MAX_PATH_STEPS}]; got {steps}", "query")
+    if start == end:
+        raise InvalidInput("to", "from and to are the same generation; a path needs two", "query")
+    model, first = await latents_of(session, caller, [start], "from")
+    end_model, last = await latents_of(session, caller, [end], "to")
+    if end_model.id != model.id:
+        raise InvalidInput("to", f"from is in model {model.alias!r} and to in {end_model.alias!r}; a path walks "
+                           "within one model's latent space", "query")  # fmt: skip
+    a, b = _unit(first)[0], _unit(last)[0]
+    stops, used = [PathStop(start, 0.0, 1.0)], [start, end]
+    for index in range(1, steps - 1):
+        position = index / (steps - 1)
+        waypoint = slerp(a, b, position)
+        target = Target(model, waypoint, exclude=tuple(used))
+        hits = await nearest(session, caller, target, filters or SearchFilter(), 1)
+        if not hits:
+            break
+        stops.append(PathStop(hits[0].generation_id, position, hits[0].score))
+        used.append(hits[0].generation_id)
+    stops.append(PathStop(end, 1.0, 1.0))
+    return model, stops
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """The point a fraction ``t`` along the great circle from unit vector ``a`` to ``b``."""
+    omega = math.acos(float(np.clip(a @ b, -1.0, 1.0)))
+    if omega < 1e-6:
+        return a
+    return (math.sin((1 - t) * omega) * a + math.sin(t * omega) * b) / math.sin(omega)

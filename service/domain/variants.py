@@ -1,0 +1,218 @@
+"""Derived work: style transfer after a neighbour, and batches of variants of many sources.
+
+Both create pending generations (kind ``style_transfer`` / ``variant``) with ``parent_id`` (and ``neighbor_id``)
+in one commit, then queue jobs; the workers produce them like any generation (``service.domain.production``).
+A variants batch is split into jobs of ``variant_chunk_size`` rows, sources kept together so each job makes
+one batched model call per source. A batch's progress is counted from its generations.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.db.models import Batch, Generation, Model
+from service.domain import search
+from service.domain.api_keys import Caller
+from service.domain.errors import Conflict, InvalidInput, NotFound
+from service.domain.generations import MAX_SEED, enqueue, ensure_queue_room
+from service.domain.ports import JobQueue
+from service.domain.visibility import owned_by
+
+MAX_PER_SOURCE = 16
+NEAR_DUPLICATE_SIMILARITY = 0.999
+
+
+@dataclass(frozen=True)
+class StyleTransfer:
+    neighbor_id: uuid.UUID | None = None
+    neighbor_rank: int | None = None
+    strength: float = 0.5
+    seed: int | None = None
+    steps: int | None = None
+    filter: search.SearchFilter = search.SearchFilter()
+    near_duplicate_similarity: float = NEAR_DUPLICATE_SIMILARITY
+    visibility: str = "private"
+
+
+@dataclass(frozen=True)
+class VariantsRequest:
+    ids: list[uuid.UUID] | None = None
+    search: search.SearchQuery | None = None
+    n_per_source: int = 4
+    variance: float = 0.3
+    seed: int | None = None
+    steps: int | None = None
+    visibility: str = "private"
+
+
+@dataclass(frozen=True)
+class BatchView:
+    batch: Batch
+    counts: dict[str, int]
+    generation_ids: list[uuid.UUID]
+
+    @property
+    def status(self) -> str:
+        c = self.counts
+        if self.batch.cancelled_at is not None:
+            return "cancelled"
+        if c["pending"] + c["running"] > 0:
+            return "pending" if c["pending"] == self.batch.total else "running"
+        if c["succeeded"] == self.batch.total:
+            return "succeeded"
+        return "failed" if c["succeeded"] == 0 else "partial"
+
+
+async def request_style_transfer(session: AsyncSession, jobs: JobQueue, caller: Caller, source_id: uuid.UUID,
+                                 request: StyleTransfer, queue_limit: int) -> Generation:  # fmt: skip
+    _range("strength", request.strength, 0.0, 1.0)
+    _range("near_duplicate_similarity", request.near_duplicate_similarity, -1.0, 1.0)
+    if request.neighbor_id is not None and request.neighbor_rank is not None:
+        raise InvalidInput("neighbor_rank", "give neighbor_id or neighbor_rank, not both")
+    model, vectors = await search.latents_of(session, caller, [source_id], "generation_id")
+    _usable(model)
+    if request.neighbor_id is not None:
+        if request.neighbor_id == source_id:
+            raise InvalidInput("neighbor_id", "the neighbour must be another generation than the source")
+        neighbor_model, _ = await search.latents_of(session, caller, [request.neighbor_id], "neighbor_id")
+        if neighbor_model.id != model.id:
+            raise InvalidInput("neighbor_id", f"the neighbour lives in model {neighbor_model.alias!r}, the source "
+                               f"in {model.alias!r}; latents of two models never mix")  # fmt: skip
+        neighbor_id, rank = request.neighbor_id, None
+    else:
+        rank = 1 if request.neighbor_rank is None else request.neighbor_rank
+        neighbor_id = await nth_neighbour(session, caller, model, vectors[0], source_id, rank, request)
+    await ensure_queue_room(session, 1, queue_limit)
+    params = {"strength": request.strength, "steps": request.steps, "neighbor_rank": rank}
+    row = Generation(owner=caller.owner, model_id=model.id, kind="style_transfer", status="pending",
+                     seed=_seed(request.seed, 1), params=params, parent_id=source_id, neighbor_id=neighbor_id,
+                     visibility=request.visibility, tags=[])  # fmt: skip
+    session.add(row)
+    await session.commit()
+    await enqueue(session, jobs, [row.id])
+    return row
+
+
+async def nth_neighbour(session: AsyncSession, caller: Caller, model: Model, vector, source_id: uuid.UUID, rank: int,
+                        request: StyleTransfer) -> uuid.UUID:  # fmt: skip
+    """The ``rank``-th nearest visible neighbour, near-duplicates of the source skipped."""
+    if not 1 <= rank <= search.MAX_LIMIT:
+        raise InvalidInput("neighbor_rank", f"neighbor_rank must be in [1, {search.MAX_LIMIT}]; got {rank}")
+    target = search.Target(model, vector, exclude=(source_id,))
+    pool = await search.nearest(session, caller, target, request.filter, min(2 * rank + 20, search.MAX_EF_SEARCH))
+    distinct = [hit for hit in pool if hit.score < request.near_duplicate_similarity]
+    if len(distinct) < rank:
+        raise InvalidInput("neighbor_rank", f"only {len(distinct)} visible neighbours (near-duplicates skipped) "
+                           f"match; neighbor_rank={rank} is out of reach")  # fmt: skip
+    return distinct[rank - 1].generation_id
+
+
+async def request_variants(session: AsyncSession, jobs: JobQueue, caller: Caller, request: VariantsRequest,
+                           max_total: int, chunk_size: int, queue_limit: int) -> BatchView:  # fmt: skip
+    if (request.ids is None) == (request.search is None):
+        raise InvalidInput("sources", "give exactly one of ids or search")
+    if not 1 <= request.n_per_source <= MAX_PER_SOURCE:
+        raise InvalidInput("n_per_source", f"n_per_source must be in [1, {MAX_PER_SOURCE}]; got {request.n_per_source}")
+    _range("variance", request.variance, 0.0, 1.0)
+    if request.ids is not None:
+        if not request.ids:
+            raise InvalidInput("ids", "ids is empty; give at least one source generation")
+        sources = list(dict.fromkeys(request.ids))
+        await _check_sources(session, caller, sources)
+    else:
+        found = await search.search(session, caller, request.search)
+        sources = [hit.generation_id for hit in found.hits]
+        if not sources:
+            raise InvalidInput("search", "the search found no source generations")
+    total = len(sources) * request.n_per_source
+    if total > max_total:
+        raise InvalidInput("n_per_source", f"{len(sources)} sources x {request.n_per_source} = {total} variants; "
+                           f"a batch holds at most {max_total} (SOUNDALIKE_JOBS_MAX_VARIANTS_PER_BATCH)")  # fmt: skip
+    await ensure_queue_room(session, total, queue_limit)
+    models = dict(
+        (await session.execute(select(Generation.id, Generation.model_id).where(Generation.id.in_(sources)))).all()
+    )
+    for model in await session.scalars(select(Model).where(Model.id.in_(set(models.values())))):
+        _usable(model)
+    seed = _seed(request.seed, total)
+    params = {"n_per_source": request.n_per_source, "variance": request.variance, "steps": request.steps,
+              "seed": seed, "sources": [str(s) for s in sources]}  # fmt: skip
+    batch = Batch(owner=caller.owner, kind="variant", params=params, total=total)
+    session.add(batch)
+    await session.flush()
+    rows = [
+        Generation(owner=caller.owner, model_id=models[source], kind="variant", status="pending",
+                   seed=seed + s * request.n_per_source + k, parent_id=source, batch_id=batch.id,
+                   params={"variance": request.variance, "steps": request.steps, "variant_index": k},
+                   visibility=request.visibility, tags=[])
+        for s, source in enumerate(sources) for k in range(request.n_per_source)
+    ]  # fmt: skip
+    session.add_all(rows)
+    await session.commit()
+    for start in range(0, len(rows), chunk_size):
+        await enqueue(session, jobs, [row.id for row in rows[start : start + chunk_size]])
+    return await get_batch(session, caller, batch.id)
+
+
+async def _check_sources(session: AsyncSession, caller: Caller, ids: list[uuid.UUID]) -> None:
+    """Every source visible and with a latent (any model: each variant stays in its source's model)."""
+    for generation_id in ids:
+        await search.latents_of(session, caller, [generation_id], "ids")
+
+
+def _usable(model: Model) -> None:
+    if model.status == "ARCHIVED":
+        raise Conflict(f"model {model.alias!r} is archived: it keeps its data but makes nothing new")
+
+
+def _range(field: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise InvalidInput(field, f"{field} must be in [{low:g}, {high:g}]; got {value}")
+
+
+def _seed(seed: int | None, count: int) -> int:
+    seed = secrets.randbelow(MAX_SEED - count) if seed is None else seed
+    if seed + count - 1 > MAX_SEED:
+        raise InvalidInput("seed", f"seed + {count} - 1 must be <= {MAX_SEED}; got seed={seed}")
+    return seed
+
+
+async def get_batch(session: AsyncSession, caller: Caller, batch_id: uuid.UUID) -> BatchView:
+    query = select(Batch).where(Batch.id == batch_id)
+    if not caller.is_admin:
+        query = query.where(Batch.owner == caller.owner)
+    batch = await session.scalar(query)
+    if batch is None:
+        raise NotFound(f"no batch {batch_id}")
+    counts = dict.fromkeys(("pending", "running", "succeeded", "failed", "cancelled"), 0)
+    counts.update(dict((await session.execute(
+        select(Generation.status, func.count()).where(Generation.batch_id == batch_id).group_by(Generation.status)
+    )).all()))  # fmt: skip
+    ids = list(await session.scalars(
+        select(Generation.id).where(Generation.batch_id == batch_id).order_by(Generation.seed)
+    ))  # fmt: skip
+    return BatchView(batch=batch, counts=counts, generation_ids=ids)
+
+
+async def cancel_batch(session: AsyncSession, jobs: JobQueue, caller: Caller, batch_id: uuid.UUID) -> BatchView:
+    view = await get_batch(session, caller, batch_id)
+    if view.status in ("succeeded", "failed", "partial", "cancelled"):
+        raise Conflict(f"batch {batch_id} is already {view.status}; only pending or running batches cancel")
+    now = datetime.now(UTC)
+    view.batch.cancelled_at = now
+    job_ids = set(await session.scalars(
+        update(Generation)
+        .where(Generation.batch_id == batch_id, Generation.status.in_(("pending", "running")), owned_by(caller))
+        .values(status="cancelled", finished_at=now)
+        .returning(Generation.job_id)
+    ))  # fmt: skip
+    await session.commit()
+    for job_id in job_ids - {None}:
+        await jobs.cancel(job_id)
+    return await get_batch(session, caller, batch_id)
