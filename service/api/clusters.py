@@ -6,7 +6,6 @@ from typing import Annotated
 
 from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException
 from litestar.params import PathParameter, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,7 +28,7 @@ class ClustersController(Controller):
         alias: Alias,
         run: Annotated[int | None, QueryParameter(ge=1, description="A run id instead of the active run")] = None,
     ) -> clusters.ClusterListing:
-        return await _found(clusters.list_clusters(db_session, caller, alias, run))
+        return await clusters.list_clusters(db_session, caller, alias, run)
 
     @get("/{cluster_id:int}", summary="One cluster and a page of its members (visible items only)")
     async def get_cluster(
@@ -40,7 +39,7 @@ class ClustersController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         after: After = 0,
     ) -> clusters.ClusterDetail:
-        return await _found(clusters.cluster_detail(db_session, caller, cluster_id, limit, after))
+        return await clusters.cluster_detail(db_session, caller, cluster_id, limit, after)
 
 
 class MapController(Controller):
@@ -56,11 +55,4 @@ class MapController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=10000)] = 1000,
         after: After = 0,
     ) -> clusters.MapPage:
-        return await _found(clusters.map_points(db_session, caller, alias, limit, after))
-
-
-async def _found(work):
-    try:
-        return await work
-    except clusters.NotFound as exc:
-        raise NotFoundException(str(exc)) from None
+        return await clusters.map_points(db_session, caller, alias, limit, after)

@@ -12,12 +12,14 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import Cluster, ClusterAssignment, ClusterRun, Generation, LatentEmbedding, Model
+from service.domain import visibility
 from service.domain.api_keys import Caller
+from service.domain.errors import NotFound
 
 
 class ClusterRunInfo(msgspec.Struct):
@@ -88,16 +90,10 @@ class MapPage(msgspec.Struct):
     next_after: int | None
 
 
-class NotFound(LookupError):
-    """What the caller asked for does not exist (or is not theirs to see); the message says which."""
-
-
 def visible_to(caller: Caller) -> ColumnElement[bool]:
-    """Live items the caller may see: own and public ones (admin: all)."""
-    live = and_(Generation.deleted_at.is_(None), Generation.archived_at.is_(None))
-    if caller.is_admin:
-        return live
-    return and_(live, or_(Generation.visibility == "public", Generation.owner == caller.owner))
+    """Items the caller may see (own and public; admin: all), never deleted, and not archived: archived
+    latents have left the catalogue the clusters describe."""
+    return and_(visibility.visible_to(caller), Generation.archived_at.is_(None))
 
 
 async def _model(session: AsyncSession, alias: str) -> Model:
