@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -48,16 +47,15 @@ class BlobStore:
             raise ValueError(f"not a blob URI: {uri!r}")
         return self.roots[area] / relative
 
-    def archive(self, uri: str) -> str:
-        """Move a live blob to the archive area; returns its new URI (idempotent)."""
+    def copy_to_archive(self, uri: str) -> str:
+        """Copy a live blob to the archive area and return its archive URI (idempotent). The original stays
+        until the caller has committed the new URI and deletes it, so no row ever points at a missing file."""
         area, _, relative = uri.partition(":")
         if area == "archive":
             return uri
-        source, target = self.path(uri), self.roots["archive"] / relative
-        if source.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(source, target)
-            _fsync_dir(target.parent)
+        target = self.roots["archive"] / relative
+        if not target.exists():
+            _write_atomically(target, self.path(uri).read_bytes())
         return f"archive:{relative}"
 
     def delete(self, uri: str) -> bool:

@@ -13,7 +13,6 @@ at a missing file.
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -54,7 +53,7 @@ async def _archive(session: AsyncSession, store: BlobStore, ids: list[uuid.UUID]
     assets = list(await session.scalars(select(AudioAsset).where(AudioAsset.generation_id.in_(ids))))
     old_uris = []
     for asset in assets:
-        new_uri = _copy_to_archive(store, asset.uri)
+        new_uri = store.copy_to_archive(asset.uri)
         if new_uri != asset.uri:
             old_uris.append(asset.uri)
             asset.uri = new_uri
@@ -72,17 +71,6 @@ async def _archive(session: AsyncSession, store: BlobStore, ids: list[uuid.UUID]
     await session.execute(update(Generation).where(Generation.id.in_(ids)).values(archived_at=datetime.now(UTC)))
     await session.commit()
     await _delete_unreferenced(session, store, old_uris)
-
-
-def _copy_to_archive(store: BlobStore, uri: str) -> str:
-    area, _, relative = uri.partition(":")
-    if area == "archive":
-        return uri
-    target = store.roots["archive"] / relative
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(store.path(uri), target)
-    return f"archive:{relative}"
 
 
 async def purge_deleted(session: AsyncSession, grace_days: float = 0) -> int:

@@ -20,12 +20,14 @@ def test_put_is_content_addressed_and_deduplicated(store):
     assert not [p for p in first.path.parent.iterdir() if p.name.startswith(".tmp-")]
 
 
-def test_archive_moves_the_file_and_is_idempotent(store):
+def test_copy_to_archive_keeps_the_original_and_is_idempotent(store):
     blob = store.put(b"abc", ".wav")
-    archived = store.archive(blob.uri)
-    assert archived.startswith("archive:") and not blob.path.exists()
+    archived = store.copy_to_archive(blob.uri)
+    assert archived.startswith("archive:") and blob.path.exists()
     assert store.path(archived).read_bytes() == b"abc"
-    assert store.archive(archived) == archived
+    assert store.copy_to_archive(blob.uri) == archived
+    assert store.copy_to_archive(archived) == archived
+    assert not [p for p in store.path(archived).parent.iterdir() if p.name.startswith(".tmp-")]
 
 
 def test_uris_skip_temporaries_and_young_files(store):
