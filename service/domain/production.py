@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from sqlalchemy import select, update
@@ -204,14 +204,14 @@ def describe_error(exc: BaseException) -> str:
 async def pending_without_job(session: AsyncSession, older_than_seconds: float) -> list[list[uuid.UUID]]:
     """Groups of pending generations whose job was never deferred (a crash right after their commit),
     one group per original request (same owner, model and creation transaction)."""
-    cutoff = datetime.now(UTC).timestamp() - older_than_seconds
+    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
     rows = await session.execute(
         select(Generation.id, Generation.owner, Generation.model_id, Generation.created_at)
-        .where(Generation.status == "pending", Generation.job_id.is_(None), Generation.deleted_at.is_(None))
+        .where(Generation.status == "pending", Generation.job_id.is_(None), Generation.deleted_at.is_(None),
+               Generation.created_at <= cutoff)
         .order_by(Generation.created_at, Generation.id)
-    )
+    )  # fmt: skip
     groups: dict[tuple, list[uuid.UUID]] = {}
     for generation_id, owner, model_id, created_at in rows:
-        if created_at.timestamp() <= cutoff:
-            groups.setdefault((owner, model_id, created_at), []).append(generation_id)
+        groups.setdefault((owner, model_id, created_at), []).append(generation_id)
     return list(groups.values())
