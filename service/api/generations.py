@@ -166,8 +166,7 @@ class GenerationController(Controller):
         caller: CallerDep,
         db_session: SessionDep,
     ) -> Latent:
-        view = await domain.get_view(db_session, caller, generation_id)
-        values = await domain.latent(db_session, caller, generation_id)
+        view, values = await domain.latent(db_session, caller, generation_id)
         return Latent(id=generation_id, model=view.model.alias, dim=len(values), values=values)
 
     @post(

@@ -197,12 +197,13 @@ async def audio_asset(session: AsyncSession, caller: Caller, generation_id: uuid
     return asset
 
 
-async def latent(session: AsyncSession, caller: Caller, generation_id: uuid.UUID) -> list[float]:
-    await get_view(session, caller, generation_id)
+async def latent(session: AsyncSession, caller: Caller, generation_id: uuid.UUID) -> tuple[GenerationView, list[float]]:
+    """The generation (visible to the caller) and its latent, live or archived."""
+    view = await get_view(session, caller, generation_id)
     for table in (LatentEmbedding, ArchivedLatent):
         vector = await session.scalar(select(table.embedding).where(table.generation_id == generation_id))
         if vector is not None:
-            return [float(x) for x in vector]
+            return view, [float(x) for x in vector]
     raise NotFound(f"generation {generation_id} has no latent (yet)")
 
 
