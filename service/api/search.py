@@ -43,6 +43,7 @@ class SearchFilter(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     created_after: datetime | None = None
     created_before: datetime | None = None
     exclude_ids: list[uuid.UUID] = []
+    cluster_id: Annotated[int | None, Meta(description="Only members of this cluster (see /v1/clusters)")] = None
 
     def to_domain(self) -> domain.SearchFilter:
         def rng(r: Range | None) -> domain.NumericRange | None:
@@ -67,6 +68,11 @@ class SearchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     score_threshold: Annotated[float | None, Meta(description="Minimum cosine similarity")] = None
     diversity: Annotated[float | None, Meta(description="MMR: 0 = relevance only, 1 = diversity only")] = None
     exact: Annotated[bool, Meta(description="Exact scan for evaluation (admin only)")] = False
+    group_by: Annotated[
+        Literal["cluster"] | None,
+        Meta(description="Group hits by cluster of the model's active clustering run; `limit` counts groups"),
+    ] = None
+    group_size: Annotated[int, Meta(description="Hits per group with group_by (1-10)")] = 3
 
     def to_domain(self) -> domain.SearchQuery:
         fields = msgspec.structs.asdict(self)
@@ -89,15 +95,27 @@ class SearchHit(msgspec.Struct):
     url: str
 
 
+class SearchGroup(msgspec.Struct):
+    cluster_id: Annotated[int | None, Meta(description="None: items newer than the clustering run")]
+    label: int | None
+    items: list[SearchHit]
+
+
 class SearchResponse(msgspec.Struct):
     model: str
-    items: list[SearchHit]
+    items: Annotated[list[SearchHit], Meta(description="With group_by: every group's items, group after group")]
     next_cursor: str | None
+    groups: list[SearchGroup] | None = None
 
 
 def to_response(result: domain.SearchResult) -> SearchResponse:
-    return SearchResponse(model=result.model.alias, items=[to_hit(h, result.model.alias) for h in result.hits],
-                          next_cursor=result.next_cursor)  # fmt: skip
+    alias = result.model.alias
+    groups = None
+    if result.groups is not None:
+        groups = [SearchGroup(cluster_id=g.cluster_id, label=g.label, items=[to_hit(h, alias) for h in g.hits])
+                  for g in result.groups]  # fmt: skip
+    return SearchResponse(model=alias, items=[to_hit(h, alias) for h in result.hits],
+                          next_cursor=result.next_cursor, groups=groups)  # fmt: skip
 
 
 def to_hit(hit: domain.Hit, model: str) -> SearchHit:
@@ -147,7 +165,8 @@ class SearchController(Controller):
         responses={
             400: ResponseSpec(Problem, description="Malformed body; a field of the wrong type"),
             403: ResponseSpec(Problem, description="exact=true without the admin role"),
-            404: ResponseSpec(Problem, description="An unknown or invisible generation id"),
+            404: ResponseSpec(Problem, description="An unknown or invisible generation id, an unknown cluster"),
+            409: ResponseSpec(Problem, description="group_by=cluster for a model that was never clustered"),
             422: ResponseSpec(Problem, description="Two query kinds or none, a bad vector, a value out of range"),
         },
     )

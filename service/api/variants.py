@@ -44,6 +44,8 @@ class StyleTransferCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
 class VariantsCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ids: Annotated[list[uuid.UUID] | None, Meta(description="Source generations")] = None
     search: Annotated[SearchRequest | None, Meta(description="Or: the results of this search are the sources")] = None
+    cluster_id: Annotated[int | None, Meta(description="Or: the visible members of this cluster")] = None
+    cluster_limit: Annotated[int, Meta(ge=1, description="With cluster_id: its N most central members")] | None = None
     n_per_source: Annotated[int, Meta(description="Variants per source, 1-16")] = 4
     variance: Annotated[float, Meta(description="0 = identical, 1 = unrelated (retake variance)")] = 0.3
     seed: Seed | None = None
@@ -115,7 +117,7 @@ class DerivedController(Controller):
         "/variants",
         guards=[requires_role("creator")],
         status_code=202,
-        summary="Regenerate variants of many sources as one batch (ids or a search)",
+        summary="Regenerate variants of many sources as one batch (ids, a search, or a cluster)",
         responses={404: NOT_FOUND, 422: BAD_INPUT},
     )
     async def create_variants(self, data: JSONBody[VariantsCreate], caller: CallerDep, db_session: SessionDep,

@@ -15,11 +15,12 @@ import msgspec
 from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from service.db.models import Cluster, ClusterAssignment, ClusterRun, Generation, LatentEmbedding, Model
 from service.domain import visibility
 from service.domain.api_keys import Caller
-from service.domain.errors import NotFound
+from service.domain.errors import Conflict, InvalidInput, NotFound
 
 
 class ClusterRunInfo(msgspec.Struct):
@@ -201,3 +202,65 @@ async def map_points(session: AsyncSession, caller: Caller, alias: str, limit: i
     rows = page.all()
     points = [MapPoint(a.latent_id, gen, a.x, a.y, label, a.cluster_id) for a, gen, label in rows[:limit]]
     return MapPage(model.alias, run.id, points, points[-1].latent_id if len(rows) > limit else None)
+
+
+# What search and variants ask of the clusters: a filter, the active run's labels, a cluster's central members.
+
+
+def in_cluster(cluster_id: int) -> ColumnElement[bool]:
+    """Generations whose latent the clustering run put in ``cluster_id`` (a filter clause on ``generations``)."""
+    latent = aliased(LatentEmbedding)  # the search's own latent_embeddings must not correlate into this subquery
+    members = (
+        select(latent.generation_id)
+        .join(ClusterAssignment, ClusterAssignment.latent_id == latent.id)
+        .where(ClusterAssignment.cluster_id == cluster_id)
+    )
+    return Generation.id.in_(members)
+
+
+async def check_cluster_of(session: AsyncSession, model: Model, cluster_id: int, field: str) -> None:
+    """404 for an unknown cluster, 422 for a cluster of another model's latent space."""
+    owner_model = await session.scalar(
+        select(ClusterRun.model_id).join(Cluster, Cluster.run_id == ClusterRun.id).where(Cluster.id == cluster_id)
+    )
+    if owner_model is None:
+        raise NotFound(f"no cluster {cluster_id} ({field})")
+    if owner_model != model.id:
+        raise InvalidInput(field, f"cluster {cluster_id} belongs to another model than {model.alias!r}; "
+                           "latents of two models never mix")  # fmt: skip
+
+
+async def active_run_id(session: AsyncSession, model: Model) -> int:
+    """The newest run of the model; 409 when the model was never clustered."""
+    run_id = await session.scalar(
+        select(ClusterRun.id).where(ClusterRun.model_id == model.id).order_by(ClusterRun.id.desc()).limit(1)
+    )
+    if run_id is None:
+        raise Conflict(f"model {model.alias!r} has no clustering run yet: run `soundalike index cluster "
+                       f"--model {model.alias} --k K` first")  # fmt: skip
+    return run_id
+
+
+async def labels_of(session: AsyncSession, run_id: int, latent_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """``latent_id -> (cluster_id, label)`` in one run; latents newer than the run are absent."""
+    rows = await session.execute(
+        select(ClusterAssignment.latent_id, Cluster.id, Cluster.label)
+        .join(Cluster, Cluster.id == ClusterAssignment.cluster_id)
+        .where(ClusterAssignment.run_id == run_id, ClusterAssignment.latent_id.in_(latent_ids))
+    )
+    return {latent_id: (cluster_id, label) for latent_id, cluster_id, label in rows}
+
+
+async def central_members(session: AsyncSession, caller: Caller, cluster_id: int, limit: int | None) -> list[uuid.UUID]:
+    """A cluster's visible live members, the one closest to the centroid first (404 for an unknown cluster)."""
+    if await session.get(Cluster, cluster_id) is None:
+        raise NotFound(f"no cluster {cluster_id} (cluster_id)")
+    query = (
+        select(LatentEmbedding.generation_id)
+        .join(ClusterAssignment, ClusterAssignment.latent_id == LatentEmbedding.id)
+        .join(Generation, Generation.id == LatentEmbedding.generation_id)
+        .where(ClusterAssignment.cluster_id == cluster_id, visible_to(caller))
+        .order_by(ClusterAssignment.score.desc(), ClusterAssignment.latent_id)
+        .limit(limit)
+    )
+    return list(await session.scalars(query))

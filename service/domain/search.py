@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, Float, Select, and_, case, cast, func, lit
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import ArchivedLatent, AudioAsset, Generation, LatentEmbedding, Model
+from service.domain import clusters
 from service.domain.api_keys import Caller
 from service.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from service.domain.model_lookup import resolve_model
@@ -35,6 +36,9 @@ MAX_SCAN_TUPLES = 50_000  # how far an iterative scan may walk before giving up 
 MMR_POOL_FACTOR, MMR_POOL_MAX = 5, 500  # MMR re-ranks this many nearest candidates
 BEST_SCORE_POOL = 200  # per positive example
 STRATEGIES = ("average_vector", "best_score")
+GROUP_BY = ("cluster",)
+MAX_GROUP_SIZE = 10
+GROUP_POOL_FACTOR, GROUP_POOL_MAX = 4, 1000  # nearest candidates spread over groups
 # One round trip; set_config(..., true) is SET LOCAL: the values end with the transaction. For an exact scan of
 # a few filtered rows, hash and merge joins are switched off so each candidate's latent is fetched by its unique
 # index (a hash join would read every latent of the table to join 1% of them), without parallel workers (their
@@ -66,6 +70,7 @@ class SearchFilter:
     created_after: datetime | None = None
     created_before: datetime | None = None
     exclude_ids: list[uuid.UUID] = field(default_factory=list)
+    cluster_id: int | None = None  # a cluster of any clustering run of the searched model
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,8 @@ class SearchQuery:
     score_threshold: float | None = None
     diversity: float | None = None
     exact: bool = False
+    group_by: str | None = None
+    group_size: int = 3
 
 
 @dataclass(frozen=True)
@@ -102,10 +109,20 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class HitGroup:
+    """The nearest hits of one cluster of the active run; ``cluster_id`` None holds items newer than the run."""
+
+    cluster_id: int | None
+    label: int | None
+    hits: list[Hit]
+
+
+@dataclass(frozen=True)
 class SearchResult:
     model: Model
     hits: list[Hit]
     next_cursor: str | None
+    groups: list[HitGroup] | None = None  # with group_by; ``hits`` then lists the groups' hits in order
 
 
 @dataclass(frozen=True)
@@ -146,6 +163,17 @@ def check_query(query: SearchQuery, caller: Caller, has_audio: bool = False) -> 
         raise InvalidInput("cursor", "cursor pages only plain nearest-neighbour results (no diversity, no best_score)")
     if query.exact and not caller.is_admin:
         raise Forbidden("exact=true is an evaluation scan reserved for admin keys")
+    if query.group_by is not None:
+        check_grouping(query)
+
+
+def check_grouping(query: SearchQuery) -> None:
+    if query.group_by not in GROUP_BY:
+        raise InvalidInput("group_by", f"group_by must be one of {', '.join(GROUP_BY)}; got {query.group_by!r}")
+    if not 1 <= query.group_size <= MAX_GROUP_SIZE:
+        raise InvalidInput("group_size", f"group_size must be in [1, {MAX_GROUP_SIZE}]; got {query.group_size}")
+    if query.cursor is not None or query.diversity is not None or query.strategy == "best_score":
+        raise InvalidInput("group_by", "group_by=cluster cannot be combined with cursor, diversity or best_score")
 
 
 def check_vector(values: Any, dim: int, field_name: str = "vector") -> np.ndarray:
@@ -163,6 +191,9 @@ async def search(session: AsyncSession, caller: Caller, query: SearchQuery,
                  audio_latent: np.ndarray | None = None) -> SearchResult:  # fmt: skip
     check_query(query, caller, has_audio=audio_latent is not None)
     target = await resolve_target(session, caller, query, audio_latent)
+    await check_filter(session, target.model, query.filter)
+    if query.group_by == "cluster":
+        return await _grouped_by_cluster(session, caller, target, query)
     if query.strategy == "best_score" and query.positive:
         hits = await _best_score(session, caller, target, query)
         return SearchResult(target.model, hits, None)
@@ -177,6 +208,44 @@ async def search(session: AsyncSession, caller: Caller, query: SearchQuery,
         return SearchResult(target.model, hits, None)
     next_cursor = encode_search_cursor(hits[-1]) if len(hits) == query.limit else None
     return SearchResult(target.model, hits, next_cursor)
+
+
+async def check_filter(session: AsyncSession, model: Model, filters: SearchFilter) -> None:
+    """Filter values that need the database: a cluster id must name a cluster of the searched model."""
+    if filters.cluster_id is not None:
+        await clusters.check_cluster_of(session, model, filters.cluster_id, "filter.cluster_id")
+
+
+async def _grouped_by_cluster(session: AsyncSession, caller: Caller, target: Target, query: SearchQuery
+                              ) -> SearchResult:  # fmt: skip
+    """Up to ``limit`` clusters of the active run, ordered by their nearest hit, each with its ``group_size``
+    nearest hits (Qdrant's search groups). The candidate pool of nearest hits doubles until the groups are
+    full or it holds ``GROUP_POOL_MAX`` hits (then far clusters may be missing: best effort, like Qdrant)."""
+    run_id = await clusters.active_run_id(session, target.model)
+    pool_size = query.limit * query.group_size * GROUP_POOL_FACTOR
+    while True:
+        pool_size = min(pool_size, GROUP_POOL_MAX)
+        pool = await nearest(session, caller, target, query.filter, pool_size, exact=query.exact)
+        labels = await clusters.labels_of(session, run_id, [hit.latent_id for hit in pool])
+        groups = _group(_above_threshold(pool, query.score_threshold), labels, query.limit, query.group_size)
+        full = len(groups) == query.limit and all(len(g.hits) == query.group_size for g in groups)
+        if full or len(pool) < pool_size or pool_size == GROUP_POOL_MAX:
+            return SearchResult(target.model, [hit for group in groups for hit in group.hits], None, groups)
+        pool_size *= 2
+
+
+def _group(hits: list[Hit], labels: dict[int, tuple[int, int]], limit: int, size: int) -> list[HitGroup]:
+    groups: dict[int | None, HitGroup] = {}
+    for hit in hits:
+        cluster_id, label = labels.get(hit.latent_id, (None, None))
+        group = groups.get(cluster_id)
+        if group is None:
+            if len(groups) == limit:
+                continue
+            group = groups[cluster_id] = HitGroup(cluster_id, label, [])
+        if len(group.hits) < size:
+            group.hits.append(hit)
+    return list(groups.values())
 
 
 async def resolve_target(session: AsyncSession, caller: Caller, query: SearchQuery,
@@ -265,6 +334,8 @@ def filter_clauses(caller: Caller, filters: SearchFilter) -> list[ColumnElement[
         clauses.append(Generation.created_at < filters.created_before)
     if filters.exclude_ids:
         clauses.append(Generation.id.not_in(filters.exclude_ids))
+    if filters.cluster_id is not None:
+        clauses.append(clusters.in_cluster(filters.cluster_id))
     for name, bounds in filters.params.items():
         value = case(
             (func.jsonb_typeof(Generation.params[name]) == "number", cast(Generation.params[name].astext, Float))

@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import Batch, Generation, Model
-from service.domain import search
+from service.domain import clusters, search
 from service.domain.api_keys import Caller
 from service.domain.errors import Conflict, InvalidInput, NotFound
 from service.domain.generations import MAX_SEED, enqueue, ensure_queue_room
@@ -47,6 +47,8 @@ class StyleTransfer:
 class VariantsRequest:
     ids: list[uuid.UUID] | None = None
     search: search.SearchQuery | None = None
+    cluster_id: int | None = None
+    cluster_limit: int | None = None  # the cluster's most central members only
     n_per_source: int = 4
     variance: float = 0.3
     seed: int | None = None
@@ -107,6 +109,7 @@ async def nth_neighbour(session: AsyncSession, caller: Caller, model: Model, vec
     """The ``rank``-th nearest visible neighbour, near-duplicates of the source skipped."""
     if not 1 <= rank <= search.MAX_LIMIT:
         raise InvalidInput("neighbor_rank", f"neighbor_rank must be in [1, {search.MAX_LIMIT}]; got {rank}")
+    await search.check_filter(session, model, request.filter)
     target = search.Target(model, vector, exclude=(source_id,))
     pool = await search.nearest(session, caller, target, request.filter, min(2 * rank + 20, search.MAX_EF_SEARCH))
     distinct = [hit for hit in pool if hit.score < request.near_duplicate_similarity]
@@ -118,25 +121,18 @@ async def nth_neighbour(session: AsyncSession, caller: Caller, model: Model, vec
 
 async def request_variants(session: AsyncSession, jobs: JobQueue, caller: Caller, request: VariantsRequest,
                            max_total: int, chunk_size: int, queue_limit: int) -> BatchView:  # fmt: skip
-    if (request.ids is None) == (request.search is None):
-        raise InvalidInput("sources", "give exactly one of ids or search")
+    given = sum(source is not None for source in (request.ids, request.search, request.cluster_id))
+    if given != 1:
+        raise InvalidInput("sources", f"give exactly one of ids, search or cluster_id; {given} were given")
     if not 1 <= request.n_per_source <= MAX_PER_SOURCE:
         raise InvalidInput("n_per_source", f"n_per_source must be in [1, {MAX_PER_SOURCE}]; got {request.n_per_source}")
     _range("variance", request.variance, 0.0, 1.0)
-    if request.ids is not None:
-        if not request.ids:
-            raise InvalidInput("ids", "ids is empty; give at least one source generation")
-        sources = list(dict.fromkeys(request.ids))
-        await _check_sources(session, caller, sources)
-    else:
-        found = await search.search(session, caller, request.search)
-        sources = [hit.generation_id for hit in found.hits]
-        if not sources:
-            raise InvalidInput("search", "the search found no source generations")
+    sources = await _sources(session, caller, request)
     total = len(sources) * request.n_per_source
     if total > max_total:
-        raise InvalidInput("n_per_source", f"{len(sources)} sources x {request.n_per_source} = {total} variants; "
-                           f"a batch holds at most {max_total} (SOUNDALIKE_JOBS_MAX_VARIANTS_PER_BATCH)")  # fmt: skip
+        hint = "; pass cluster_limit to take the cluster's most central members" if request.cluster_id else ""
+        cap = f"a batch holds at most {max_total} (SOUNDALIKE_JOBS_MAX_VARIANTS_PER_BATCH){hint}"
+        raise InvalidInput("n_per_source", f"{len(sources)} sources x {request.n_per_source} = {total} variants; {cap}")
     await ensure_queue_room(session, total, queue_limit)
     models = dict(
         (await session.execute(select(Generation.id, Generation.model_id).where(Generation.id.in_(sources)))).all()
@@ -145,7 +141,7 @@ async def request_variants(session: AsyncSession, jobs: JobQueue, caller: Caller
         _usable(model)
     seed = _seed(request.seed, total)
     params = {"n_per_source": request.n_per_source, "variance": request.variance, "steps": request.steps,
-              "seed": seed, "sources": [str(s) for s in sources]}  # fmt: skip
+              "seed": seed, "sources": [str(s) for s in sources], "cluster_id": request.cluster_id}  # fmt: skip
     batch = Batch(owner=caller.owner, kind="variant", params=params, total=total)
     session.add(batch)
     await session.flush()
@@ -161,6 +157,26 @@ async def request_variants(session: AsyncSession, jobs: JobQueue, caller: Caller
     for start in range(0, len(rows), chunk_size):
         await enqueue(session, jobs, [row.id for row in rows[start : start + chunk_size]])
     return await get_batch(session, caller, batch.id)
+
+
+async def _sources(session: AsyncSession, caller: Caller, request: VariantsRequest) -> list[uuid.UUID]:
+    if request.ids is not None:
+        if not request.ids:
+            raise InvalidInput("ids", "ids is empty; give at least one source generation")
+        sources = list(dict.fromkeys(request.ids))
+        await _check_sources(session, caller, sources)
+        return sources
+    if request.search is not None:
+        found = await search.search(session, caller, request.search)
+        if not found.hits:
+            raise InvalidInput("search", "the search found no source generations")
+        return [hit.generation_id for hit in found.hits]
+    if request.cluster_limit is not None and request.cluster_limit < 1:
+        raise InvalidInput("cluster_limit", f"cluster_limit must be at least 1; got {request.cluster_limit}")
+    members = await clusters.central_members(session, caller, request.cluster_id, request.cluster_limit)
+    if not members:
+        raise InvalidInput("cluster_id", f"cluster {request.cluster_id} has no member you may see")
+    return members
 
 
 async def _check_sources(session: AsyncSession, caller: Caller, ids: list[uuid.UUID]) -> None:
