@@ -27,6 +27,7 @@ from service.api.models import ModelController
 from service.api.problems import EXCEPTION_HANDLERS
 from service.api.search import PathController, SearchController
 from service.api.variants import DerivedController
+from service.domain.api_keys import KeyCache
 from service.domain.ports import JobQueue
 from service.jobs.app import create_job_app, opened
 from service.jobs.queue import ProcrastinateQueue
@@ -78,7 +79,7 @@ def create_app(database_url: str, settings: Settings | None = None, run_worker_i
         },
         middleware=[authentication_middleware, _rate_limit(settings).middleware],
         lifespan=[runtime_lifespan],
-        state=State({"settings": settings}),
+        state=State({"settings": settings, "key_cache": KeyCache(settings.auth.key_cache_seconds)}),
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
             title="Soundalike",

@@ -258,7 +258,7 @@ def keys_list() -> None:
 @keys.command("revoke")
 @click.argument("key_id", type=int)
 def keys_revoke(key_id: int) -> None:
-    """Revoke key KEY_ID (takes effect on the next request)."""
+    """Revoke key KEY_ID (serving processes stop accepting it within SOUNDALIKE_AUTH_KEY_CACHE_SECONDS)."""
     from service.domain import api_keys
 
     async def revoke(session):
@@ -269,7 +269,8 @@ def keys_revoke(key_id: int) -> None:
     with database() as handle:
         if not run_in_session(handle, revoke):
             raise SoundalikeError(f"no active key with id {key_id} (see `soundalike keys list`)")
-    click.echo(f"key {key_id} revoked")
+    seconds = get_settings().auth.key_cache_seconds
+    click.echo(f"key {key_id} revoked; running servers refuse it within {seconds:g} s (their key cache)")
 
 
 # -- database ---------------------------------------------------------------------------------------------

@@ -84,6 +84,9 @@ class AuthSettings(BaseSettings):
     model_config = _group("AUTH")
 
     secret: str = Field(DEFAULT_AUTH_SECRET, description="Pepper for hashing API keys")
+    key_cache_seconds: float = Field(
+        5.0, ge=0, description="How long a serving process trusts a key it checked; a revocation takes this long"
+    )
 
 
 class ModelSettings(BaseSettings):

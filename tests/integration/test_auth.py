@@ -59,14 +59,36 @@ async def test_missing_or_unknown_key_is_401_problem(client, headers, detail):
     assert detail in response.json()["detail"]
 
 
-async def test_revoked_key_stops_working(client, settings):
+async def test_revoked_key_stops_working_once_the_key_cache_forgets_it(client, settings):
+    now = [0.0]
+    client.app.state.key_cache = api_keys.KeyCache(settings.auth.key_cache_seconds, clock=lambda: now[0])
     issued = await issue(client, settings, "bob", "reader")
     assert (await client.get("/v1/me", headers=bearer(issued.key))).status_code == 200
     async with client.app.state.sessionmaker() as session:
         assert await api_keys.revoke_key(session, issued.id)
         await session.commit()
+    now[0] = settings.auth.key_cache_seconds - 0.1
+    assert (await client.get("/v1/me", headers=bearer(issued.key))).status_code == 200  # trusted a little longer
+    now[0] = settings.auth.key_cache_seconds
     response = await client.get("/v1/me", headers=bearer(issued.key))
     assert response.status_code == 401 and "revoked" in response.json()["detail"]
+
+
+def test_key_cache_keeps_callers_for_ttl_only():
+    now = [0.0]
+    cache = api_keys.KeyCache(2.0, max_entries=2, clock=lambda: now[0])
+    alice, bob, carol = Caller("alice", "reader", 1), Caller("bob", "admin", 2), Caller("carol", "reader", 3)
+    cache.put("a", alice)
+    cache.put("b", bob)
+    now[0] = 1.9
+    assert cache.get("a") == alice and cache.get("b") == bob and cache.get("x") is None
+    cache.put("c", carol)  # over max_entries: the cache starts afresh
+    assert cache.get("a") is None and cache.get("c") == carol
+    now[0] = 1.9 + 2.0
+    assert cache.get("c") is None
+    off = api_keys.KeyCache(0.0)
+    off.put("a", alice)
+    assert off.get("a") is None
 
 
 async def test_keys_are_stored_hashed(client, settings, owner_conn):
