@@ -29,7 +29,9 @@ BAD_INPUT = ResponseSpec(Problem, description="A value out of range, sources of 
 class StyleTransferCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     neighbor_id: Annotated[uuid.UUID | None, Meta(description="The clip whose timbre to take")] = None
     neighbor_rank: Annotated[int | None, Meta(description="Else the k-th nearest visible neighbour (default 1)")] = None
-    strength: Annotated[float, Meta(description="0 keeps the source, 1 regenerates fully")] = DEFAULT_TRANSFER_STRENGTH
+    strength: Annotated[float, Meta(description="0-1: 0 keeps the source, more takes more of the style's timbre")] = (
+        DEFAULT_TRANSFER_STRENGTH
+    )
     seed: Seed | None = None
     steps: Steps | None = None
     filter: Annotated[SearchFilter, Meta(description="Filters for choosing the neighbour by rank")] = msgspec.field(

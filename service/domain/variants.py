@@ -26,9 +26,7 @@ from service.domain.visibility import owned_by
 
 MAX_PER_SOURCE = 16
 NEAR_DUPLICATE_SIMILARITY = 0.999
-# The shipped model takes the neighbour's instrument only past ~0.7 (model card: at 0.8 the probe hears the
-# neighbour's family for 0.79 of pairs while the pattern stays closer to the source for 0.69).
-DEFAULT_TRANSFER_STRENGTH = 0.8
+DEFAULT_TRANSFER_STRENGTH = 0.6  # the shipped model's default (ModelConfig.default_strength; model card)
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,10 @@ MAX_STEPS = 200
 GUIDANCE_RANGE = (0.0, 20.0)
 MAX_BATCH = 256
 GRIFFIN_LIM_SEED = 0
+# Style transfer at strength s moves the source by TRANSFER_GAIN * s times the difference between the mean
+# training latents of the two families, then re-noises it to diffusion time TRANSFER_NOISE * s and denoises it
+# towards the style's tags (model card: the family moves with the shift, the melody stays with the residual).
+TRANSFER_GAIN, TRANSFER_NOISE = 1.5, 0.5
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
@@ -85,6 +89,8 @@ class Pipeline:
         self.autoencoder.eval()
         self.denoiser.eval()
         self.stats = LatentStats(payload["latent_mean"].float(), payload["latent_std"].float())
+        means = payload.get("family_means")  # absent from checkpoints trained before style transfer used it
+        self.family_means = None if means is None else means.float()
         self.frontend = MelFrontEnd(self.config)
 
     @classmethod
@@ -165,9 +171,11 @@ class Pipeline:
     ) -> np.ndarray:
         """Keep the source's melody, mode and tempo; take the style neighbour's instrument and drums.
 
-        The source is re-noised to time ``strength`` and denoised towards the neighbour's family and
-        drums (from ``style_tags`` when known, else read off the neighbour's latent) and the source's
-        own mode and tempo.
+        The style family comes from ``style_tags`` when known, else is read off the neighbour's latent (as
+        are its drums). The source moves from its family's mean latent towards the style family's, which
+        changes the timbre and keeps the rest of the latent (melody, rhythm); it is then re-noised a little
+        and denoised towards the style's family and drums and the source's own mode and tempo. Checkpoints
+        without family means fall back to re-noising the source to time ``strength``.
         """
         strength = check_range("strength", self.config.default_strength if strength is None else strength, 0.0, 1.0)
         source = self._latents(source_latent, "source_latent")
@@ -175,8 +183,12 @@ class Pipeline:
         ids = self._transfer_ids(source, style, style_tags)
         if strength == 0.0:
             return source[0].numpy().astype(np.float32).copy()
-        out = self._partial(source, strength, ids, [seed], self._steps(steps), self._guidance(guidance_scale))
-        return out[0]
+        steps, guidance = self._steps(steps), self._guidance(guidance_scale)
+        if self.family_means is None:
+            return self._partial(source, strength, ids, [seed], steps, guidance)[0]
+        shift = self.family_means[ids[:, 0] - 1] - self.family_means[self._predicted_ids(source)[:, 0] - 1]
+        moved = F.layer_norm(source + TRANSFER_GAIN * strength * shift, (self.config.latent_dim,))
+        return self._partial(moved, TRANSFER_NOISE * strength, ids, [seed], steps, guidance)[0]
 
     def predict_tags(self, latent: np.ndarray) -> list[str]:
         ids = self._predicted_ids(self._latents(latent, "latent"))[0]

@@ -26,6 +26,7 @@ from service.ml.audio import MelFrontEnd, normalise_loudness
 from service.ml.autoencoder import LABEL_HEADS, AutoEncoder
 from service.ml.config import PRESETS, Preset
 from service.ml.diffusion import Denoiser, alpha_sigma
+from service.ml.instruments import FAMILY_NAMES
 from service.ml.tags import labels_to_slot_ids
 
 MEL_BATCH = 64
@@ -186,6 +187,13 @@ def validate_denoiser(model: Denoiser, latents: torch.Tensor, slot_ids: torch.Te
     return {"val_v_mse": float(torch.stack(losses).mean())}
 
 
+def class_means(latents: torch.Tensor, classes: torch.Tensor, count: int) -> torch.Tensor:
+    """(count, dim): the mean training latent of each class (style transfer moves a latent between them)."""
+    sums = torch.zeros(count, latents.shape[1]).index_add_(0, classes, latents)
+    sizes = torch.bincount(classes, minlength=count).clamp(min=1)
+    return sums / sizes[:, None]
+
+
 @torch.no_grad()
 def encode_all(model: AutoEncoder, log_mel: torch.Tensor) -> torch.Tensor:
     return torch.cat([model.encode(log_mel[i : i + 256]) for i in range(0, len(log_mel), 256)])
@@ -211,6 +219,7 @@ class Trainer:
         self._run_phase(self.autoencoder, lambda g: self._ae_step(train, g), lambda: self._ae_val(val))
         latents = encode_all(self.autoencoder.ema, train.log_mel)
         mean, std = latents.mean(0), latents.std(0) + 1e-4
+        family_means = class_means(latents, train.label_targets()["family"], len(FAMILY_NAMES))
         standardised = (latents - mean) / std
         val_latents = (encode_all(self.autoencoder.ema, val.log_mel) - mean) / std
         self._run_phase(
@@ -219,7 +228,7 @@ class Trainer:
             lambda: validate_denoiser(self.denoiser.ema, val_latents, val.slot_ids, self.preset),
         )
         self.timings["total_seconds"] = time.perf_counter() - started
-        return self._write_final(mean, std)
+        return self._write_final(mean, std, family_means)
 
     def _load_data(self) -> tuple[SplitTensors, SplitTensors]:
         started = time.perf_counter()
@@ -297,7 +306,7 @@ class Trainer:
         self.denoiser.restore(state["denoiser"])
         self.history, self.timings = state["history"], state["timings"]
 
-    def _write_final(self, latent_mean: torch.Tensor, latent_std: torch.Tensor) -> Path:
+    def _write_final(self, latent_mean: torch.Tensor, latent_std: torch.Tensor, family_means: torch.Tensor) -> Path:
         trained_at = datetime.now(UTC)
         payload = {
             "format": checkpoint.FORMAT,
@@ -312,6 +321,7 @@ class Trainer:
             "denoiser": checkpoint.half(self.denoiser.ema.state_dict()),
             "latent_mean": latent_mean,
             "latent_std": latent_std,
+            "family_means": family_means,
             "history": self.history,
             "timings": self.timings,
             "torch_threads": torch.get_num_threads(),

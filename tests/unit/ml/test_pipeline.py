@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from service.ml.errors import ParameterRangeError, PromptError
+from service.ml.instruments import FAMILY_NAMES
 from service.ml.pipeline import Pipeline
 
 pytestmark = pytest.mark.slow
@@ -65,6 +66,22 @@ def test_transfer_shape_and_zero_strength_identity(tiny_pipeline):
     assert out.shape == (512,) and out.dtype == np.float32
     assert np.array_equal(tiny_pipeline.transfer(source, style, strength=0.0, seed=3), source)
     assert len(tiny_pipeline.predict_tags(out)) == 4
+
+
+def test_transfer_moves_towards_the_style_family_as_strength_rises(tiny_pipeline):
+    sources = tiny_pipeline.generate(["piano", "organ", "guitar", "flute"], [1, 2, 3, 4], steps=5)
+    means = tiny_pipeline.family_means.numpy()
+    brass = means[FAMILY_NAMES.index("brass")] - means.mean(axis=0)  # what sets brass apart from the others
+
+    def transferred(strength: float) -> list[np.ndarray]:
+        return [tiny_pipeline.transfer(s, s, strength, seed=5, style_tags=["brass"]) for s in sources]
+
+    def towards_brass(strength: float) -> float:
+        return float(np.mean([out @ brass for out in transferred(strength)]))
+
+    assert towards_brass(0.0) < towards_brass(0.3) < towards_brass(0.6)
+    heard = [tiny_pipeline.predict_tags(out)[0] for out in transferred(0.6)]
+    assert heard.count("brass") >= 3, heard
 
 
 @pytest.mark.parametrize(
