@@ -89,14 +89,25 @@ def sync_command(alias: str | None, prune: bool) -> None:
 @click.option("--model", "alias", default=None, help="Model alias [default: every model with latents].")
 def rebuild_command(alias: str | None) -> None:
     """Rebuild mirror(s) from the database (the source of truth); fixes corrupt or lost files."""
-    from indexing.sync import sync_model
+    with _app_database() as handle:
+        _rebuild(handle, alias)
+
+
+def rebuild_after_restore(handle) -> None:
+    """Every model's mirror rebuilt from the restored rows (the restore bypassed the change log)."""
+    _rebuild(handle, None)
+
+
+def _rebuild(handle, alias: str | None) -> None:
+    from indexing.sync import rebuild_all, sync_model
 
     bars = _Bars("rebuild")
     try:
-        with _app_database() as handle:
-            results = [
-                sync_model(handle.app_url, _index_dir(), m, full=True, progress=bars) for m in _models(handle, alias)
-            ]
+        if alias:
+            results = [sync_model(handle.app_url, _index_dir(), m, full=True, progress=bars)
+                       for m in _models(handle, alias)]  # fmt: skip
+        else:
+            results = rebuild_all(handle.app_url, _index_dir(), progress=bars)
     finally:
         bars.close()
     for result in results:

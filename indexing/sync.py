@@ -224,6 +224,14 @@ def sync_all(
     return results
 
 
+def rebuild_all(url: str, index_dir: Path, *, progress: Callable[[int], Progress] | None = None) -> list[SyncResult]:
+    """Rebuild every model's mirror from the database, e.g. after a restore (which loads rows without the
+    change-log triggers, so only a full rebuild sees them)."""
+    with connect(url) as conn:
+        models = models_with_latents(conn)
+    return [sync_model(url, index_dir, model, full=True, progress=progress) for model in models]
+
+
 def sync_alias(url: str, index_dir: Path, alias: str, *, full: bool = False, progress=None) -> SyncResult:
     with connect(url) as conn:
         model = resolve_model(conn, alias)

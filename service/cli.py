@@ -10,7 +10,7 @@ import click
 import psycopg
 import sqlalchemy.exc
 
-from indexing.cli import index_group
+from indexing.cli import index_group, rebuild_after_restore
 from service.cli_models import models_group
 from service.cli_support import database, register_shipped_model, run_in_session
 from service.db import backup as backups
@@ -342,13 +342,20 @@ def backup(path: Path) -> None:
 @main.command()
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--yes", is_flag=True, help="Do not ask before replacing the current contents.")
-def restore(path: Path, yes: bool) -> None:
-    """Restore PATH into the configured database, replacing what the dump contains (all or nothing)."""
+@click.option("--index/--no-index", default=True, show_default=True,
+              help="Rebuild the FAISS mirrors from the restored rows afterwards.")  # fmt: skip
+def restore(path: Path, yes: bool, index: bool) -> None:
+    """Restore PATH into the configured database, replacing what the dump contains (all or nothing); then
+    rebuild the FAISS mirrors, which the restore left behind."""
     if not yes and sys.stdin.isatty():
         click.confirm(f"Replace the database contents with {path}?", abort=True)
     with database() as handle:
         backups.restore(handle.migration_url, path)
-    click.echo(f"restored {path}")
+        click.echo(f"restored {path}")
+        if index:
+            rebuild_after_restore(handle)
+        else:
+            click.echo("mirrors not rebuilt: run `soundalike index rebuild` before using them")
 
 
 main.add_command(models_group)
