@@ -65,13 +65,16 @@ def train_command(preset: str, out: Path, seed: int, progress: bool, threads: in
 @click.option("--quick", is_flag=True, help="fewer generations and pairs (for tests and smoke runs)")
 def eval_command(checkpoint: Path, out: Path | None, quick: bool) -> None:
     """Evaluate a checkpoint on the held-out test split; writes a JSON report and a markdown summary."""
+    from service.ml import checkpoint as checkpoints
     from service.ml.evaluation import evaluate
-    from service.ml.report import write_report
+    from service.ml.report import write_plots, write_report
 
     report = evaluate(checkpoint, quick=quick)
-    json_path, markdown_path = write_report(report, out or checkpoint.parent / f"{checkpoint.stem}-eval")
+    out_dir = out or checkpoint.parent / f"{checkpoint.stem}-eval"
+    json_path, markdown_path = write_report(report, out_dir)
+    plots = write_plots(report, checkpoints.read(checkpoint)["history"], out_dir)
     click.echo(markdown_path.read_text())
-    click.echo(f"report written to {json_path} and {markdown_path}")
+    click.echo(f"report written to {', '.join(str(p) for p in [json_path, markdown_path, *plots])}")
 
 
 def register(group: click.Group) -> None:

@@ -55,6 +55,19 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_plots(report: dict, history: list[dict], out_dir: Path) -> list[Path]:
+    """The training curve and the transfer / variants curves as PNGs; none without matplotlib."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return []
+    out_dir = Path(out_dir)
+    return [
+        plot_training_curve(history, out_dir / "training-curve.png"),
+        plot_curves(report, out_dir / "transfer-variants.png"),
+    ]
+
+
 def plot_training_curve(history: list[dict], path: Path) -> Path:
     import matplotlib
 

@@ -45,3 +45,5 @@ def test_eval_writes_json_and_markdown(group, tiny_checkpoint, tmp_path):
         "variants.monotonic",
     }
     assert "| metric | value | target | met |" in (tmp_path / "report.md").read_text()
+    for plot in ("training-curve.png", "transfer-variants.png"):
+        assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
