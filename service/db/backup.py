@@ -46,6 +46,25 @@ def backup(migration_url: str, path: Path) -> BackupInfo:
     return BackupInfo(path=path, bytes=path.stat().st_size)
 
 
+# pg_restore recreates every table as the owner, so the owner's default privileges grant the application role
+# row access to each one, alembic_version included; the dump's own GRANTs only add to that. The schema version
+# is read-only for everyone but its owner (migration 0001), so take the extra rights back after a restore.
+SCHEMA_VERSION_READ_ONLY = """
+DO $$
+DECLARE grantee_name text;
+BEGIN
+    FOR grantee_name IN
+        SELECT DISTINCT grantee FROM information_schema.role_table_grants
+        WHERE table_schema = 'public' AND table_name = 'alembic_version' AND privilege_type <> 'SELECT'
+          AND grantee <> current_user
+    LOOP
+        EXECUTE format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON alembic_version FROM %I',
+                       grantee_name);
+    END LOOP;
+END $$
+"""
+
+
 def restore(migration_url: str, path: Path) -> None:
     """Restore a dump made by :func:`backup` into the configured database, all or nothing."""
     path = Path(path)
@@ -61,6 +80,8 @@ def restore(migration_url: str, path: Path) -> None:
             "pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction", "--exit-on-error",
             "--use-list", listing.name, "--dbname", _libpq(migration_url), str(path),
         )  # fmt: skip
+    with psycopg.connect(_libpq(migration_url)) as conn:
+        conn.execute(SCHEMA_VERSION_READ_ONLY)
 
 
 def _require_pgvector(migration_url: str) -> None:

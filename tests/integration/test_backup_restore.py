@@ -1,6 +1,7 @@
 """Backup → drop everything → restore gives back every row and the same nearest-neighbour answer."""
 
 import numpy as np
+import psycopg
 import pytest
 
 from service.db import backup, migrate
@@ -90,3 +91,25 @@ def test_restore_is_all_or_nothing(make_database, tmp_path):
 def test_restore_of_a_missing_file_says_so(database, tmp_path):
     with pytest.raises(SoundalikeError, match="no backup file"):
         backup.restore(database.migration_url, tmp_path / "nope.dump")
+
+
+def _privileges(conn) -> list[tuple]:
+    return conn.execute(
+        "SELECT n.nspname, c.relname, c.relacl::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname IN ('public', 'procrastinate') AND c.relkind IN ('r', 'S', 'v', 'p') ORDER BY 1, 2"
+    ).fetchall()
+
+
+def test_restore_over_a_live_database_keeps_every_privilege(make_database, tmp_path):
+    """Restoring over the live schema recreates each table under the owner's default privileges; the app role
+    must still be unable to write the schema version afterwards."""
+    handle, settings = make_database("restore_privileges")
+    migrate.upgrade(handle.migration_url, settings.app_role)
+    with connect_sync(handle.migration_url, autocommit=True) as conn:
+        before = _privileges(conn)
+    dump = backup.backup(handle.migration_url, tmp_path / "live.dump").path
+    backup.restore(handle.migration_url, dump)
+    with connect_sync(handle.migration_url, autocommit=True) as conn:
+        assert _privileges(conn) == before
+    with connect_sync(handle.app_url, autocommit=True) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("INSERT INTO alembic_version VALUES ('forged')")
