@@ -34,8 +34,10 @@ class GenerationCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
         Meta(min_length=1, max_length=500, description="Comma-separated tags", examples=["piano, minor, slow, 90 bpm"]),
     ]
     seed: Seed | None = None
-    steps: Annotated[int, Meta(ge=1, le=200, description="Diffusion sampling steps")] = 25
-    guidance_scale: Annotated[float, Meta(ge=0.0, le=20.0, description="Classifier-free guidance")] = 3.0
+    steps: Annotated[int, Meta(ge=1, le=200, description="Diffusion sampling steps (model default)")] | None = None
+    guidance_scale: Annotated[float, Meta(ge=0.0, le=20.0, description="Classifier-free guidance (model default)")] | (
+        None
+    ) = None
     model: Annotated[str | None, Meta(description="Model alias; the default model when absent")] = None
     batch_size: Annotated[int, Meta(ge=1, le=8, description="Clips to make (seeds seed, seed+1, ...)")] = 1
     visibility: Visibility = "private"

@@ -32,8 +32,8 @@ RETRY_AFTER_SECONDS = 10
 @dataclass(frozen=True)
 class TextToMusic:
     prompt: str
-    steps: int
-    guidance_scale: float
+    steps: int | None = None  # None: the model's defaults (its checkpoint config)
+    guidance_scale: float | None = None
     batch_size: int = 1
     seed: int | None = None
     model: str | None = None

@@ -18,7 +18,7 @@ class ModelConfig:
     n_fft: int = 1024
     hop_length: int = 250
     n_mels: int = 64
-    griffin_lim_iters: int = 24
+    griffin_lim_iters: int = 16  # fast Griffin-Lim: 24 gave the same cycle cosine (0.887 vs 0.886), 1.5x slower
     # autoencoder
     latent_dim: int = 512
     ae_channels: int = 192
@@ -29,7 +29,7 @@ class ModelConfig:
     dit_depth: int = 4
     dit_heads: int = 4
     default_steps: int = 25
-    default_guidance: float = 3.0
+    default_guidance: float = 0.75  # chosen by evaluation: diversity and conditioning both met (model card)
     default_strength: float = 0.6
 
     @property
@@ -61,13 +61,13 @@ class CorpusConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 32
-    ae_steps: int = 1300
-    diffusion_steps: int = 1200
+    ae_steps: int = 4500
+    diffusion_steps: int = 4000
     ae_lr: float = 1e-3
     diffusion_lr: float = 6e-4
     ema_decay: float = 0.999
     latent_noise: float = 0.1
-    label_loss_weight: float = 0.3
+    label_loss_weight: float = 0.5
     cycle_loss_weight: float = 0.5
     cond_drop_all: float = 0.1
     cond_drop_slot: float = 0.3

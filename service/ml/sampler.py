@@ -23,7 +23,7 @@ def add_noise(clean: torch.Tensor, noise: torch.Tensor, t: float) -> torch.Tenso
     return alpha * clean + sigma * noise
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def ddim(
     denoiser: Denoiser,
     z: torch.Tensor,

@@ -60,6 +60,12 @@ def test_variants_move_away_with_variance(tiny_pipeline):
     assert (near @ source).mean() > (far @ source).mean()
 
 
+def test_a_clip_decodes_the_same_alone_or_in_a_batch(tiny_pipeline):
+    latents = tiny_pipeline.generate(["piano", "brass", "organ"], [1, 2, 3], steps=5)
+    batch = tiny_pipeline.decode(latents)
+    assert np.abs(tiny_pipeline.decode(latents[1]) - batch[1:2]).max() < 1e-4  # batched convs round differently
+
+
 def test_transfer_shape_and_zero_strength_identity(tiny_pipeline):
     source, style = tiny_pipeline.generate(["piano", "brass"], [1, 2], steps=5, guidance_scale=2.0)
     out = tiny_pipeline.transfer(source, style, strength=0.6, seed=3, style_tags=["brass"])
