@@ -11,9 +11,8 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from service.domain.api_keys import KEY_PREFIX, Caller, KeyCache, caller_for_hash, hash_key
+from service.domain.api_keys import Caller, authenticate
 
 PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema"]
 
@@ -24,25 +23,11 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise NotAuthorizedException("missing API key: send `Authorization: Bearer <key>`")
-        caller = await self._caller(connection.app.state, key.strip())
+        state = connection.app.state
+        caller = await authenticate(state.sessionmaker, state.settings.auth.secret, key.strip(), state.key_cache)
         if caller is None:
             raise NotAuthorizedException("unknown or revoked API key")
         return AuthenticationResult(user=caller, auth=caller.key_id)
-
-    @staticmethod
-    async def _caller(state, key: str) -> Caller | None:
-        if not key.startswith(KEY_PREFIX):
-            return None
-        key_hash = hash_key(key, state.settings.auth.secret)
-        cache: KeyCache = state.key_cache
-        caller = cache.get(key_hash)
-        if caller is None:
-            sessions: async_sessionmaker = state.sessionmaker
-            async with sessions() as session:
-                caller = await caller_for_hash(session, key_hash)
-            if caller is not None:
-                cache.put(key_hash, caller)
-        return caller
 
 
 authentication_middleware = DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS)

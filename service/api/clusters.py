@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, get
-from litestar.di import NamedDependency
 from litestar.params import PathParameter, QueryParameter
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.api.deps import CallerDep, SessionDep
 from service.domain import clusters
-from service.domain.api_keys import Caller
 
 Alias = Annotated[str, QueryParameter(name="model", min_length=1, description="Model alias")]
 After = Annotated[int, QueryParameter(ge=0, description="Cursor: the next_after of the previous page")]
@@ -23,8 +21,8 @@ class ClustersController(Controller):
     @get(summary="Clustering runs of a model and the clusters of the active run (size, medoid example)")
     async def list_clusters(
         self,
-        db_session: NamedDependency[AsyncSession],
-        caller: NamedDependency[Caller],
+        db_session: SessionDep,
+        caller: CallerDep,
         alias: Alias,
         run: Annotated[int | None, QueryParameter(ge=1, description="A run id instead of the active run")] = None,
     ) -> clusters.ClusterListing:
@@ -33,8 +31,8 @@ class ClustersController(Controller):
     @get("/{cluster_id:int}", summary="One cluster and a page of its members (visible items only)")
     async def get_cluster(
         self,
-        db_session: NamedDependency[AsyncSession],
-        caller: NamedDependency[Caller],
+        db_session: SessionDep,
+        caller: CallerDep,
         cluster_id: Annotated[int, PathParameter(ge=1)],
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         after: After = 0,
@@ -49,8 +47,8 @@ class MapController(Controller):
     @get(summary="The music map of a model's active run: points (id, x, y, cluster), paginated")
     async def get_map(
         self,
-        db_session: NamedDependency[AsyncSession],
-        caller: NamedDependency[Caller],
+        db_session: SessionDep,
+        caller: CallerDep,
         alias: Alias,
         limit: Annotated[int, QueryParameter(ge=1, le=10000)] = 1000,
         after: After = 0,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import msgspec
 from litestar import Controller, get
-from litestar.di import NamedDependency
 
-from service.domain.api_keys import Caller
+from service.api.deps import CallerDep
 
 
 class Me(msgspec.Struct):
@@ -20,5 +19,5 @@ class MeController(Controller):
     tags = ["auth"]
 
     @get(summary="The owner and role of the calling API key")
-    async def me(self, caller: NamedDependency[Caller]) -> Me:
+    async def me(self, caller: CallerDep) -> Me:
         return Me(owner=caller.owner, role=caller.role, key_id=caller.key_id)

@@ -10,12 +10,11 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
-from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, NotFoundException, ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.api.auth import requires_role
+from service.api.deps import SessionDep
 from service.db.models import Model
 from service.domain import registry
 
@@ -97,18 +96,18 @@ class ModelController(Controller):
     @get(summary="List the registered models")
     async def list_models(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: SessionDep,
         include_archived: FromQuery[bool] = True,
     ) -> list[ModelOut]:
         return [ModelOut.of(row) for row in await registry.list_models(db_session, include_archived)]
 
     @get("/{ref:path}", summary="One model, by alias, source id or id")
-    async def show(self, db_session: NamedDependency[AsyncSession], ref: FromPath[Path]) -> ModelOut:
+    async def show(self, db_session: SessionDep, ref: FromPath[Path]) -> ModelOut:
         with registry_errors():
             return ModelOut.of(await registry.get_model(db_session, _ref(ref)))
 
     @post(summary="Register a checkpoint file on the server under an alias")
-    async def add(self, db_session: NamedDependency[AsyncSession], data: JSONBody[ModelCreate]) -> ModelOut:
+    async def add(self, db_session: SessionDep, data: JSONBody[ModelCreate]) -> ModelOut:
         spec = registry.ModelSpec(data.latent_dim, data.sample_rate, data.clip_seconds)
         with registry_errors():
             row = await registry.add_model(
@@ -120,9 +119,7 @@ class ModelController(Controller):
         return ModelOut.of(row)
 
     @patch("/{ref:path}", summary="Rename, make default, archive or unarchive, merge metadata")
-    async def update(
-        self, db_session: NamedDependency[AsyncSession], ref: FromPath[Path], data: JSONBody[ModelUpdate]
-    ) -> ModelOut:
+    async def update(self, db_session: SessionDep, ref: FromPath[Path], data: JSONBody[ModelUpdate]) -> ModelOut:
         with registry_errors():
             row = await registry.get_model(db_session, _ref(ref))
             if data.is_default is False:
@@ -148,7 +145,7 @@ class ModelController(Controller):
         return ModelOut.of(row)
 
     @delete("/{ref:path}", summary="Delete a model nothing refers to (otherwise archive it)")
-    async def remove(self, db_session: NamedDependency[AsyncSession], ref: FromPath[Path]) -> None:
+    async def remove(self, db_session: SessionDep, ref: FromPath[Path]) -> None:
         with registry_errors():
             await registry.delete(db_session, _ref(ref))
             await db_session.commit()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.models import API_KEY_ROLES, ApiKey
 
@@ -68,16 +68,20 @@ async def create_key(session: AsyncSession, secret: str, owner: str, role: str, 
     return IssuedKey(id=row.id, key=key, prefix=row.prefix, owner=owner, role=role)
 
 
-async def authenticate(session: AsyncSession, secret: str, key: str) -> Caller | None:
-    """The caller a key belongs to, or None for an unknown or revoked key."""
+async def authenticate(sessions: async_sessionmaker[AsyncSession], secret: str, key: str,
+                       cache: KeyCache) -> Caller | None:  # fmt: skip
+    """The caller a key belongs to, or None for an unknown or revoked key; a key in ``cache`` skips the lookup."""
     if not key.startswith(KEY_PREFIX):
         return None
-    return await caller_for_hash(session, hash_key(key, secret))
-
-
-async def caller_for_hash(session: AsyncSession, key_hash: str) -> Caller | None:
-    row = await session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)))
-    return Caller(owner=row.owner, role=row.role, key_id=row.id) if row else None
+    key_hash = hash_key(key, secret)
+    caller = cache.get(key_hash)
+    if caller is None:
+        async with sessions() as session:
+            row = await session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)))
+        caller = Caller(owner=row.owner, role=row.role, key_id=row.id) if row else None
+        if caller is not None:
+            cache.put(key_hash, caller)
+    return caller
 
 
 class KeyCache:
