@@ -23,10 +23,11 @@ from service.domain.errors import Conflict, InvalidInput, NotFound
 from service.domain.generations import MAX_SEED, enqueue, ensure_queue_room
 from service.domain.ports import JobQueue
 from service.domain.visibility import owned_by
+from service.ml.config import ModelConfig
 
 MAX_PER_SOURCE = 16
 NEAR_DUPLICATE_SIMILARITY = 0.999
-DEFAULT_TRANSFER_STRENGTH = 0.6  # the shipped model's default (ModelConfig.default_strength; model card)
+DEFAULT_TRANSFER_STRENGTH = ModelConfig.default_strength  # the models' default (model card)
 
 
 @dataclass(frozen=True)

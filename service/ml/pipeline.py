@@ -183,13 +183,14 @@ class Pipeline:
         strength = check_range("strength", self.config.default_strength if strength is None else strength, 0.0, 1.0)
         source = self._latents(source_latent, "source_latent")
         style = self._latents(style_latent, "style_latent")
-        ids = self._transfer_ids(source, style, style_tags)
+        source_ids = self._predicted_ids(source)
+        ids = self._transfer_ids(source_ids, style, style_tags)
         if strength == 0.0:
             return source[0].numpy().astype(np.float32).copy()
         steps, guidance = self._steps(steps), self._guidance(guidance_scale)
         if self.family_means is None:
             return self._partial(source, strength, ids, [seed], steps, guidance)[0]
-        shift = self.family_means[ids[:, 0] - 1] - self.family_means[self._predicted_ids(source)[:, 0] - 1]
+        shift = self.family_means[ids[:, 0] - 1] - self.family_means[source_ids[:, 0] - 1]
         moved = F.layer_norm(source + TRANSFER_GAIN * strength * shift, (self.config.latent_dim,))
         return self._partial(moved, TRANSFER_NOISE * strength, ids, [seed], steps, guidance)[0]
 
@@ -221,8 +222,11 @@ class Pipeline:
         ids = [c.argmax(-1) + 1 if c is not None else torch.zeros(len(z), dtype=torch.long) for c in columns]
         return torch.stack(ids, dim=1)
 
-    def _transfer_ids(self, source: torch.Tensor, style: torch.Tensor, style_tags: list[str] | None) -> torch.Tensor:
-        ids = self._predicted_ids(source)
+    def _transfer_ids(
+        self, source_ids: torch.Tensor, style: torch.Tensor, style_tags: list[str] | None
+    ) -> torch.Tensor:
+        """The source's own slot ids (read off its latent) with the style's family and drums."""
+        ids = source_ids.clone()
         style_ids = self._predicted_ids(style)
         ids[:, 0], ids[:, 4] = style_ids[:, 0], style_ids[:, 4]
         if style_tags:
