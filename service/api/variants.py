@@ -15,6 +15,7 @@ from msgspec import Meta
 
 from service.api.auth import requires_role
 from service.api.deps import CallerDep, GenerationId, JobsDep, SessionDep
+from service.api.generations import NOT_FOUND
 from service.api.problems import Problem
 from service.api.schemas import Generation, Seed, Visibility, to_generation
 from service.api.search import SearchFilter, SearchRequest
@@ -22,7 +23,6 @@ from service.domain import generations, lineage, variants
 from service.domain.variants import DEFAULT_TRANSFER_STRENGTH, NEAR_DUPLICATE_SIMILARITY
 
 Steps = Annotated[int, Meta(ge=1, le=200, description="Diffusion sampling steps (the model's default when absent)")]
-NOT_FOUND = ResponseSpec(Problem, description="Unknown, deleted, or another owner's private item")
 BAD_INPUT = ResponseSpec(Problem, description="A value out of range, sources of two models, over the cap")
 
 
