@@ -67,3 +67,20 @@ def test_log_mel_shape_and_griffin_lim_range(tiny_config):
     assert float(audio.abs().max()) <= 1.0
     # the resynthesised tone keeps its pitch to within one mel band (~50 Hz wide around 440 Hz)
     assert abs(int(np.argmax(np.abs(np.fft.rfft(audio[0].numpy())))) / 4.0 - 440.0) < 40.0
+
+
+def test_mel_inversion_matches_the_mel_it_came_from(tiny_config):
+    frontend = MelFrontEnd(tiny_config)
+    chord = tone(4.0, 16_000, 220.0) + tone(4.0, 16_000, 660.0) + 0.1 * tone(4.0, 16_000, 3_000.0)
+    mel_power = torch.exp(frontend.log_mel(torch.from_numpy(prepare(chord, 16_000, tiny_config))[None]))
+    linear = frontend.linear_power(mel_power)
+    assert linear.shape == (1, tiny_config.n_fft // 2 + 1, tiny_config.n_frames)
+    assert float(linear.min()) >= 0.0
+
+    def miss(power: torch.Tensor) -> float:
+        refit = torch.log(torch.clamp(frontend.filterbank @ power, min=1e-5))
+        return float((refit - torch.log(mel_power)).abs().mean())
+
+    clipped_pseudo_inverse = torch.clamp(torch.linalg.pinv(frontend.filterbank) @ mel_power, min=0.0)
+    assert miss(linear) < 0.5
+    assert miss(linear) < miss(clipped_pseudo_inverse) / 2
