@@ -73,7 +73,10 @@ class Decoder(nn.Module):
         self.expand = nn.Linear(config.latent_dim, widths[0] * self.frames)
         self.up = nn.Sequential(
             *[
-                nn.Sequential(nn.ConvTranspose1d(w_in, w_out, 4, stride=2, padding=1), ResidualBlock(w_out))
+                nn.Sequential(
+                    nn.ConvTranspose1d(w_in, w_out, 4, stride=2, padding=1),
+                    *[ResidualBlock(w_out) for _ in range(config.ae_decoder_blocks)],
+                )
                 for w_in, w_out in zip(widths[:-1], widths[1:], strict=True)
             ]
         )
@@ -97,8 +100,11 @@ class AutoEncoder(nn.Module):
         self.register_buffer("mel_mean", torch.zeros(config.n_mels, 1))
         self.register_buffer("mel_std", torch.ones(config.n_mels, 1))
 
+    def standardise(self, log_mel: torch.Tensor) -> torch.Tensor:
+        return (log_mel - self.mel_mean) / self.mel_std
+
     def encode(self, log_mel: torch.Tensor) -> torch.Tensor:
-        return self.encoder((log_mel - self.mel_mean) / self.mel_std)
+        return self.encoder(self.standardise(log_mel))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z) * self.mel_std + self.mel_mean

@@ -18,18 +18,19 @@ class ModelConfig:
     n_fft: int = 1024
     hop_length: int = 250
     n_mels: int = 64
-    griffin_lim_iters: int = 16  # fast Griffin-Lim: 24 gave the same cycle cosine (0.887 vs 0.886), 1.5x slower
+    griffin_lim_iters: int = 12  # fast Griffin-Lim: 16 gave the same cycle cosine (0.9727 vs 0.9727) and decoded slower
     # autoencoder
     latent_dim: int = 512
     ae_channels: int = 192
     ae_downsamples: int = 4
+    ae_decoder_blocks: int = 2  # residual blocks per decoder resolution (checkpoints before 2026-11-22 09:00: 1)
     # diffusion denoiser
     latent_tokens: int = 16
     dit_width: int = 192
     dit_depth: int = 4
     dit_heads: int = 4
     default_steps: int = 25
-    default_guidance: float = 0.75  # chosen by evaluation: diversity and conditioning both met (model card)
+    default_guidance: float = 0.6  # chosen by evaluation: diversity and conditioning both met (model card)
     default_strength: float = 0.6
 
     @property
@@ -42,6 +43,15 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        """Rebuild a checkpoint's config; fields it predates take the value that matches its weights."""
+        return cls(**{**LEGACY_MODEL_FIELDS, **values})
+
+
+# What a checkpoint written before a field existed was trained with.
+LEGACY_MODEL_FIELDS = {"ae_decoder_blocks": 1}
 
 
 @dataclass(frozen=True)
@@ -61,7 +71,7 @@ class CorpusConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 32
-    ae_steps: int = 4500
+    ae_steps: int = 8000
     diffusion_steps: int = 4000
     ae_lr: float = 1e-3
     diffusion_lr: float = 6e-4

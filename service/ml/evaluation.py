@@ -111,12 +111,13 @@ def retrieval(test: EvalSet, unseen: EvalSet) -> dict:
         for name in ("family", "tempo", "mode")
     }
     held_out = np.array([label.held_out_program for label in test.labels])
-    report["family_precision_at_10_held_out_program_queries"] = metrics.precision_at_k(
-        test.latents,
-        test.column("family"),
-        queries=test.latents[held_out],
-        query_labels=list(np.array(test.column("family"), dtype=object)[held_out]),
-    )
+    for name, queries in (("training", ~held_out), ("held_out", held_out)):
+        report[f"family_precision_at_10_{name}_program_queries"] = metrics.precision_at_k(
+            test.latents,
+            test.column("family"),
+            queries=test.latents[queries],
+            query_labels=list(np.array(test.column("family"), dtype=object)[queries]),
+        )
     report["unseen_soundfont_family_precision_at_10"] = metrics.precision_at_k(unseen.latents, unseen.column("family"))
     report["unseen_soundfont_queries_vs_seen_index_family_precision_at_10"] = metrics.precision_at_k(
         test.latents, test.column("family"), queries=unseen.latents, query_labels=unseen.column("family")

@@ -77,7 +77,7 @@ class LatentStats:
 
 class Pipeline:
     def __init__(self, payload: dict, sha256: str) -> None:
-        self.config = ModelConfig(**payload["model_config"])
+        self.config = ModelConfig.from_dict(payload["model_config"])
         self.version: str = payload["version"]
         self.sha256 = sha256
         self.metadata = {k: payload[k] for k in ("preset", "seed", "trained_at", "corpus_config", "train_config")}

@@ -130,13 +130,24 @@ def supervised_contrastive(z: torch.Tensor, classes: torch.Tensor, temperature: 
     return -mean_positive.mean()
 
 
+def as_heard(decoded: torch.Tensor, original: torch.Tensor, model: AutoEncoder) -> torch.Tensor:
+    """The decoder's standardised output as ``encode`` will see it once it is audio again.
+
+    ``encode`` normalises loudness, which shifts a log-mel by a constant; the decoder's blurred
+    peaks carry less energy than the original, so its audio comes back about 2 nats louder.
+    """
+    log_mel = decoded * model.mel_std + model.mel_mean
+    energy = torch.logsumexp(original.flatten(1), dim=1) - torch.logsumexp(log_mel.flatten(1), dim=1)
+    return log_mel + energy[:, None, None]
+
+
 def autoencoder_loss(model: AutoEncoder, batch: SplitTensors, preset: Preset, generator: torch.Generator):
     """Reconstruction + label and family-contrastive terms on the latent + latent cycle consistency.
 
     The decoder sees a noise-jittered latent (smooth latent space for diffusion and variants); the
     cycle term asks the encoder to map the decoder's output back to the same latent.
     """
-    target = (batch.log_mel - model.mel_mean) / model.mel_std
+    target = model.standardise(batch.log_mel)
     z = model.encoder(target)
     jitter = torch.randn(z.shape, generator=generator) * preset.train.latent_noise
     decoded = model.decoder(z + jitter)
@@ -145,7 +156,7 @@ def autoencoder_loss(model: AutoEncoder, batch: SplitTensors, preset: Preset, ge
     targets = batch.label_targets()
     labels = sum(F.cross_entropy(logits[name], targets[name]) for name in LABEL_HEADS)
     labels = labels + supervised_contrastive(z, targets["family"])
-    cycle = 1.0 - F.cosine_similarity(model.encoder(decoded), z.detach(), dim=-1).mean()
+    cycle = 1.0 - F.cosine_similarity(model.encode(as_heard(decoded, batch.log_mel, model)), z.detach(), dim=-1).mean()
     total = reconstruction + preset.train.label_loss_weight * labels + preset.train.cycle_loss_weight * cycle
     return total, reconstruction
 

@@ -1,11 +1,14 @@
+from dataclasses import replace
+
 import torch
 
 from service.ml import checkpoint
 from service.ml.autoencoder import AutoEncoder
-from service.ml.config import PRESETS
+from service.ml.config import LEGACY_MODEL_FIELDS, PRESETS, ModelConfig
 from service.ml.diffusion import Denoiser, LinearAttention
 from service.ml.sampler import ddim, seeded_noise
 from service.ml.tags import SLOTS
+from service.ml.training import as_heard
 
 CONFIG = PRESETS["tiny"].model
 
@@ -52,3 +55,16 @@ def test_checkpoint_half_round_trip(tmp_path):
     assert restored["w"].dtype == torch.float32 and restored["n"].dtype == torch.int64
     assert torch.allclose(restored["w"], state["w"], atol=1e-2)
     assert len(checkpoint.sha256(path)) == 64
+
+
+def test_checkpoint_configs_without_newer_fields_rebuild_as_trained():
+    legacy = {k: v for k, v in PRESETS["tiny"].model.to_dict().items() if k not in LEGACY_MODEL_FIELDS}
+    assert ModelConfig.from_dict(legacy) == replace(PRESETS["tiny"].model, **LEGACY_MODEL_FIELDS)
+    assert ModelConfig.from_dict(PRESETS["tiny"].model.to_dict()) == PRESETS["tiny"].model
+
+
+def test_as_heard_restores_the_energy_loudness_normalisation_would():
+    model = AutoEncoder(PRESETS["tiny"].model)
+    log_mel = torch.randn(2, model.mel_mean.shape[0], 32) - 6.0
+    quieter = model.standardise(log_mel - torch.tensor([2.0, 0.5])[:, None, None])
+    assert torch.allclose(as_heard(quieter, log_mel, model), log_mel, atol=1e-4)
