@@ -22,6 +22,7 @@ from service.ml.augment import augment
 from service.ml.config import CorpusConfig, ModelConfig
 from service.ml.instruments import (
     DEFAULT_REGISTER,
+    FAMILIES,
     FAMILY_NAMES,
     FAMILY_REGISTER,
     held_out_program,
@@ -128,8 +129,7 @@ def cache_dir() -> Path:
 
 def load(config: CorpusConfig, model: ModelConfig, split: str, soundfont: str | None = None) -> Corpus:
     """Render a split once and keep it in the on-disk cache (float16 audio + JSON labels)."""
-    key = json.dumps([CACHE_VERSION, asdict(config), model.sample_rate, model.n_samples, split, soundfont])
-    path = cache_dir() / f"{split}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    path = cache_path(config, model, split, soundfont)
     if path.exists():
         with np.load(path) as data:
             labels = [ClipLabels(**item) for item in json.loads(str(data["labels"]))]
@@ -137,6 +137,13 @@ def load(config: CorpusConfig, model: ModelConfig, split: str, soundfont: str | 
     corpus = build(config, model, split, soundfont)
     save(corpus, path)
     return corpus
+
+
+def cache_path(config: CorpusConfig, model: ModelConfig, split: str, soundfont: str | None) -> Path:
+    """Named by everything the renders depend on, the instrument table included."""
+    instruments = [FAMILIES, FAMILY_REGISTER, DEFAULT_REGISTER]
+    key = json.dumps([CACHE_VERSION, asdict(config), model.sample_rate, model.n_samples, split, soundfont, instruments])
+    return cache_dir() / f"{split}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 
 
 def save(corpus: Corpus, path: Path) -> None:

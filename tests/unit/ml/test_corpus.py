@@ -50,3 +50,10 @@ def test_cache_round_trip(ml_cache):
     cached = corpus.load(TINY.corpus, TINY.model, "validation")
     assert cached.labels == loaded.labels
     assert np.allclose(cached.audio, loaded.audio, atol=1e-3)
+
+
+def test_cache_path_changes_with_the_instrument_table(ml_cache, monkeypatch):
+    before = corpus.cache_path(TINY.corpus, TINY.model, "train", None)
+    assert corpus.cache_path(TINY.corpus, TINY.model, "train", None) == before
+    monkeypatch.setitem(corpus.FAMILIES, "piano", (0, 1, 2, 3, 4, 6, 5))
+    assert corpus.cache_path(TINY.corpus, TINY.model, "train", None) != before
