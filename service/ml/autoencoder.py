@@ -103,11 +103,14 @@ class AutoEncoder(nn.Module):
     def standardise(self, log_mel: torch.Tensor) -> torch.Tensor:
         return (log_mel - self.mel_mean) / self.mel_std
 
+    def unstandardise(self, standardised: torch.Tensor) -> torch.Tensor:
+        return standardised * self.mel_std + self.mel_mean
+
     def encode(self, log_mel: torch.Tensor) -> torch.Tensor:
         return self.encoder(self.standardise(log_mel))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z) * self.mel_std + self.mel_mean
+        return self.unstandardise(self.decoder(z))
 
     def label_logits(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         return {name: head(z) for name, head in self.heads.items()}

@@ -23,7 +23,7 @@ class ModelConfig:
     latent_dim: int = 512
     ae_channels: int = 192
     ae_downsamples: int = 4
-    ae_decoder_blocks: int = 2  # residual blocks per decoder resolution (checkpoints before 2026-11-22 09:00: 1)
+    ae_decoder_blocks: int = 2  # residual blocks per decoder resolution (older checkpoints: LEGACY_MODEL_FIELDS)
     # diffusion denoiser
     latent_tokens: int = 16
     dit_width: int = 192

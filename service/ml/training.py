@@ -131,12 +131,12 @@ def supervised_contrastive(z: torch.Tensor, classes: torch.Tensor, temperature: 
 
 
 def as_heard(decoded: torch.Tensor, original: torch.Tensor, model: AutoEncoder) -> torch.Tensor:
-    """The decoder's standardised output as ``encode`` will see it once it is audio again.
+    """The log-mel ``encode`` will see once the decoder's (standardised) output is audio again.
 
     ``encode`` normalises loudness, which shifts a log-mel by a constant; the decoder's blurred
     peaks carry less energy than the original, so its audio comes back about 2 nats louder.
     """
-    log_mel = decoded * model.mel_std + model.mel_mean
+    log_mel = model.unstandardise(decoded)
     energy = torch.logsumexp(original.flatten(1), dim=1) - torch.logsumexp(log_mel.flatten(1), dim=1)
     return log_mel + energy[:, None, None]
 
