@@ -60,7 +60,7 @@ def train_command(preset: str, out: Path, seed: int, progress: bool, threads: in
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="directory for report.json and report.md (default: next to the checkpoint)",
+    help="directory for report.json, report.md and the PNG plots (default: next to the checkpoint)",
 )
 @click.option("--quick", is_flag=True, help="fewer generations and pairs (for tests and smoke runs)")
 def eval_command(checkpoint: Path, out: Path | None, quick: bool) -> None:

@@ -16,19 +16,28 @@ def precision_at_k(
 ) -> float:
     """Mean fraction of the k cosine-nearest neighbours sharing the query's label.
 
-    Without ``queries`` every latent queries the others (itself excluded).
+    Without ``queries`` every latent queries the others (itself excluded). ``queries`` must not
+    be rows of ``latents`` (each would find itself first): for a subset of the index, average
+    ``neighbour_precision`` over that subset instead.
     """
-    index = _unit(latents)
-    self_search = queries is None
-    query = index if self_search else _unit(queries)
-    query_labels = labels if self_search else query_labels
-    similarity = query @ index.T
-    if self_search:
-        np.fill_diagonal(similarity, -np.inf)
+    if queries is None:
+        return float(neighbour_precision(latents, labels, k).mean())
+    similarity = _unit(queries) @ _unit(latents).T
+    return float(_label_hits(similarity, labels, query_labels, k).mean())
+
+
+def neighbour_precision(latents: np.ndarray, labels: list, k: int = 10) -> np.ndarray:
+    """Per latent, the fraction of its k cosine-nearest *other* latents that share its label."""
+    unit = _unit(latents)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    return _label_hits(similarity, labels, labels, k)
+
+
+def _label_hits(similarity: np.ndarray, index_labels: list, query_labels: list, k: int) -> np.ndarray:
     top = np.argsort(-similarity, axis=1)[:, :k]
-    label_array = np.asarray(labels, dtype=object)
-    hits = label_array[top] == np.asarray(query_labels, dtype=object)[:, None]
-    return float(hits.mean())
+    hits = np.asarray(index_labels, dtype=object)[top] == np.asarray(query_labels, dtype=object)[:, None]
+    return hits.mean(axis=1)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -17,6 +17,8 @@ def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
 
 
 def _format(value) -> str:
+    if value is None:
+        return "—"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
@@ -41,6 +43,18 @@ def markdown(report: dict) -> str:
         lines += [f"| {k} | {_format(v)} |" for k, v in report[section].items()]
         lines.append("")
     lines += [
+        "## retrieval by family (family precision@10 of the family's queries)",
+        "",
+        "| family | held-out GM program | training-program queries | held-out-program queries |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {family} | {row['held_out_program']} | {_format(row['training_program_queries'])} "
+        f"| {_format(row['held_out_program_queries'])} |"
+        for family, row in report["retrieval_by_family"].items()
+    ]
+    lines += [
+        "",
         "## style transfer (against strength)",
         "",
         "| strength | neighbour family rate | source pattern rate |",
@@ -65,6 +79,7 @@ def write_plots(report: dict, history: list[dict], out_dir: Path) -> list[Path]:
     return [
         plot_training_curve(history, out_dir / "training-curve.png"),
         plot_curves(report, out_dir / "transfer-variants.png"),
+        plot_retrieval_by_family(report, out_dir / "retrieval-by-family.png"),
     ]
 
 
@@ -111,6 +126,33 @@ def plot_curves(report: dict, path: Path) -> Path:
     axes[1].set_xlabel("variance")
     axes[1].set_ylabel("cosine to source")
     axes[1].set_title("variants")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_retrieval_by_family(report: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["retrieval_by_family"]
+    families = list(rows)
+    positions = range(len(families))
+    figure, axis = plt.subplots(figsize=(10, 3.5))
+    for offset, key, label in (
+        (-0.2, "training_program_queries", "queries on training programs"),
+        (0.2, "held_out_program_queries", "queries on the held-out program"),
+    ):
+        values = [rows[family][key] or 0.0 for family in families]
+        axis.bar([p + offset for p in positions], values, width=0.4, label=label)
+    axis.axhline(0.9, color="grey", linestyle=":", label="target (all queries)")
+    axis.set_xticks(list(positions), families, rotation=30, ha="right")
+    axis.set_ylabel("family precision@10")
+    axis.set_ylim(0, 1)
+    axis.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

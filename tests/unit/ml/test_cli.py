@@ -5,6 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from service.ml.cli import register
+from service.ml.instruments import FAMILY_NAMES, held_out_program
 
 
 @pytest.fixture
@@ -44,6 +45,10 @@ def test_eval_writes_json_and_markdown(group, tiny_checkpoint, tmp_path):
         "retrieval.family_precision_at_10",
         "variants.monotonic",
     }
-    assert "| metric | value | target | met |" in (tmp_path / "report.md").read_text()
-    for plot in ("training-curve.png", "transfer-variants.png"):
+    by_family = report["retrieval_by_family"]
+    assert set(by_family) == set(FAMILY_NAMES)
+    assert all(row["held_out_program"] == held_out_program(family) for family, row in by_family.items())
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| metric | value | target | met |" in markdown and "| held-out GM program |" in markdown
+    for plot in ("training-curve.png", "transfer-variants.png", "retrieval-by-family.png"):
         assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
