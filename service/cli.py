@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def main(verbose: bool) -> None:
 @click.option("--migrate/--no-migrate", "run_migrations", default=None,
               help="Apply migrations first [default: yes on the embedded server, no on an external one].")  # fmt: skip
 def serve(host: str | None, port: int | None, run_migrations: bool | None) -> None:
-    """Serve the API (embedded PostgreSQL unless SOUNDALIKE_DATABASE_URL is set). Ctrl-C stops both."""
+    """Serve the API (embedded PostgreSQL unless SOUNDALIKE_DATABASE_URL is set). Ctrl-C or SIGTERM stops both."""
     import uvicorn
 
     from service.app import create_app
@@ -78,7 +79,14 @@ def serve(host: str | None, port: int | None, run_migrations: bool | None) -> No
         _print_first_admin_key(db)
         click.echo(f"Soundalike on http://{host}:{port}  (OpenAPI: http://{host}:{port}/schema)")
         app = create_app(db.app_url, settings, run_worker_in_process=settings.jobs.in_process_worker)
+        signal.signal(signal.SIGTERM, _exit_cleanly)
         uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def _exit_cleanly(signum: int, frame) -> None:
+    """Uvicorn shuts down on SIGTERM, then re-raises it; by default that kills the process before the
+    embedded database is stopped. Exiting normally instead lets ``database()`` stop it."""
+    raise SystemExit(0)
 
 
 def _print_first_admin_key(db: DatabaseHandle) -> None:

@@ -1,4 +1,4 @@
-"""`soundalike serve` on a fresh embedded data dir: ready, Ctrl-C stops app and database, data is reused."""
+"""`soundalike serve` on a fresh embedded data dir: ready, Ctrl-C or SIGTERM stops app and database, data is reused."""
 
 import re
 import signal
@@ -44,7 +44,8 @@ def _first_admin_key(log_text: str) -> str | None:
 
 def test_serve_twice_on_the_same_data(tmp_path):
     data_dir = tmp_path / "var" / "pg"
-    for attempt in ("first", "second"):
+    # Ctrl-C, then SIGTERM: what a service manager or `docker stop` sends
+    for attempt, stop_signal in (("first", signal.SIGINT), ("second", signal.SIGTERM)):
         port, log = _free_port(), tmp_path / f"{attempt}.log"
         proc = _serve(data_dir, port, log)
         try:
@@ -56,7 +57,7 @@ def test_serve_twice_on_the_same_data(tmp_path):
             else:
                 assert key is None, "the first admin key is printed only once"
         finally:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(stop_signal)
             assert proc.wait(timeout=30) == 0, log.read_text()
         _wait_until_gone(data_dir)
         initialised = "initialising embedded PostgreSQL" in log.read_text()
