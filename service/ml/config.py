@@ -71,14 +71,14 @@ class CorpusConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 32
-    ae_steps: int = 8000
+    ae_steps: int = 10000
     diffusion_steps: int = 4000
     ae_lr: float = 1e-3
     diffusion_lr: float = 6e-4
     ema_decay: float = 0.999
     latent_noise: float = 0.1
     label_loss_weight: float = 0.5
-    cycle_loss_weight: float = 0.5
+    cycle_loss_weight: float = 0.2  # 0.5 until default-202611220931-s0; lighter leaves room for reconstruction
     cond_drop_all: float = 0.1
     cond_drop_slot: float = 0.3
     validate_every: int = 500
