@@ -61,6 +61,7 @@ def evaluate(path: str | Path, quick: bool = False) -> dict:
     test = load_set(pipeline, None, budget)
     unseen = load_set(pipeline, UNSEEN_SOUNDFONT, budget)
     probes = {name: metrics.LinearProbe(test.latents, test.column(name)) for name in ("family", "tempo", "mode")}
+    family_hits = metrics.neighbour_precision(test.latents, test.column("family"))
     report = {
         "checkpoint": {
             "path": str(path),
@@ -70,8 +71,8 @@ def evaluate(path: str | Path, quick: bool = False) -> dict:
             "test_clips": len(test.labels),
             "unseen_soundfont": UNSEEN_SOUNDFONT,
         },
-        "retrieval": retrieval(test, unseen),
-        "retrieval_by_family": retrieval_by_family(test),
+        "retrieval": retrieval(test, unseen, family_hits),
+        "retrieval_by_family": retrieval_by_family(test, family_hits),
         "reconstruction": reconstruction(pipeline, test),
         "conditioning": conditioning(pipeline, test, probes, budget),
         "diversity_fidelity": diversity_fidelity(pipeline, test, budget),
@@ -107,8 +108,8 @@ def decode_encode(pipeline: Pipeline, latents: np.ndarray) -> np.ndarray:
     return encode_clips(pipeline, decode_all(pipeline, latents))
 
 
-def retrieval(test: EvalSet, unseen: EvalSet) -> dict:
-    family_hits = metrics.neighbour_precision(test.latents, test.column("family"))
+def retrieval(test: EvalSet, unseen: EvalSet, family_hits: np.ndarray) -> dict:
+    """``family_hits``: each test clip's family precision@10 (``metrics.neighbour_precision``)."""
     held_out = held_out_mask(test)
     report = {
         "family_precision_at_10": float(family_hits.mean()),
@@ -125,9 +126,8 @@ def retrieval(test: EvalSet, unseen: EvalSet) -> dict:
     return report
 
 
-def retrieval_by_family(test: EvalSet) -> dict:
+def retrieval_by_family(test: EvalSet, family_hits: np.ndarray) -> dict:
     """Family precision@10 of each family's training-program and held-out-program queries (None: no such query)."""
-    family_hits = metrics.neighbour_precision(test.latents, test.column("family"))
     families, held_out = np.array(test.column("family"), dtype=object), held_out_mask(test)
 
     def mean_over(mask: np.ndarray) -> float | None:
