@@ -6,6 +6,8 @@ Format: one model per line, six fields separated by single spaces::
 
 ``status`` is READY or RUNNING (a RUNNING left by a dead process imports as READY). Imported local models read
 ``<model-id> local imported <path.yaml> <alias> <status>``. Relative config paths are relative to the list file.
+Line endings may be LF or CRLF (Cortex on Windows writes CRLF), as long as every line ends like the first; a
+UTF-8 byte-order mark is ignored.
 
 The import is all or nothing: every line is checked first (with line numbers and reasons) and any invalid line
 stops it unless ``skip_invalid``; a backup is taken before the first write; the rows go in one transaction; if
@@ -35,7 +37,7 @@ from service.tables import format_table
 
 FIELDS = ("model_id", "author_repo_id", "branch_name", "path_to_model_yaml", "model_alias", "status")
 STATUS_MAP = {"READY": registry.READY, "RUNNING": registry.READY}
-CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b\ufeff]")  # and invisible marks inside a line
 ALIAS_PART = re.compile(r"[^a-z0-9._+@-]+")
 
 
@@ -106,25 +108,24 @@ def parse_legacy_list(data: bytes, base_dir: Path, source: Path = Path("model.li
         parsed.errors.append(LineError(None, f"binary file (NUL byte at offset {nul}), not a model list"))
         return parsed
     try:
-        content = data.decode("utf-8")
+        content = data.decode("utf-8-sig")  # a byte-order mark (Windows editors write one) is dropped
     except UnicodeDecodeError as exc:
         parsed.errors.append(LineError(None, f"not UTF-8 text (invalid byte at offset {exc.start}), not a model list"))
         return parsed
 
-    lines = content.split("\n")
-    if lines[-1] == "":
-        lines.pop()
+    lines, ending = _lines(content)
     parsed.line_count = len(lines)
     candidates: list[LegacyEntry] = []
     for number, raw in enumerate(lines, start=1):
-        if raw == "":
+        text = raw.removesuffix("\n").removesuffix("\r")
+        if text == "":
             parsed.blank_lines.append(number)
             continue
-        reasons = _structure_problems(raw)
+        reasons = _ending_problems(raw, ending) + _structure_problems(text)
         if reasons:
             parsed.errors.append(LineError(number, "; ".join(reasons)))
             continue
-        model_id, author_repo, branch, config_path, alias, status = raw.split(" ")
+        model_id, author_repo, branch, config_path, alias, status = text.split(" ")
         resolved = (base_dir / Path(config_path).expanduser()).resolve()
         candidates.append(LegacyEntry(number, model_id, author_repo, branch, config_path, alias, status, resolved))
 
@@ -151,11 +152,27 @@ def parse_legacy_list(data: bytes, base_dir: Path, source: Path = Path("model.li
     return parsed
 
 
+ENDING_NAMES = {"\n": "LF", "\r\n": "CRLF"}
+
+
+def _lines(content: str) -> tuple[list[str], str]:
+    """The lines split at LF, each keeping its ending (none for an unterminated last line), and the file's line
+    ending, set by its first line: Cortex on Windows writes the list in text mode (CRLF), Unix tools LF."""
+    parts = content.split("\n")
+    lines = [part + "\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+    ending = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
+    return lines, ending
+
+
+def _ending_problems(raw: str, ending: str) -> list[str]:
+    own = "\r\n" if raw.endswith("\r\n") else "\n" if raw.endswith("\n") else ending  # unterminated: any
+    if own == ending:
+        return []
+    return [f"mixed line endings: this line ends with {ENDING_NAMES[own]}, the first line with {ENDING_NAMES[ending]}"]
+
+
 def _structure_problems(raw: str) -> list[str]:
     reasons = []
-    if raw.endswith("\r"):
-        reasons.append("Windows line ending (CRLF): save the file with Unix (LF) line endings")
-        raw = raw[:-1]
     if "\t" in raw:
         reasons.append(f"tab at column {raw.index(chr(9)) + 1}: fields are separated by single spaces")
     control = CONTROL_CHARS.search(raw.replace("\t", " "))

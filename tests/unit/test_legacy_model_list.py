@@ -56,7 +56,6 @@ def test_unusable_files(configs, content, reason):
 @pytest.mark.parametrize(
     ("line", "reason"),
     [
-        ("m1 acme main a.yaml one READY\r", "line 1: Windows line ending (CRLF)"),
         ("m1\tacme main a.yaml one READY", "line 1: tab at column 3: fields are separated by single spaces"),
         ("m1 acme main a.yaml one READY ", "line 1: trailing space"),
         (" m1 acme main a.yaml one READY", "line 1: leading space"),
@@ -77,6 +76,39 @@ def test_malformed_lines_name_the_line_and_reason(configs, line, reason):
     parsed = parse(line + "\n", configs)
     assert parsed.entries == []
     assert reason in only_error(parsed)
+
+
+@pytest.mark.parametrize("prefix", [b"", b"\xef\xbb\xbf"], ids=["plain", "utf8-bom"])
+@pytest.mark.parametrize("final_newline", [True, False])
+def test_windows_lists_with_crlf_and_a_byte_order_mark_are_read(configs, prefix, final_newline):
+    """Cortex writes its list on Windows in text mode: CRLF endings, sometimes a BOM, maybe no final newline."""
+    text = b"m1 acme/one main a.yaml one READY\r\n\r\nm2 local imported b.yaml two RUNNING" + (
+        b"\r\n" if final_newline else b""
+    )
+    parsed = parse(prefix + text, configs)
+    assert parsed.errors == []
+    assert [(e.line, e.model_id, e.alias, e.status) for e in parsed.entries] == [
+        (1, "m1", "one", "READY"), (3, "m2", "two", "RUNNING"),
+    ]  # fmt: skip
+    assert parsed.entries[1].resolved_path == configs / "b.yaml" and parsed.blank_lines == [2]
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"m1 acme main a.yaml one READY\nm2 acme main b.yaml two READY\r\n", "line 2: mixed line endings: this "
+         "line ends with CRLF, the first line with LF"),
+        (b"m1 acme main a.yaml one READY\r\nm2 acme main b.yaml two READY\n", "line 2: mixed line endings: this "
+         "line ends with LF, the first line with CRLF"),
+        (b"m1 acme main a.yaml one READY\rm2 acme main b.yaml two READY\r", "control character U+000D"),
+        (b"m1 acme main a.yaml one READY\r\r\n", "control character U+000D at column 30"),
+        (b"\xef\xbb\xbf\xef\xbb\xbfm1 acme main a.yaml one READY\r\n", "control character U+FEFF at column 1"),
+    ],
+    ids=["crlf-in-lf-file", "lf-in-crlf-file", "old-mac-cr", "double-cr", "second-bom"],
+)  # fmt: skip
+def test_malformed_line_endings_are_still_refused(configs, content, reason):
+    parsed = parse(content, configs)
+    assert reason in "; ".join(str(e) for e in parsed.errors)
 
 
 def test_duplicate_ids_and_alias_equal_to_another_id(configs):

@@ -68,7 +68,8 @@ def test_verify_reports_and_fails_on_a_tampered_checkpoint(cli, checkpoint):
 def test_import_list_refuses_then_dry_runs_then_imports_once(cli, tmp_path):
     refused = cli("import-list", str(FIXTURE))
     assert_one_line_error(refused, "10 invalid lines: nothing was imported")
-    assert "line 11: expected 6 fields" in refused.stdout and "line 19: Windows line ending (CRLF)" in refused.stdout
+    assert "line 11: expected 6 fields" in refused.stdout
+    assert "line 19: mixed line endings: this line ends with CRLF" in refused.stdout
     assert "no models registered" in ok(cli("list"))
 
     dry = ok(cli("import-list", str(FIXTURE), "--dry-run", "--skip-invalid"))
