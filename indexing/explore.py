@@ -13,6 +13,7 @@ import numpy as np
 
 from indexing.source import ModelRef, resolve_model
 from indexing.sync import connect, read_mirror
+from service.domain.clusters import never_clustered
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def load_run(catalogue: Catalogue, alias: str) -> RunView:
             (model.id,),
         ).fetchone()
         if run is None:
-            raise LookupError(f"model {alias!r} has no clustering run: run `soundalike index cluster --model {alias}`")
+            raise LookupError(never_clustered(alias))
         rows = conn.execute(
             "SELECT a.latent_id, c.label, a.score, a.x, a.y FROM cluster_assignments a "
             "JOIN clusters c ON c.id = a.cluster_id JOIN latent_embeddings l ON l.id = a.latent_id "

@@ -104,14 +104,20 @@ async def _model(session: AsyncSession, alias: str) -> Model:
     return model
 
 
+def never_clustered(alias: str) -> str:
+    """Why a model has no clusters, with the command that makes them (all its required options)."""
+    return (
+        f"model {alias!r} has no clustering run yet: run `soundalike index cluster --model {alias} --k K` "
+        f"(K: the number of clusters, e.g. 16)"
+    )
+
+
 async def _runs(session: AsyncSession, model: Model) -> list[ClusterRun]:
     runs = list(
         await session.scalars(select(ClusterRun).where(ClusterRun.model_id == model.id).order_by(ClusterRun.id.desc()))
     )
     if not runs:
-        raise NotFound(
-            f"model {model.alias!r} has no clustering run yet: run `soundalike index cluster --model {model.alias}`"
-        )
+        raise NotFound(never_clustered(model.alias))
     return runs
 
 
@@ -236,8 +242,7 @@ async def active_run_id(session: AsyncSession, model: Model) -> int:
         select(ClusterRun.id).where(ClusterRun.model_id == model.id).order_by(ClusterRun.id.desc()).limit(1)
     )
     if run_id is None:
-        raise Conflict(f"model {model.alias!r} has no clustering run yet: run `soundalike index cluster "
-                       f"--model {model.alias} --k K` first")  # fmt: skip
+        raise Conflict(never_clustered(model.alias))
     return run_id
 
 
