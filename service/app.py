@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from service import __version__
 from service.api.auth import PUBLIC_PATHS, authentication_middleware, provide_caller
 from service.api.clusters import ClustersController, MapController
+from service.api.events import EventsController
 from service.api.generations import GenerationController
 from service.api.health import HealthController
 from service.api.imports import ImportController
@@ -28,6 +29,7 @@ from service.api.problems import EXCEPTION_HANDLERS
 from service.api.search import PathController, SearchController
 from service.api.variants import DerivedController
 from service.domain.api_keys import KeyCache
+from service.domain.events import EventHub
 from service.domain.ports import JobQueue
 from service.jobs.app import create_job_app, opened
 from service.jobs.queue import ProcrastinateQueue
@@ -48,6 +50,7 @@ ROUTES = [
     SearchController,
     PathController,
     DerivedController,
+    EventsController,
 ]
 
 
@@ -61,12 +64,14 @@ def create_app(database_url: str, settings: Settings | None = None, run_worker_i
         job_app = create_job_app(database_url, settings.jobs)
         app.state.update(engine=runtime.engine, sessionmaker=runtime.sessions, store=runtime.store,
                          models=runtime.models, jobs=ProcrastinateQueue(job_app))  # fmt: skip
+        app.state.event_hub = EventHub(database_url, settings.database.connect_timeout)
         async with opened(job_app, database_url, settings.database):
             worker = asyncio.create_task(run_worker(job_app, runtime, False)) if run_worker_in_process else None
             try:
                 yield
             finally:
                 await _stop(worker)
+                await app.state.event_hub.close()
                 await runtime.close()
 
     return Litestar(

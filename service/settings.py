@@ -89,6 +89,13 @@ class AuthSettings(BaseSettings):
     )
 
 
+class EventsSettings(BaseSettings):
+    model_config = _group("EVENTS")
+
+    keepalive_seconds: float = Field(15.0, gt=0, description="Silence after which GET /v1/events sends a comment")
+    retention_days: float = Field(7.0, gt=0, description="Events older than this are pruned (a resume can't reach)")
+
+
 class ModelSettings(BaseSettings):
     model_config = _group("MODEL")
 
@@ -106,6 +113,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
+    events: EventsSettings = Field(default_factory=EventsSettings)
 
     def check_profile(self) -> None:
         """Refuse configurations that are unsafe for the chosen profile."""

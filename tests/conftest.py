@@ -78,7 +78,7 @@ def empty_tables(owner_conn) -> None:
     owner_conn.execute(
         "TRUNCATE models, generations, latent_embeddings, archived_latents, audio_assets, api_keys, "
         "procrastinate_jobs, batches, latent_changes, latent_change_pruning, cluster_runs, clusters, "
-        "cluster_assignments RESTART IDENTITY CASCADE"
+        "cluster_assignments, events RESTART IDENTITY CASCADE"
     )
 
 

@@ -303,3 +303,26 @@ class ClusterAssignment(Base):
     score: Mapped[float] = mapped_column(REAL)
     x: Mapped[float] = mapped_column(REAL)
     y: Mapped[float] = mapped_column(REAL)
+
+# -- live events (revision 0006_events) --------------------------------------------------------------------
+
+EVENT_TYPES = ("generation", "batch")
+
+
+class Event(Base):
+    """A status change of an owner's generation or batch, appended by triggers on ``generations`` in the
+    writer's transaction (one owner's events commit in id order); ``GET /v1/events`` streams them."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        CheckConstraint(one_of("type", EVENT_TYPES), name="type"),
+        Index("ix_events_owner_id", "owner", "id"),
+        Index("ix_events_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    owner: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(Text)
+    subject_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = created_at_column()

@@ -7,7 +7,7 @@ import uuid
 
 import procrastinate
 
-from service.domain import lifecycle, production
+from service.domain import events, lifecycle, production
 from service.jobs import recovery
 from service.jobs.queue import GENERATE_TASK, GENERATION_QUEUE
 from service.jobs.runtime import Runtime
@@ -41,14 +41,15 @@ async def sweep(context: procrastinate.JobContext, timestamp: int) -> dict[str, 
 
 
 async def lifecycle_pass(context: procrastinate.JobContext, timestamp: int) -> dict[str, int]:
-    """Archive old generations, purge deleted ones, remove orphan files."""
+    """Archive old generations, purge deleted ones, remove orphan files, prune old events."""
     runtime = runtime_of(context)
     storage = runtime.settings.storage
     async with runtime.sessions() as session:
         report = await lifecycle.run_lifecycle(
             session, runtime.store, storage.retention_days, storage.orphan_grace_seconds
         )
-    return vars(report)
+        pruned = await events.prune(session, runtime.settings.events.retention_days)
+    return {**vars(report), "events_pruned": pruned}
 
 
 async def index_sync(context: procrastinate.JobContext, timestamp: int) -> dict[str, int]:
