@@ -154,20 +154,23 @@ def worker(concurrency: int | None) -> None:
 @click.option("--batch-size", type=click.IntRange(1, 256), default=32, help="Clips per encode and per COPY.")
 def import_command(folder: Path, owner: str, model_alias: str | None, visibility: str, tags: str,
                    batch_size: int) -> None:  # fmt: skip
-    """Import every WAV/FLAC/OGG under FOLDER: encoded in batches, rows bulk-loaded with COPY."""
+    """Import every WAV/FLAC/OGG/MP3 file under FOLDER: encoded in batches, rows bulk-loaded with COPY."""
     from tqdm import tqdm
 
     from service.api.imports import parse_tags
     from service.db.engine import connect_sync
-    from service.domain.bulk_import import audio_files, import_folder
-    from service.domain.imports import ImportOptions
+    from service.domain.bulk_import import audio_files, ignored_files, import_folder
+    from service.domain.imports import AUDIO_SUFFIXES, ImportOptions
     from service.ml.pipeline import Pipeline
     from service.storage import BlobStore
 
     settings = get_settings()
-    files = audio_files(folder)
+    files, ignored = audio_files(folder), ignored_files(folder)
+    suffixes = ", ".join(AUDIO_SUFFIXES)
+    for path in ignored:
+        click.echo(f"  ignored {path}: not one of {suffixes}", err=True)
     if not files:
-        raise SoundalikeError(f"no .wav, .flac or .ogg files under {folder}")
+        raise SoundalikeError(f"no {suffixes} files under {folder}")
     options = ImportOptions(visibility=visibility, tags=parse_tags(tags))
     store = BlobStore(settings.storage.blob_dir, settings.storage.archive_dir)
     with database() as handle, connect_sync(handle.app_url) as conn:

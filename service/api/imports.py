@@ -17,7 +17,7 @@ from service.api.problems import Problem
 from service.api.schemas import Generation, Visibility, to_generation
 from service.domain import generations
 from service.domain.errors import InvalidInput
-from service.domain.imports import ImportOptions, decode_upload, import_clip
+from service.domain.imports import FORMAT_NAMES, ImportOptions, decode_upload, import_clip
 
 MAX_TAGS, MAX_TAG_LENGTH = 20, 50
 
@@ -37,12 +37,14 @@ class ImportController(Controller):
     @post(
         guards=[requires_role("creator")],
         status_code=201,
-        summary="Import an audio file (WAV, FLAC or OGG) as a generation of kind `import`",
+        summary=f"Import an audio file ({FORMAT_NAMES}) as a generation of kind `import`",
         description="Form fields: `file` (required), `model` (alias; default model when absent), `visibility`, "
         "`tags` (comma-separated). Size and duration limits come from the storage settings.",
         responses={
             413: ResponseSpec(Problem, description="The file is over the size limit"),
-            422: ResponseSpec(Problem, description="Empty, unreadable, too long or too short audio; unknown model"),
+            422: ResponseSpec(
+                Problem, description="Empty, unreadable, another format, too long or too short audio; unknown model"
+            ),
         },
     )
     async def create(

@@ -160,7 +160,7 @@ class SearchController(Controller):
     @post(
         status_code=200,
         summary="Find clips that sound like a generation, a vector, an uploaded clip, or liked/disliked examples",
-        description="JSON body (`SearchRequest`), or `multipart/form-data` with `file` (WAV/FLAC/OGG, encoded with "
+        description="JSON body (`SearchRequest`), or `multipart/form-data` with `file` (WAV/FLAC/OGG/MP3, encoded with "
         "the searched model) and an optional `query` field holding the same JSON without a query kind.",
         responses={
             400: ResponseSpec(Problem, description="Malformed body; a field of the wrong type"),

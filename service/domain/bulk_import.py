@@ -46,7 +46,16 @@ class Encoded:
 
 
 def audio_files(folder: Path) -> list[Path]:
-    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    return [p for p in _files(folder) if p.suffix.lower() in AUDIO_SUFFIXES]
+
+
+def ignored_files(folder: Path) -> list[Path]:
+    """Files under ``folder`` the import leaves alone (not one of the accepted suffixes), to be listed."""
+    return [p for p in _files(folder) if p.suffix.lower() not in AUDIO_SUFFIXES]
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file())
 
 
 def import_folder(conn: psycopg.Connection, store: BlobStore, pipeline, model_id: int, owner: str,

@@ -24,7 +24,11 @@ from service.domain.model_lookup import resolve_model
 from service.domain.ports import ModelRunner
 from service.storage import BlobStore
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+# The formats uploads, searches by audio and `soundalike import DIR` accept (libsndfile decodes each), with the
+# file suffix the folder import looks for.
+AUDIO_FORMATS = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3"}
+AUDIO_SUFFIXES = tuple(AUDIO_FORMATS.values())
+FORMAT_NAMES = "WAV, FLAC, OGG or MP3"
 
 
 class PayloadTooLarge(DomainError):
@@ -50,7 +54,7 @@ class ImportOptions:
 
 
 def decode_upload(data: bytes, filename: str, max_bytes: int, max_seconds: float) -> DecodedClip:
-    """Decode WAV/FLAC/OGG bytes; every failure is a clear error naming the ``file`` field."""
+    """Decode WAV/FLAC/OGG/MP3 bytes; every failure is a clear error naming the ``file`` field."""
     if not data:
         raise InvalidInput("file", f"{filename or 'the upload'} is empty (0 bytes)")
     if len(data) > max_bytes:
@@ -60,13 +64,21 @@ def decode_upload(data: bytes, filename: str, max_bytes: int, max_seconds: float
         info = sf.info(io.BytesIO(data))
         audio, sample_rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise InvalidInput("file", f"{filename} is not a readable WAV, FLAC or OGG file ({exc})") from None
+        raise InvalidInput("file", f"{filename} is not a readable {FORMAT_NAMES} file ({_decoder_says(exc)})") from None
+    if info.format not in AUDIO_FORMATS:
+        raise InvalidInput("file", f"{filename} is {info.format_info}; upload {FORMAT_NAMES}")
     if info.frames == 0 or len(audio) == 0:
         raise InvalidInput("file", f"{filename} holds no audio frames")
     clip = DecodedClip(audio=audio.mean(axis=1), sample_rate=int(sample_rate), original_format=info.format.lower())
     if clip.seconds > max_seconds:
         raise InvalidInput("file", f"{filename} lasts {clip.seconds:.1f} s; the limit is {max_seconds:g} s")
     return clip
+
+
+def _decoder_says(exc: Exception) -> str:
+    """libsndfile's reason without the in-memory file object it was given (``Error opening <_io.BytesIO ...>``)."""
+    reason = getattr(exc, "error_string", None) or str(exc).rsplit(": ", 1)[-1]
+    return reason.strip().rstrip(".") or type(exc).__name__
 
 
 def _refuse_truncated_wav(data: bytes, filename: str) -> None:

@@ -13,7 +13,8 @@ def test_folder_import(database, tiny_model, tmp_path, owner_conn):
     folder = tmp_path / "catalogue"
     (folder / "nested").mkdir(parents=True)
     expected = {}
-    for i, (fmt, rate) in enumerate([("WAV", 22050), ("FLAC", 16000), ("OGG", 44100), ("WAV", 16000)]):
+    formats = [("WAV", 22050), ("FLAC", 16000), ("OGG", 44100), ("WAV", 16000), ("MP3", 22050)]
+    for i, (fmt, rate) in enumerate(formats):
         data, mono, _ = clip_bytes(seconds=2 + i, rate=rate, fmt=fmt)
         name = f"track{i}.{fmt.lower()}"
         (folder / ("nested" if i % 2 else "") / name).write_bytes(data)
@@ -25,8 +26,9 @@ def test_folder_import(database, tiny_model, tmp_path, owner_conn):
     result = soundalike("import", str(folder), "--owner", "label", "--tags", "archive, 2019", "--batch-size", "3",
                         env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "imported 4 of 5 files" in result.stdout
+    assert "imported 5 of 6 files" in result.stdout
     assert "skipped" in result.stderr and "broken.wav" in result.stderr
+    assert f"ignored {folder / 'readme.txt'}: not one of .wav, .flac, .ogg, .mp3" in result.stderr
 
     rows = owner_conn.execute(
         "SELECT g.params->>'filename', g.tags, g.owner, l.embedding, a.uri FROM generations g "
@@ -42,4 +44,4 @@ def test_folder_import(database, tiny_model, tmp_path, owner_conn):
 
 def test_empty_folder_is_an_error(database, tmp_path):
     result = soundalike("import", str(tmp_path), "--owner", "x", env=external(database))
-    assert result.returncode == 1 and "no .wav, .flac or .ogg files" in result.stderr
+    assert result.returncode == 1 and "no .wav, .flac, .ogg, .mp3 files" in result.stderr

@@ -19,7 +19,8 @@ def clip_bytes(seconds=4.0, rate=22050, fmt="WAV", channels=2, silent=False) -> 
     )
     audio = np.stack([mono] * channels, axis=1).astype(np.float32)
     buffer = io.BytesIO()
-    sf.write(buffer, audio, rate, format=fmt, subtype={"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS"}[fmt])
+    subtypes = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS", "MP3": "MPEG_LAYER_III", "AIFF": "PCM_16"}
+    sf.write(buffer, audio, rate, format=fmt, subtype=subtypes[fmt])
     data = buffer.getvalue()
     decoded, decoded_rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     return data, decoded.mean(axis=1), decoded_rate
@@ -43,7 +44,7 @@ def stored(owner_conn) -> tuple[int, int, int]:
     )
 
 
-@pytest.mark.parametrize("fmt", ["WAV", "FLAC", "OGG"])
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC", "OGG", "MP3"])
 async def test_import_makes_a_searchable_generation(client, tiny_model, owner_conn, fmt):
     data, mono, rate = clip_bytes(fmt=fmt)
     response = await client.post(
@@ -75,8 +76,9 @@ def truncated_wav() -> bytes:
         ("blip.wav", clip_bytes(seconds=0.1)[0], 422, "too short"),
         ("silence.wav", clip_bytes(silent=True)[0], 422, "silent"),
         ("long.wav", clip_bytes(seconds=20)[0], 413, "upload limit of 600000 bytes"),
+        ("take.aiff", clip_bytes(fmt="AIFF")[0], 422, "aiff (apple/sgi); upload wav, flac, ogg or mp3"),
     ],
-    ids=["empty", "truncated", "renamed-text", "too-short", "silent", "over-size-limit"],
+    ids=["empty", "truncated", "renamed-text", "too-short", "silent", "over-size-limit", "unlisted-format"],
 )
 async def test_bad_files_are_refused_and_nothing_is_stored(client, owner_conn, name, data, status, fragment):
     response = await client.post("/v1/imports", files={"file": (name, data)}, headers=client.alice)
@@ -87,6 +89,14 @@ async def test_bad_files_are_refused_and_nothing_is_stored(client, owner_conn, n
         assert problem["errors"][0]["field"] == "file"
     assert stored(owner_conn) == (0, 0, 0)
     assert not client.blob_dir.exists() or not any(client.blob_dir.rglob("*.wav"))
+
+
+async def test_unreadable_file_error_says_why_without_python_internals(client):
+    response = await client.post(
+        "/v1/imports", files={"file": ("notes.mp3", b"plain text\n" * 50)}, headers=client.alice
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"] == "notes.mp3 is not a readable WAV, FLAC, OGG or MP3 file (Format not recognised)"
 
 
 async def test_missing_file_field_and_roles(client, owner_conn):
