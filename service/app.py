@@ -23,6 +23,7 @@ from service.api.events import EventsController
 from service.api.generations import GenerationController
 from service.api.health import HealthController
 from service.api.imports import ImportController
+from service.api.metrics import MetricsController, request_metrics
 from service.api.me import MeController
 from service.api.models import ModelController
 from service.api.problems import EXCEPTION_HANDLERS
@@ -50,6 +51,7 @@ ROUTES = [
     SearchController,
     PathController,
     DerivedController,
+    MetricsController,
     EventsController,
 ]
 
@@ -65,7 +67,8 @@ def create_app(database_url: str, settings: Settings | None = None, run_worker_i
         app.state.update(engine=runtime.engine, sessionmaker=runtime.sessions, store=runtime.store,
                          models=runtime.models, jobs=ProcrastinateQueue(job_app))  # fmt: skip
         app.state.event_hub = EventHub(database_url, settings.database.connect_timeout)
-        async with opened(job_app, database_url, settings.database):
+        async with opened(job_app, database_url, settings.database) as job_pool:
+            app.state.job_pool = job_pool
             worker = asyncio.create_task(run_worker(job_app, runtime, False)) if run_worker_in_process else None
             try:
                 yield
@@ -82,7 +85,7 @@ def create_app(database_url: str, settings: Settings | None = None, run_worker_i
             "caller": Provide(provide_caller, sync_to_thread=False),
             "jobs": Provide(provide_jobs, sync_to_thread=False),
         },
-        middleware=[authentication_middleware, _rate_limit(settings).middleware],
+        middleware=[request_metrics().middleware, authentication_middleware, _rate_limit(settings).middleware],
         lifespan=[runtime_lifespan],
         state=State({"settings": settings, "key_cache": KeyCache(settings.auth.key_cache_seconds)}),
         exception_handlers=EXCEPTION_HANDLERS,

@@ -119,7 +119,7 @@ def worker(concurrency: int | None) -> None:
     from service.db.checks import check_ready
     from service.jobs.app import create_job_app, opened
     from service.jobs.runtime import Runtime
-    from service.jobs.worker import run_worker
+    from service.jobs.worker import run_worker, serve_metrics
 
     settings = get_settings()
     if concurrency is not None:
@@ -139,6 +139,8 @@ def worker(concurrency: int | None) -> None:
             check_ready(conn)
         log.info(register_shipped_model(db))
         click.echo(f"worker started (concurrency {settings.jobs.concurrency})")
+        if where := serve_metrics(settings.metrics):
+            click.echo(f"worker metrics on {where}")
         asyncio.run(work(db.app_url))
 
 
@@ -331,6 +333,30 @@ def provision_command(admin_url: str) -> None:
         f"provisioned database {settings.database.name}: owner {settings.database.owner_role}, "
         f"application role {settings.database.app_role}; set their passwords with ALTER ROLE"
     )
+
+
+@db.command("slow-queries")
+@click.option("--limit", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option(
+    "--log",
+    "log_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A server log to read when pg_stat_statements is missing [the embedded server's log].",
+)
+def slow_queries(limit: int, log_file: Path | None) -> None:
+    """The statements that took the most time (pg_stat_statements, or the slow-query log)."""
+    from service.db.slow_queries import top_statements
+
+    settings = get_settings()
+    if log_file is None and settings.database.embedded:
+        log_file = settings.database.embedded_dir / "server.log"
+    with database() as handle:
+        found = top_statements(handle.migration_url, limit, log_file)
+    click.echo(f"top {len(found.statements)} statements by total time (from {found.source})")
+    click.echo(f"{'calls':>7} {'total ms':>11} {'mean ms':>9} {'max ms':>9}  statement")
+    for s in found.statements:
+        click.echo(f"{s.calls:>7} {s.total_ms:>11.1f} {s.mean_ms:>9.1f} {s.max_ms:>9.1f}  {s.query[:200]}")
 
 
 def _current(handle: DatabaseHandle) -> str | None:

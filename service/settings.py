@@ -36,6 +36,9 @@ class DatabaseSettings(BaseSettings):
     max_overflow: int = Field(5, ge=0)
     pool_timeout: float = Field(10.0, gt=0)
     connect_timeout: int = Field(5, ge=1)
+    slow_query_ms: int = Field(
+        250, ge=-1, description="Embedded server: log statements slower than this (log_min_duration_statement; -1 off)"
+    )
 
     @property
     def embedded(self) -> bool:
@@ -103,6 +106,13 @@ class ModelSettings(BaseSettings):
     cache_size: int = Field(2, ge=1, description="Models kept loaded per worker (LRU)")
 
 
+class MetricsSettings(BaseSettings):
+    model_config = _group("METRICS")
+
+    worker_port: int | None = Field(None, ge=1, le=65535, description="`soundalike worker` serves /metrics here")
+    worker_host: str = Field("127.0.0.1", description="Address the worker's metrics port binds to")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SOUNDALIKE_", env_file=".env", extra="ignore")
 
@@ -113,6 +123,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     events: EventsSettings = Field(default_factory=EventsSettings)
 
     def check_profile(self) -> None:

@@ -46,6 +46,7 @@ class Generation(msgspec.Struct):
     parent_id: uuid.UUID | None
     neighbor_id: uuid.UUID | None
     error: str | None
+    failure_class: str | None  # bad_input, model_error, resource_exhaustion or infrastructure (failed only)
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -64,8 +65,8 @@ def to_generation(view: GenerationView) -> Generation:
         id=row.id, kind=row.kind, status=row.status, owner=row.owner, visibility=row.visibility,
         tags=list(row.tags), params=row.params, seed=row.seed,
         model=ModelRef(id=view.model.id, alias=view.model.alias, version=view.model.version),
-        parent_id=row.parent_id, neighbor_id=row.neighbor_id, error=row.error, created_at=row.created_at,
-        started_at=row.started_at, finished_at=row.finished_at, archived_at=row.archived_at,
+        parent_id=row.parent_id, neighbor_id=row.neighbor_id, error=row.error, failure_class=row.failure_class,
+        created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at, archived_at=row.archived_at,
         timings=Timings(**timings(row)),
         links=Links(self=url, audio=f"{url}/audio" if view.has_audio else None,
                     latent=f"{url}/latent" if view.has_latent else None),

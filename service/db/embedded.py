@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import shlex
 import subprocess
 import tempfile
 import warnings
@@ -51,8 +52,9 @@ def run_pg_tool(tool: str, *args: str, check: bool = True, timeout: float = 60) 
 class EmbeddedPostgres:
     """One PostgreSQL data directory and the server that runs it."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, server_settings: dict[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
+        self.server_settings = server_settings or {}  # `-c name=value` at start (slow-query log, archiving)
         self.socket_dir = self._choose_socket_dir()
         self.owned = False  # True when this process must stop the server on exit
 
@@ -123,6 +125,7 @@ class EmbeddedPostgres:
     def _start_server(self) -> None:
         self._remove_stale_locks()
         options = f"-c listen_addresses='' -k {self.socket_dir} -c max_connections=200"
+        options += "".join(f" -c {name}={shlex.quote(value)}" for name, value in self.server_settings.items())
         proc = run_pg_tool(
             "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options, "-w", "-t", "30", "start",
             check=False,

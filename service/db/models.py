@@ -42,6 +42,7 @@ MODEL_SOURCE_TYPES = ("builtin", "local", "imported", "remote")
 MODEL_STATUSES = ("READY", "LOADING", "RUNNING", "FAILED", "ARCHIVED")
 GENERATION_KINDS = ("text2music", "variant", "style_transfer", "import")
 GENERATION_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled")
+FAILURE_CLASSES = ("bad_input", "model_error", "resource_exhaustion", "infrastructure")  # service.domain.failures
 VISIBILITIES = ("private", "public")
 API_KEY_ROLES = ("reader", "creator", "admin")
 
@@ -102,6 +103,7 @@ class Generation(Base):
         CheckConstraint(one_of("kind", GENERATION_KINDS), name="kind"),
         CheckConstraint(one_of("status", GENERATION_STATUSES), name="status"),
         CheckConstraint(one_of("visibility", VISIBILITIES), name="visibility"),
+        CheckConstraint(one_of("failure_class", FAILURE_CLASSES), name="failure_class"),
         Index("ix_generations_owner_created_at", "owner", "created_at"),
         Index("ix_generations_model_id_created_at", "model_id", "created_at"),
         Index("ix_generations_tags", "tags", postgresql_using="gin"),
@@ -121,6 +123,7 @@ class Generation(Base):
     parent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("generations.id"))
     neighbor_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("generations.id"))
     error: Mapped[str | None] = mapped_column(Text)
+    failure_class: Mapped[str | None] = mapped_column(Text)  # why it failed: FAILURE_CLASSES
     visibility: Mapped[str] = mapped_column(Text, server_default=text("'private'"))
     tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'::text[]"))
     created_at: Mapped[datetime] = created_at_column()

@@ -21,11 +21,22 @@ def provision(admin_conninfo: str, db: DatabaseSettings) -> None:
         _ensure_database(conn, db.name, db.owner_role)
     with psycopg.connect(_with_database(admin_conninfo, db.name), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        _ensure_pg_stat_statements(conn, db.owner_role)
         # Only the roles we name may connect; nobody else may create temporary tables.
         conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(db.name)))
         conn.execute(
             sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(db.name), sql.Identifier(db.app_role))
         )
+
+
+def _ensure_pg_stat_statements(conn: psycopg.Connection, owner: str) -> None:
+    """Where the server preloads pg_stat_statements, create it and let the owner read every role's statements
+    (`soundalike db slow-queries`). The bundled embedded server has no contrib modules: it logs instead."""
+    preload = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()[0]
+    if "pg_stat_statements" not in preload:
+        return
+    conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    conn.execute(sql.SQL("GRANT pg_read_all_stats TO {}").format(sql.Identifier(owner)))
 
 
 def _ensure_role(conn: psycopg.Connection, role: str) -> None:

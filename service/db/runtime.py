@@ -44,7 +44,7 @@ def open_database(settings: Settings) -> DatabaseHandle:
 
 def _open_embedded(settings: Settings) -> DatabaseHandle:
     db = settings.database
-    server = EmbeddedPostgres(db.embedded_dir)
+    server = EmbeddedPostgres(db.embedded_dir, embedded_server_settings(settings))
     server.start()
     try:
         provision(server.url(driver=""), db)
@@ -56,6 +56,11 @@ def _open_embedded(settings: Settings) -> DatabaseHandle:
         migration_url=server.url(db.owner_role, db.name),
         server=server,
     )
+
+
+def embedded_server_settings(settings: Settings) -> dict[str, str]:
+    """What the embedded server runs with beyond its defaults: the slow-query log."""
+    return {"log_min_duration_statement": str(settings.database.slow_query_ms)}
 
 
 def ensure_reachable(url: str, setting: str) -> None:

@@ -20,8 +20,9 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.models import Model
-from service.domain import registry
+from service.domain import failures, registry
 from service.errors import SoundalikeError
+from service.metrics import MODEL_INFERENCE, MODEL_LOAD, timed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,6 +55,7 @@ class ModelCache:
         self._loader = loader or pipeline_loader
         self._models: OrderedDict[int, Any] = OrderedDict()
         self._locks: dict[int, asyncio.Lock] = {}
+        self._labels: dict[int, dict[str, str]] = {}  # metric labels: alias and version of each loaded model
 
     @property
     def loaded_ids(self) -> list[int]:
@@ -81,9 +83,15 @@ class ModelCache:
             return model
 
     async def run(self, model_id: int, work: Callable[[Any], T]) -> T:
-        """Run ``work(model)`` in a thread (inference never blocks the event loop)."""
-        model = await self.get(model_id)
-        return await asyncio.to_thread(work, model)
+        """Run ``work(model)`` in a thread (inference never blocks the event loop), timed per model version.
+        What goes wrong in here is the model's failure (``failures.mark_model_stage``)."""
+        try:
+            model = await self.get(model_id)
+            with timed(MODEL_INFERENCE, **self._labels[model_id]):
+                return await asyncio.to_thread(work, model)
+        except Exception as exc:
+            failures.mark_model_stage(exc)
+            raise
 
     async def _load(self, model_id: int) -> Any:
         async with self._sessions() as session:
@@ -92,6 +100,7 @@ class ModelCache:
                 raise registry.ModelNotFound(f"no model with id {model_id}")
             registry.ensure_usable(row)
             alias, path, sha256 = row.alias, row.checkpoint_path, row.checkpoint_sha256
+            labels = {"model": alias, "version": row.version}
             await registry.mark_loading(session, model_id)
             await session.commit()
 
@@ -102,7 +111,8 @@ class ModelCache:
             await self._fail(model_id, problem)
             raise ModelLoadError(f"model {alias!r} cannot be loaded: {problem}")
         try:
-            model = await asyncio.to_thread(self._loader, Path(path))
+            with timed(MODEL_LOAD, **labels):
+                model = await asyncio.to_thread(self._loader, Path(path))
         except Exception as exc:
             reason = f"loading {path} failed: {type(exc).__name__}: {exc}"
             await self._fail(model_id, reason)
@@ -111,6 +121,7 @@ class ModelCache:
         async with self._sessions() as session:
             await registry.mark_ready(session, model_id)
             await session.commit()
+        self._labels[model_id] = labels
         log.info("model cache: loaded model %s (%s)", model_id, alias)
         return model
 

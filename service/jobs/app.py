@@ -21,9 +21,11 @@ def create_job_app(database_url: str, jobs: JobsSettings) -> procrastinate.App:
 
 
 @asynccontextmanager
-async def opened(app: procrastinate.App, database_url: str, db: DatabaseSettings) -> AsyncIterator[None]:
+async def opened(
+    app: procrastinate.App, database_url: str, db: DatabaseSettings
+) -> AsyncIterator[psycopg_pool.AsyncConnectionPool]:
     """Open the app on a pool that connects in the background, so a database that is down at start-up
-    makes /ready say so instead of blocking the start."""
+    makes /ready say so instead of blocking the start. Yields the pool (its usage is a metric)."""
     pool = psycopg_pool.AsyncConnectionPool(
         urls.libpq_url(database_url), min_size=1, max_size=db.pool_size + db.max_overflow,
         timeout=db.pool_timeout, open=False, check=psycopg_pool.AsyncConnectionPool.check_connection,
@@ -31,6 +33,6 @@ async def opened(app: procrastinate.App, database_url: str, db: DatabaseSettings
     await pool.open(wait=False)
     async with app.open_async(pool):
         try:
-            yield
+            yield pool
         finally:
             await pool.close()

@@ -7,7 +7,7 @@ import logging
 import procrastinate
 from procrastinate.jobs import Status
 
-from service.domain import production
+from service.domain import failures, production
 from service.domain.generations import enqueue
 from service.jobs.queue import ProcrastinateQueue
 from service.jobs.runtime import Runtime
@@ -34,6 +34,7 @@ async def _give_up(app: procrastinate.App, runtime: Runtime, job) -> None:
     log.error("job %s lost its worker %s times; marking its generations failed", job.id, job.attempts + 1)
     async with runtime.sessions() as session:
         await production.mark_failed(session, ids, f"the worker died {job.attempts + 1} times running this job")
+        await failures.record(session, ids, failures.INFRASTRUCTURE)
     await app.job_manager.finish_job_by_id_async(job.id, status=Status.FAILED, delete_job=False)
 
 

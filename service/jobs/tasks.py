@@ -7,8 +7,9 @@ import uuid
 
 import procrastinate
 
-from service.domain import events, lifecycle, production
+from service.domain import events, failures, lifecycle, production
 from service.jobs import recovery
+from service.jobs.instrument import measured
 from service.jobs.queue import GENERATE_TASK, GENERATION_QUEUE
 from service.jobs.runtime import Runtime
 from service.settings import JobsSettings
@@ -25,9 +26,13 @@ def runtime_of(context: procrastinate.JobContext) -> Runtime:
 
 async def generate(context: procrastinate.JobContext, generation_ids: list[str]) -> list[str]:
     runtime = runtime_of(context)
-    done = await production.produce(
-        runtime.sessions, runtime.store, runtime.models, [uuid.UUID(i) for i in generation_ids]
-    )
+    ids = [uuid.UUID(i) for i in generation_ids]
+    try:
+        done = await production.produce(runtime.sessions, runtime.store, runtime.models, ids)
+    except Exception as exc:
+        async with runtime.sessions() as session:
+            await failures.record(session, ids, failures.classify(exc))
+        raise
     return [str(i) for i in done]
 
 
@@ -62,10 +67,12 @@ async def index_sync(context: procrastinate.JobContext, timestamp: int) -> dict[
 
 
 def register_tasks(app: procrastinate.App, jobs: JobsSettings) -> None:
-    app.task(name=GENERATE_TASK, queue=GENERATION_QUEUE, pass_context=True)(generate)
-    sweep_task = app.task(name=SWEEP_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)(sweep)
+    app.task(name=GENERATE_TASK, queue=GENERATION_QUEUE, pass_context=True)(measured(GENERATE_TASK, generate))
+    sweep_task = app.task(name=SWEEP_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)(measured(SWEEP_TASK, sweep))
     app.periodic(cron=jobs.sweep_cron)(sweep_task)
-    lifecycle_task = app.task(name=LIFECYCLE_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)(lifecycle_pass)
+    lifecycle_task = app.task(name=LIFECYCLE_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)(
+        measured(LIFECYCLE_TASK, lifecycle_pass)
+    )
     app.periodic(cron=jobs.lifecycle_cron)(lifecycle_task)
     # queueing_lock: a sync that is already waiting makes another one pointless.
     sync_task = app.task(
@@ -74,5 +81,5 @@ def register_tasks(app: procrastinate.App, jobs: JobsSettings) -> None:
         pass_context=True,
         queueing_lock=INDEX_SYNC_TASK,
         lock=INDEX_SYNC_TASK,
-    )(index_sync)
+    )(measured(INDEX_SYNC_TASK, index_sync))
     app.periodic(cron=jobs.index_sync_cron)(sync_task)
