@@ -8,8 +8,6 @@ Only rows the caller may see are ever read: the visibility rule is part of the S
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 import uuid
 from dataclasses import dataclass, field
@@ -21,13 +19,14 @@ from sqlalchemy import ColumnElement, Float, Select, and_, case, cast, func, lit
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import ArchivedLatent, AudioAsset, Generation, LatentEmbedding, Model
-from service.domain import clusters
+from service.domain import clusters, search_cursors
 from service.domain.api_keys import Caller
 from service.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from service.domain.model_lookup import resolve_model
 from service.domain.visibility import visible_to
 
 MAX_LIMIT = 100
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 MIN_EF_SEARCH, MAX_EF_SEARCH = 200, 1000  # recall@10 0.92 at 40, 0.95-0.98 at 100, 0.98 at 200 (100k latents)
 # A filter leaving fewer candidate rows than this is answered by an exact scan of those rows (cheap, recall 1)
 # rather than by walking the HNSW graph past 99% non-matching neighbours (Qdrant's full-scan threshold idea).
@@ -177,14 +176,21 @@ def check_grouping(query: SearchQuery) -> None:
 
 
 def check_vector(values: Any, dim: int, field_name: str = "vector") -> np.ndarray:
+    """The query vector scaled to unit length (cosine ignores the length, and float32 sums over huge or tiny
+    values would overflow or vanish in the database); refused unless it is ``dim`` finite float32 numbers."""
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 1 or len(array) != dim:
         raise InvalidInput(field_name, f"{field_name} must have {dim} numbers; got {array.size}")
     if not np.isfinite(array).all():
         raise InvalidInput(field_name, f"{field_name} contains NaN or infinite values")
-    if float(np.linalg.norm(array)) == 0.0:
+    if (too_large := np.abs(array) > FLOAT32_MAX).any():
+        index = int(np.argmax(too_large))
+        raise InvalidInput(field_name, f"{field_name}[{index}] = {array[index]:g} is outside the float32 range "
+                           f"latents are stored in (|x| <= {FLOAT32_MAX:.4g})")  # fmt: skip
+    norm = float(np.linalg.norm(array))
+    if norm == 0.0:
         raise InvalidInput(field_name, f"{field_name} has zero norm; cosine similarity is undefined for it")
-    return array.astype(np.float32)
+    return (array / norm).astype(np.float32)
 
 
 async def search(session: AsyncSession, caller: Caller, query: SearchQuery,
@@ -200,13 +206,17 @@ async def search(session: AsyncSession, caller: Caller, query: SearchQuery,
     wanted = query.limit
     if query.diversity is not None:
         wanted = min(max(query.limit * MMR_POOL_FACTOR, 50), MMR_POOL_MAX)
-    after = decode_search_cursor(query.cursor) if query.cursor else None
+    bound_to = search_cursors.fingerprint(
+        target.model.id, target.vector, target.exclude, query.filter, query.score_threshold, query.exact
+    )
+    after = search_cursors.decode(query.cursor, bound_to) if query.cursor else None
     hits = await nearest(session, caller, target, query.filter, wanted, exact=query.exact, after=after)
     hits = _above_threshold(hits, query.score_threshold)
     if query.diversity is not None:
         hits = await _mmr(session, target, hits, query.limit, 1.0 - query.diversity)
         return SearchResult(target.model, hits, None)
-    next_cursor = encode_search_cursor(hits[-1]) if len(hits) == query.limit else None
+    last = hits[-1] if len(hits) == query.limit else None
+    next_cursor = search_cursors.encode(last.distance, last.latent_id, bound_to) if last else None
     return SearchResult(target.model, hits, next_cursor)
 
 
@@ -487,21 +497,6 @@ async def _best_score(session: AsyncSession, caller: Caller, target: Target, que
 
 def _rescored(hit: Hit, score: float) -> Hit:
     return Hit(**{**hit.__dict__, "score": score, "distance": None})
-
-
-def encode_search_cursor(hit: Hit) -> str:
-    raw = json.dumps([hit.distance, hit.latent_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_search_cursor(cursor: str) -> tuple[float, int]:
-    try:
-        distance, latent_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not math.isfinite(float(distance)):
-            raise ValueError(distance)
-        return float(distance), int(latent_id)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput("cursor", "cursor is not one this API handed out; start again without it") from exc
 
 
 MIN_PATH_STEPS, MAX_PATH_STEPS = 3, 50

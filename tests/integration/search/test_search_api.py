@@ -3,6 +3,7 @@ cursors, thresholds, examples, MMR, and every bad input answered 4xx naming the 
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import uuid
@@ -291,3 +292,55 @@ async def test_song_path_errors(client):
     assert (await path(422, **{"from": str(items[0].id), "to": str(items[0].id)}))["errors"][0]["field"] == "to"
     await path(404, **{"from": str(items[0].id), "to": str(uuid.uuid4())})
     await path(400, **{"from": "not-a-uuid", "to": str(items[0].id)})
+
+
+# -- query vectors at the edges of float32; cursors bound to their search ---------------------------------
+
+
+@pytest.mark.parametrize("value", [1e39, -3.5e38, 1e300])
+async def test_a_value_beyond_float32_is_422_naming_vector(client, value):
+    vector = [0.1] * 512
+    vector[7] = value
+    problem = await search(client, client.alice, 422, vector=vector)
+    assert problem["errors"][0]["field"] == "vector"
+    assert "vector[7]" in problem["detail"] and "float32" in problem["detail"]
+
+
+@pytest.mark.parametrize("scale", [1e37, 1e-40], ids=["huge", "tiny"])
+async def test_huge_and_tiny_vectors_find_what_their_direction_finds(client, scale):
+    """Cosine ignores a vector's length; float32 sums over such values overflow or vanish unless it is scaled."""
+    items = visible_to(client.catalogue.items, "alice")
+    query = items[3].vector.astype(np.float64)
+    body = await search(client, client.alice, vector=(query * scale).tolist(), limit=10)
+    assert ids(body) == exact_ids(items, query, 10)
+    assert all(np.isfinite(item["distance"]) for item in body["items"])
+
+
+async def first_page(client, **body) -> str:
+    cursor = (await search(client, client.alice, limit=5, **body))["next_cursor"]
+    assert cursor
+    return cursor
+
+
+async def test_a_cursor_pages_only_the_search_that_handed_it_out(client):
+    items = visible_to(client.catalogue.items, "alice")
+    one, other = items[3].vector.tolist(), items[40].vector.tolist()
+    cursor = await first_page(client, vector=one)
+
+    assert (await search(client, client.alice, vector=one, limit=5, cursor=cursor))["items"]  # same search: fine
+    foreign = [
+        {"vector": other},
+        {"vector": one, "filter": {"tags_any": ["piano"]}},
+        {"vector": one, "score_threshold": 0.1},
+        {"generation_id": str(items[3].id)},
+    ]
+    for body in foreign:
+        problem = await search(client, client.alice, 422, limit=5, cursor=cursor, **body)
+        assert problem["errors"][0]["field"] == "cursor"
+        assert "another search" in problem["detail"]
+
+
+async def test_a_cursor_of_the_old_unbound_format_is_refused(client):
+    unbound = base64.urlsafe_b64encode(b"[0.1, 5]").decode().rstrip("=")
+    problem = await search(client, client.alice, 422, vector=[0.1] * 512, cursor=unbound)
+    assert problem["errors"][0]["field"] == "cursor"
