@@ -164,9 +164,20 @@ async def cancel(session: AsyncSession, jobs: JobQueue, caller: Caller, generati
         raise Conflict(f"generation {generation_id} is already {row.status}; only pending or running work cancels")
     row.status, row.finished_at = "cancelled", datetime.now(UTC)
     await session.commit()
-    if row.job_id is not None:
-        await jobs.cancel(row.job_id)
+    await cancel_job_if_done(session, jobs, row.job_id)
     return row
+
+
+async def cancel_job_if_done(session: AsyncSession, jobs: JobQueue, job_id: int | None) -> None:
+    """Cancel a job once none of its generations is left to make: one job makes every clip of a request, so
+    cancelling one clip must leave the job to its siblings (its claim skips the cancelled clip)."""
+    if job_id is None:
+        return
+    left = await session.scalar(
+        select(func.count()).where(Generation.job_id == job_id, Generation.status.in_(("pending", "running")))
+    )
+    if not left:
+        await jobs.cancel(job_id)
 
 
 _cancelled_unless_finished = case((Generation.status.in_(("pending", "running")), "cancelled"), else_=Generation.status)
@@ -185,8 +196,7 @@ async def soft_delete(session: AsyncSession, jobs: JobQueue, caller: Caller, gen
         raise NotFound(f"no generation {generation_id}")
     await session.commit()
     job_id, _ = found
-    if job_id is not None:
-        await jobs.cancel(job_id)
+    await cancel_job_if_done(session, jobs, job_id)
 
 
 async def audio_asset(session: AsyncSession, caller: Caller, generation_id: uuid.UUID) -> AudioAsset:

@@ -20,7 +20,7 @@ from service.db.models import Batch, Generation, Model
 from service.domain import clusters, search
 from service.domain.api_keys import Caller
 from service.domain.errors import Conflict, InvalidInput, NotFound
-from service.domain.generations import MAX_SEED, enqueue, ensure_queue_room
+from service.domain.generations import MAX_SEED, cancel_job_if_done, enqueue, ensure_queue_room
 from service.domain.ports import JobQueue
 from service.domain.visibility import owned_by
 from service.ml.config import ModelConfig
@@ -231,6 +231,6 @@ async def cancel_batch(session: AsyncSession, jobs: JobQueue, caller: Caller, ba
         .returning(Generation.job_id)
     ))  # fmt: skip
     await session.commit()
-    for job_id in job_ids - {None}:
-        await jobs.cancel(job_id)
+    for job_id in job_ids:
+        await cancel_job_if_done(session, jobs, job_id)
     return await get_batch(session, caller, batch_id)

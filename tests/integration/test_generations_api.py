@@ -124,13 +124,30 @@ async def test_cancel_then_cancel_again_conflicts(client, owner_conn):
     generation_id = (await client.post("/v1/generations", json=GOOD, headers=client.alice)).json()["ids"][0]
     cancelled = await client.post(f"/v1/generations/{generation_id}/cancel", headers=client.alice)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-    job_status = owner_conn.execute(
+    assert job_status(owner_conn, generation_id) == "cancelled"
+    again = await client.post(f"/v1/generations/{generation_id}/cancel", headers=client.alice)
+    assert again.status_code == 409
+
+
+def job_status(owner_conn, generation_id: str) -> str:
+    return owner_conn.execute(
         "SELECT j.status FROM procrastinate_jobs j JOIN generations g ON g.job_id = j.id WHERE g.id = %s",
         (generation_id,),
     ).fetchone()[0]
-    assert job_status == "cancelled"
-    again = await client.post(f"/v1/generations/{generation_id}/cancel", headers=client.alice)
-    assert again.status_code == 409
+
+
+async def test_cancelling_one_clip_leaves_the_job_to_its_siblings(client, owner_conn):
+    ids = (await client.post("/v1/generations", json={**GOOD, "batch_size": 4}, headers=client.alice)).json()["ids"]
+    assert (await client.post(f"/v1/generations/{ids[1]}/cancel", headers=client.alice)).status_code == 200
+    assert (await client.delete(f"/v1/generations/{ids[2]}", headers=client.alice)).status_code == 204
+    assert job_status(owner_conn, ids[0]) == "todo"  # clips 0 and 3 still get made
+    statuses = dict(owner_conn.execute("SELECT id::text, status FROM generations").fetchall())
+    assert [statuses[i] for i in ids] == ["pending", "cancelled", "cancelled", "pending"]
+
+    await client.post(f"/v1/generations/{ids[0]}/cancel", headers=client.alice)
+    assert job_status(owner_conn, ids[0]) == "todo"
+    await client.delete(f"/v1/generations/{ids[3]}", headers=client.alice)
+    assert job_status(owner_conn, ids[0]) == "cancelled"  # nothing left to make
 
 
 async def test_delete_hides_the_item_everywhere_at_once(client, owner_conn):

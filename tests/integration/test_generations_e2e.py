@@ -86,3 +86,15 @@ async def test_flac_and_byte_ranges(database, tiny_model, tmp_path):
         assert tail.status_code == 206 and tail.content == whole[-20:]
         bad = await client.get(url, headers={**alice, "Range": f"bytes={len(whole) + 5}-"})
         assert bad.status_code == 416 and bad.headers["content-range"] == f"bytes */{len(whole)}"
+
+
+async def test_siblings_of_a_clip_cancelled_while_pending_are_still_made(database, tiny_model, tmp_path):
+    settings = api_settings(database, tmp_path)
+    async with api_client(database, settings, worker=False) as client:  # no worker yet: the clips stay pending
+        alice = await bearer_for(client, "alice", "creator")
+        ids = (await client.post("/v1/generations", json={**REQUEST, "batch_size": 3}, headers=alice)).json()["ids"]
+        assert (await client.post(f"/v1/generations/{ids[1]}/cancel", headers=alice)).status_code == 200
+    async with api_client(database, settings, worker=True) as client:
+        finished = [await wait_until_finished(client, alice, i, timeout=120) for i in ids]
+    assert [item["status"] for item in finished] == ["succeeded", "cancelled", "succeeded"]
+    assert finished[1]["links"]["audio"] is None and finished[0]["links"]["audio"] is not None
