@@ -76,7 +76,9 @@ class JobsSettings(BaseSettings):
     heartbeat_seconds: float = Field(10.0, gt=0)
     stalled_after_seconds: float = Field(30.0, gt=0, description="No heartbeat for this long: the job is retried")
     max_attempts: int = Field(3, ge=1, description="Runs of one job before its generations are marked failed")
-    max_variants_per_batch: int = Field(256, ge=1, description="Most variants one POST /v1/variants may ask for")
+    max_variants_per_batch: int = Field(
+        200, ge=1, description="Most variants one POST /v1/variants may ask for (queue_limit caps it too)"
+    )
     variant_chunk_size: int = Field(16, ge=1, le=256, description="Variants produced per job (one batched call)")
     sweep_cron: str = Field("* * * * *", description="When the stalled-job / undeferred sweep runs")
     lifecycle_cron: str = Field("17 3 * * *", description="When archival, purge and the orphan sweep run")

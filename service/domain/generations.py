@@ -91,7 +91,11 @@ async def enqueue(session: AsyncSession, jobs: JobQueue, generation_ids: list[uu
     return job_id
 
 
-async def ensure_queue_room(session: AsyncSession, wanted: int, queue_limit: int) -> None:
+async def ensure_queue_room(session: AsyncSession, wanted: int, queue_limit: int, field: str = "batch_size") -> None:
+    """429 while the queue is too full for ``wanted`` more; 422 (on ``field``) when it never could hold them."""
+    if wanted > queue_limit:
+        raise InvalidInput(field, f"this request makes {wanted} generations and the queue never holds more than "
+                           f"{queue_limit} (SOUNDALIKE_JOBS_QUEUE_LIMIT); ask for fewer")  # fmt: skip
     pending = await session.scalar(select(func.count()).where(Generation.status == "pending"))
     if pending + wanted > queue_limit:
         raise QueueFull(

@@ -132,7 +132,7 @@ async def request_variants(session: AsyncSession, jobs: JobQueue, caller: Caller
         hint = "; pass cluster_limit to take the cluster's most central members" if request.cluster_id else ""
         cap = f"a batch holds at most {max_total} (SOUNDALIKE_JOBS_MAX_VARIANTS_PER_BATCH){hint}"
         raise InvalidInput("n_per_source", f"{len(sources)} sources x {request.n_per_source} = {total} variants; {cap}")
-    await ensure_queue_room(session, total, queue_limit)
+    await ensure_queue_room(session, total, queue_limit, "n_per_source")
     models = dict(
         (await session.execute(select(Generation.id, Generation.model_id).where(Generation.id.in_(sources)))).all()
     )

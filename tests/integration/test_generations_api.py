@@ -106,6 +106,13 @@ async def test_full_queue_answers_429_with_retry_after(client, owner_conn):
     assert jobs.fetchone()[0] == 1
 
 
+async def test_a_batch_larger_than_the_queue_limit_is_422_not_429(client, owner_conn):
+    refused = await client.post("/v1/generations", json={**GOOD, "batch_size": 6}, headers=client.alice)
+    assert refused.status_code == 422 and "retry-after" not in refused.headers, refused.text
+    assert refused.json()["errors"][0]["field"] == "batch_size" and "never holds more than 5" in refused.text
+    assert count(owner_conn) == 0
+
+
 async def test_private_items_are_404_to_others_public_items_are_visible(client):
     private = (await client.post("/v1/generations", json=GOOD, headers=client.alice)).json()["ids"][0]
     public = (await client.post("/v1/generations", json={**GOOD, "visibility": "public"}, headers=client.alice)).json()[

@@ -43,3 +43,11 @@ def test_bad_values_name_the_variable(monkeypatch):
     monkeypatch.setenv("SOUNDALIKE_SERVER_PORT", "70000")
     with pytest.raises(ValueError, match="port"):
         Settings()
+
+
+def test_the_default_variants_cap_fits_in_the_default_queue(monkeypatch):
+    """A batch larger than the queue limit could never be queued: the defaults must agree."""
+    for name in ("SOUNDALIKE_JOBS_QUEUE_LIMIT", "SOUNDALIKE_JOBS_MAX_VARIANTS_PER_BATCH"):
+        monkeypatch.delenv(name, raising=False)
+    jobs = Settings().jobs
+    assert jobs.max_variants_per_batch <= jobs.queue_limit

@@ -134,6 +134,20 @@ async def test_bad_variants_store_nothing(client, owner_conn, extra, field):
     assert owner_conn.execute("SELECT count(*) FROM batches").fetchone()[0] == 0
 
 
+async def test_a_batch_the_queue_can_never_hold_is_422_not_429(database, catalogue, tmp_path, owner_conn):
+    settings = api_settings(database, tmp_path, queue_limit=10, max_variants_per_batch=12)
+    sources = [str(i.id) for i in visible_to(catalogue.items, "alice") if i.owner == "alice"][:3]
+    async with api_client(database, settings, worker=False) as client:
+        alice = await bearer_for(client, "alice", "creator")
+        too_many = await client.post("/v1/variants", headers=alice, json={"ids": sources, "n_per_source": 4})
+        fits = await client.post("/v1/variants", headers=alice, json={"ids": sources, "n_per_source": 3})
+    assert too_many.status_code == 422 and "retry-after" not in too_many.headers, too_many.text
+    problem = too_many.json()
+    assert problem["errors"][0]["field"] == "n_per_source"
+    assert "makes 12 generations" in problem["detail"] and "SOUNDALIKE_JOBS_QUEUE_LIMIT" in problem["detail"]
+    assert fits.status_code == 202 and count(owner_conn, "kind = 'variant'") == 9
+
+
 async def test_bad_transfers_store_nothing(client, owner_conn):
     source, other = mine(client)[0], mine(client)[1]
     twin = client.catalogue.twins[0]
