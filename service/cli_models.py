@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from service.cli_support import database, run_in_session
-from service.domain import registry
+from service.domain import checkpoints, registry
 from service.errors import SoundalikeError
 from service.tables import format_table
 
@@ -101,16 +101,17 @@ def show_command(ref: str) -> None:
 @click.option("--alias", required=True, help="The name clients use to ask for this model.")
 @click.option("--version", "version", default=None, help="A version label [default: the checkpoint hash, 12 chars].")
 @click.option("--latent-dim", type=int, default=registry.ModelSpec.latent_dim, show_default=True)
-@click.option("--sample-rate", type=int, default=None, help="Audio sample rate in Hz.")
-@click.option("--clip-seconds", type=float, default=None, help="Clip length in seconds.")
+@click.option("--sample-rate", type=int, default=None, help="Audio sample rate in Hz [the checkpoint's; must agree].")
+@click.option("--clip-seconds", type=float, default=None, help="Clip length in seconds [the checkpoint's; must agree].")
 @click.option("--default", "make_default", is_flag=True, help="Make it the default model.")
 def add_command(path: Path, alias: str, version: str | None, latent_dim: int, sample_rate: int | None,
                 clip_seconds: float | None, make_default: bool) -> None:  # fmt: skip
-    """Register the checkpoint at PATH (hashed now, verified before every load)."""
+    """Register the checkpoint at PATH: loaded and tried on a test clip now, its hash checked before every load."""
     spec = registry.ModelSpec(latent_dim=latent_dim, sample_rate=sample_rate, clip_seconds=clip_seconds)
 
     async def add(session, *_):
-        return await registry.add_model(session, path, alias, version=version, spec=spec, make_default=make_default)
+        return await registry.add_model(session, path, alias, version=version, spec=spec, make_default=make_default,
+                                        check=checkpoints.inspect)  # fmt: skip
 
     row = _committing(add)
     default = " (the default model)" if row.is_default else ""
@@ -160,14 +161,15 @@ def delete_command(ref: str) -> None:
 
 @models_group.command("verify")
 def verify_command() -> None:
-    """Re-hash every checkpoint: mismatches and missing files mark the model FAILED (exit code 1)."""
+    """Re-hash and load every checkpoint: mismatches, missing files and files that are no usable model mark the
+    model FAILED (exit code 1)."""
 
     def progress(row) -> None:
         if row.checkpoint_path:
-            click.echo(f"hashing {row.alias} ({row.checkpoint_path}) ...", err=True)
+            click.echo(f"checking {row.alias} ({row.checkpoint_path}) ...", err=True)
 
     async def work(session):
-        results = await registry.verify(session, progress)
+        results = await registry.verify(session, progress, check=checkpoints.inspect)
         await session.commit()
         return results
 

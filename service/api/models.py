@@ -16,7 +16,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from service.api.auth import requires_role
 from service.api.deps import SessionDep
 from service.db.models import Model
-from service.domain import registry
+from service.domain import checkpoints, registry
 
 Alias = Annotated[str, msgspec.Meta(min_length=1, max_length=registry.ALIAS_MAX_LENGTH)]
 
@@ -106,13 +106,17 @@ class ModelController(Controller):
         with registry_errors():
             return ModelOut.of(await registry.get_model(db_session, _ref(ref)))
 
-    @post(summary="Register a checkpoint file on the server under an alias")
+    @post(
+        summary="Register a checkpoint file on the server under an alias",
+        description="The file is loaded and encodes a test clip first; one that is no usable model is a 400 "
+        "naming `checkpoint_path`. `sample_rate` and `clip_seconds` come from the checkpoint (given ones must agree).",
+    )
     async def add(self, db_session: SessionDep, data: JSONBody[ModelCreate]) -> ModelOut:
         spec = registry.ModelSpec(data.latent_dim, data.sample_rate, data.clip_seconds)
         with registry_errors():
             row = await registry.add_model(
                 db_session, data.checkpoint_path, data.alias, version=data.version, spec=spec,
-                make_default=data.is_default, metadata=data.metadata,
+                make_default=data.is_default, metadata=data.metadata, check=checkpoints.inspect,
             )  # fmt: skip
             await db_session.commit()
             await db_session.refresh(row)

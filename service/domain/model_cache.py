@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.models import Model
 from service.domain import failures, registry
+from service.domain.checkpoints import load_failure
 from service.errors import SoundalikeError
 from service.metrics import MODEL_INFERENCE, MODEL_LOAD, timed
 
@@ -114,7 +115,7 @@ class ModelCache:
             with timed(MODEL_LOAD, **labels):
                 model = await asyncio.to_thread(self._loader, Path(path))
         except Exception as exc:
-            reason = f"loading {path} failed: {type(exc).__name__}: {exc}"
+            reason = f"loading {path} failed: {load_failure(exc)}"
             await self._fail(model_id, reason)
             raise ModelLoadError(f"model {alias!r} cannot be loaded: {reason}") from exc
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -231,6 +232,10 @@ def _checkpoint_file(path: str | Path, field: str = "checkpoint_path") -> Path:
 # -- adding models -------------------------------------------------------------------------------------------
 
 
+# Loads a checkpoint file and reports its spec, raising InvalidModelInput when it is no usable model.
+CheckpointCheck = Callable[[Path], "ModelSpec"]
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What describes a model apart from its checkpoint: the architecture's shape."""
@@ -247,6 +252,14 @@ class ModelSpec:
         if self.clip_seconds is not None and not self.clip_seconds > 0:
             raise InvalidModelInput("clip_seconds", "must be positive")
         return self
+
+    def agreeing_with(self, found: ModelSpec) -> ModelSpec:
+        """The checkpoint's own spec (``found``), when every value given here agrees with it."""
+        for name in ("latent_dim", "sample_rate", "clip_seconds"):
+            given, actual = getattr(self, name), getattr(found, name)
+            if given is not None and actual is not None and not math.isclose(given, actual):
+                raise InvalidModelInput(name, f"{given} was given, but the checkpoint's {name} is {actual}")
+        return found
 
 
 async def _hash_checkpoint(checkpoint_path: str | Path, alias: str, spec: ModelSpec) -> tuple[Path, str]:
@@ -292,14 +305,19 @@ async def add_model(
     spec: ModelSpec = ModelSpec(),
     make_default: bool = False,
     metadata: dict[str, Any] | None = None,
+    check: CheckpointCheck | None = None,
 ) -> Model:
-    """Register a local checkpoint under ``alias`` (hashing it); the first model becomes the default."""
+    """Register a local checkpoint under ``alias`` (hashing it); the first model becomes the default. With
+    ``check`` (``service.domain.checkpoints.inspect``) the file must also load and work as a model, and the spec
+    is the one it reports."""
     path, digest = await _hash_checkpoint(checkpoint_path, alias, spec)
     await lock_registry(session)
     await _ensure_alias_free(session, alias)
     same = await session.scalar(select(Model).where(Model.checkpoint_sha256 == digest).limit(1))
     if same is not None:
         raise ModelConflict(f"this checkpoint (sha256 {digest[:16]}…) is already registered as {same.alias!r}")
+    if check is not None:
+        spec = spec.agreeing_with(await asyncio.to_thread(check, path))
     row = _checkpoint_model(f"local:{digest}", alias, "local", version, path, digest, spec, metadata_=metadata or {})
     session.add(row)
     await session.flush()
@@ -520,9 +538,11 @@ class VerifyResult:
     detail: str
 
 
-async def verify(session: AsyncSession, progress: Callable[[Model], None] | None = None) -> list[VerifyResult]:
-    """Re-hash every recorded checkpoint: a mismatch or a missing file marks the model FAILED with the reason,
-    a FAILED model whose file is good again returns to READY. Archived models are checked but keep their status."""
+async def verify(session: AsyncSession, progress: Callable[[Model], None] | None = None,
+                 check: CheckpointCheck | None = None) -> list[VerifyResult]:  # fmt: skip
+    """Re-hash every recorded checkpoint (and, with ``check``, load it and encode a test clip): a mismatch, a
+    missing file or a file that is no usable model marks the model FAILED with the reason, a FAILED model whose
+    file is good again returns to READY. Archived models are checked but keep their status."""
     results = []
     for row in await list_models(session):
         if progress:
@@ -531,6 +551,8 @@ async def verify(session: AsyncSession, progress: Callable[[Model], None] | None
             results.append(VerifyResult(row.id, row.alias, "no checkpoint", "no checkpoint file recorded"))
             continue
         problem = await asyncio.to_thread(checkpoint_problem, row.checkpoint_path, row.checkpoint_sha256)
+        if problem is None and check is not None:
+            problem = await _check_problem(check, Path(row.checkpoint_path))
         if problem:
             if row.status != ARCHIVED:
                 await mark_failed(session, row.id, problem)
@@ -542,3 +564,11 @@ async def verify(session: AsyncSession, progress: Callable[[Model], None] | None
             results.append(VerifyResult(row.id, row.alias, "ok", f"sha256 {row.checkpoint_sha256[:16]}…"))
     await session.flush()
     return results
+
+
+async def _check_problem(check: CheckpointCheck, path: Path) -> str | None:
+    try:
+        await asyncio.to_thread(check, path)
+    except InvalidModelInput as exc:
+        return exc.reason
+    return None

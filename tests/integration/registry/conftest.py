@@ -35,3 +35,20 @@ def checkpoint(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+@pytest.fixture
+def real_checkpoint(tmp_path: Path, tiny_checkpoint: Path) -> Callable[[str], Path]:
+    """Factory: a loadable checkpoint (the tiny model) with a zip comment of its own name: its own hash."""
+    import shutil
+    import zipfile
+
+    def make(name: str) -> Path:
+        path = tmp_path / "checkpoints" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tiny_checkpoint, path)
+        with zipfile.ZipFile(path, "a") as archive:
+            archive.comment = name.encode()
+        return path
+
+    return make

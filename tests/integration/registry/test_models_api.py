@@ -85,9 +85,9 @@ async def test_aliases_with_slashes_are_addressable(client, keys, two_models):
         assert shown.status_code == 200 and shown.json()["id"] == two_models["b"]
 
 
-async def test_add_a_checkpoint(client, keys, checkpoint):
-    path = checkpoint("new.pt")
-    body = {"checkpoint_path": str(path), "alias": "new", "version": "v3", "sample_rate": 32000, "clip_seconds": 8}
+async def test_add_a_checkpoint(client, keys, real_checkpoint, tiny_pipeline):
+    path = real_checkpoint("new.pt")
+    body = {"checkpoint_path": str(path), "alias": "new", "version": "v3", "sample_rate": 16000}
     response = await client.post("/v1/models", headers=keys["admin"], json=body | {"metadata": {"note": "x"}})
     assert response.status_code == 201, response.text
     created = response.json()
@@ -95,6 +95,52 @@ async def test_add_a_checkpoint(client, keys, checkpoint):
         "new", "v3", "local", True,
     )  # fmt: skip
     assert created["checkpoint_sha256"] == registry.sha256_file(path) and created["metadata"] == {"note": "x"}
+    config = tiny_pipeline.config  # what the file says, not what a client claims
+    assert (created["sample_rate"], created["clip_seconds"]) == (config.sample_rate, config.clip_seconds)
+
+
+class NotAModel:
+    """Pickled by reference: ``torch.load(weights_only=True)`` refuses to rebuild it."""
+
+
+def unusable_checkpoints() -> dict[str, bytes]:
+    import io
+    import zipfile
+
+    import torch
+
+    def saved(payload) -> bytes:
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        return buffer.getvalue()
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("notes.txt", "a zip, but not torch's")
+    return {
+        "text": b"these are the weights, honest\n" * 40,
+        "empty": b"",
+        "other-zip": archive.getvalue(),
+        "pickled-object": saved({"format": "soundalike-model/1", "model": NotAModel()}),
+        "plain-tensors": saved({"weights": torch.zeros(3)}),
+    }
+
+
+@pytest.mark.parametrize("kind", ["text", "empty", "other-zip", "pickled-object", "plain-tensors"])
+async def test_a_file_that_is_no_usable_model_is_refused(client, keys, two_models, checkpoint, kind):
+    path = checkpoint(f"{kind}.pt", unusable_checkpoints()[kind])
+    before = await snapshot(client)
+    response = await client.post("/v1/models", headers=keys["admin"], json={"checkpoint_path": str(path), "alias": "x"})
+    assert_problem(response, 400, f"{kind}.pt", field="checkpoint_path")
+    assert "weights_only" not in response.text
+    assert await snapshot(client) == before
+
+
+async def test_declared_values_must_agree_with_the_checkpoint(client, keys, real_checkpoint):
+    body = {"checkpoint_path": str(real_checkpoint("m.pt")), "alias": "m", "sample_rate": 32000}
+    response = await client.post("/v1/models", headers=keys["admin"], json=body)
+    assert_problem(response, 400, "32000 was given, but the checkpoint's sample_rate is 16000", field="sample_rate")
+    assert await snapshot(client) == []
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from service.domain import registry
 from tests.integration.test_cli import assert_one_line_error, external, soundalike
 
 pytestmark = pytest.mark.slow  # a subprocess per command (about 2 s each)
@@ -26,11 +27,11 @@ def ok(result) -> str:
     return result.stdout
 
 
-def test_registry_commands(cli, checkpoint):
+def test_registry_commands(cli, real_checkpoint, checkpoint):
     assert "no models registered" in ok(cli("list"))
-    added = ok(cli("add", str(checkpoint("a.pt")), "--alias", "a", "--version", "v1", "--sample-rate", "32000"))
+    added = ok(cli("add", str(real_checkpoint("a.pt")), "--alias", "a", "--version", "v1", "--sample-rate", "16000"))
     assert "as 'a' (the default model)" in added
-    ok(cli("add", str(checkpoint("b.pt")), "--alias", "b"))
+    ok(cli("add", str(real_checkpoint("b.pt")), "--alias", "b"))
     listing = ok(cli("list")).splitlines()
     assert listing[0].split() == ["id", "alias", "version", "source", "status", "generations", "dim", "file"]
     assert listing[2].split()[:6] == ["1", "*", "a", "v1", "local", "READY"]
@@ -40,7 +41,7 @@ def test_registry_commands(cli, checkpoint):
     assert "default model: 'bee'" in ok(cli("set-default", "bee"))
     assert "model 'a' archived" in ok(cli("archive", "a"))
     shown = ok(cli("show", "a"))
-    assert "status:       ARCHIVED" in shown and "sample rate:  32000" in shown and "version:      v1" in shown
+    assert "status:       ARCHIVED" in shown and "sample rate:  16000" in shown and "version:      v1" in shown
     assert "ARCHIVED" in ok(cli("list")) and "ARCHIVED" not in ok(cli("list", "--active"))
     assert_one_line_error(cli("set-default", "a"), "model 'a' is archived")
     assert_one_line_error(
@@ -54,8 +55,8 @@ def test_registry_commands(cli, checkpoint):
     assert "deleted" in ok(cli("delete", "a"))
 
 
-def test_verify_reports_and_fails_on_a_tampered_checkpoint(cli, checkpoint):
-    path = checkpoint("a.pt")
+def test_verify_reports_and_fails_on_a_tampered_checkpoint(cli, real_checkpoint):
+    path = real_checkpoint("a.pt")
     ok(cli("add", str(path), "--alias", "a"))
     assert "ok" in ok(cli("verify"))
     path.write_bytes(b"tampered")
@@ -63,6 +64,22 @@ def test_verify_reports_and_fails_on_a_tampered_checkpoint(cli, checkpoint):
     assert_one_line_error(result, "1 of 1 checkpoints failed verification")
     assert "failed" in result.stdout and "sha256 mismatch" in result.stdout
     assert "FAILED" in ok(cli("list"))
+
+
+def test_garbage_is_refused_by_add_and_failed_by_verify(cli, checkpoint, owner_conn):
+    garbage = checkpoint("notes.pt", b"not a checkpoint\n" * 100)
+    refused = cli("add", str(garbage), "--alias", "notes")
+    assert_one_line_error(refused, "checkpoint_path: notes.pt is not a PyTorch checkpoint")
+    assert "no models registered" in ok(cli("list"))
+    # a garbage row registered before checkpoints were checked: its hash matches, but it is no model
+    owner_conn.execute(
+        "INSERT INTO models (source_id, alias, source_type, version, checkpoint_path, checkpoint_sha256, is_default) "
+        "VALUES ('local:x', 'notes', 'local', 'v1', %s, %s, true)",
+        (str(garbage), registry.sha256_file(garbage)),
+    )
+    result = cli("verify")
+    assert_one_line_error(result, "1 of 1 checkpoints failed verification")
+    assert "is not a PyTorch checkpoint" in result.stdout and "FAILED" in ok(cli("list"))
 
 
 def test_import_list_refuses_then_dry_runs_then_imports_once(cli, tmp_path):
