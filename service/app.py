@@ -23,11 +23,12 @@ from service.api.events import EventsController
 from service.api.generations import GenerationController
 from service.api.health import HealthController
 from service.api.imports import ImportController
-from service.api.metrics import MetricsController, request_metrics
 from service.api.me import MeController
+from service.api.metrics import MetricsController, request_metrics
 from service.api.models import ModelController
 from service.api.problems import EXCEPTION_HANDLERS
 from service.api.search import PathController, SearchController
+from service.api.sessions import replicas_lifespan, request_session
 from service.api.variants import DerivedController
 from service.domain.api_keys import KeyCache
 from service.domain.events import EventHub
@@ -86,7 +87,7 @@ def create_app(database_url: str, settings: Settings | None = None, run_worker_i
             "jobs": Provide(provide_jobs, sync_to_thread=False),
         },
         middleware=[request_metrics().middleware, authentication_middleware, _rate_limit(settings).middleware],
-        lifespan=[runtime_lifespan],
+        lifespan=[runtime_lifespan, replicas_lifespan(settings.database)],
         state=State({"settings": settings, "key_cache": KeyCache(settings.auth.key_cache_seconds)}),
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
@@ -133,7 +134,8 @@ def provide_jobs(state: State) -> JobQueue:
     return state.jobs
 
 
-async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
-    """One session per request; handlers (through domain services) commit what they mean to keep."""
-    async with state.sessionmaker() as session:
+async def provide_session(state: State, request: Request) -> AsyncIterator[AsyncSession]:
+    """One session per request (a read replica's for reads, ``service.api.sessions``); handlers (through
+    domain services) commit what they mean to keep."""
+    async with request_session(state, request) as session:
         yield session

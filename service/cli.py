@@ -359,6 +359,52 @@ def slow_queries(limit: int, log_file: Path | None) -> None:
         click.echo(f"{s.calls:>7} {s.total_ms:>11.1f} {s.mean_ms:>9.1f} {s.max_ms:>9.1f}  {s.query[:200]}")
 
 
+@db.group()
+def replica() -> None:
+    """Streaming replicas of the embedded server (development and tests)."""
+
+
+@replica.command("create")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def replica_create(directory: Path) -> None:
+    """Copy the embedded server into DIRECTORY as a streaming replica (pg_basebackup -R)."""
+    from service.db.standby import create_replica
+
+    settings = get_settings()
+    if not settings.database.embedded:
+        raise SoundalikeError(
+            "replica create copies the embedded server; for an external PostgreSQL use its provider's replicas "
+            "or pg_basebackup -R, then set SOUNDALIKE_DATABASE_READ_URLS (docs/operations.md)"
+        )
+    with database() as handle:
+        create_replica(handle.server, directory)
+    click.echo(f"replica created in {directory}; run it with `soundalike db replica run {directory}`")
+
+
+@replica.command("run")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def replica_run(directory: Path) -> None:
+    """Run the replica in DIRECTORY until Ctrl-C or SIGTERM; prints the read URL to configure."""
+    from service.db.embedded import EmbeddedPostgres
+    from service.db.runtime import embedded_server_settings
+    from service.db.standby import is_replica
+
+    settings = get_settings()
+    if not is_replica(directory):
+        raise SoundalikeError(f"{directory} holds no replica (no standby.signal): see `soundalike db replica create`")
+    server = EmbeddedPostgres(directory, embedded_server_settings(settings))
+    server.start()
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        url = server.url(settings.database.app_role, settings.database.name, driver="")
+        click.echo(f"replica running; set SOUNDALIKE_DATABASE_READ_URLS={url}  (Ctrl-C stops it)")
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
 def _current(handle: DatabaseHandle) -> str | None:
     with sqlalchemy.create_engine(handle.migration_url).connect() as conn:
         return migrate.current_revision(conn)

@@ -36,6 +36,9 @@ class DatabaseSettings(BaseSettings):
     max_overflow: int = Field(5, ge=0)
     pool_timeout: float = Field(10.0, gt=0)
     connect_timeout: int = Field(5, ge=1)
+    read_urls: str = Field("", description="Comma-separated application-role URLs of read replicas")
+    replica_max_lag_seconds: float = Field(5.0, ge=0, description="A replica lagging more is skipped for reads")
+    replica_poll_seconds: float = Field(1.0, gt=0, description="How often each process checks its replicas")
     slow_query_ms: int = Field(
         250, ge=-1, description="Embedded server: log statements slower than this (log_min_duration_statement; -1 off)"
     )
@@ -43,6 +46,10 @@ class DatabaseSettings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.url is None
+
+    @property
+    def read_url_list(self) -> list[str]:
+        return [url.strip() for url in self.read_urls.split(",") if url.strip()]
 
 
 class ServerSettings(BaseSettings):

@@ -34,6 +34,7 @@ async def scrape(state: State) -> bytes:
         await stats.database_gauges(conn, snapshot)
     stats.engine_pool_gauges("app", state.engine, snapshot)
     stats.psycopg_pool_gauges("jobs", state.get("job_pool"), snapshot)
+    stats.replica_gauges(state.get("replicas"), snapshot)
     return exposition(snapshot)
 
 

@@ -159,6 +159,7 @@ class SearchController(Controller):
 
     @post(
         status_code=200,
+        opt={"read_only": True},  # served by a read replica when there is one (service.api.sessions)
         summary="Find clips that sound like a generation, a vector, an uploaded clip, or liked/disliked examples",
         description="JSON body (`SearchRequest`), or `multipart/form-data` with `file` (WAV/FLAC/OGG/MP3, encoded with "
         "the searched model) and an optional `query` field holding the same JSON without a query kind.",

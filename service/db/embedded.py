@@ -42,7 +42,7 @@ def _running_as_root() -> bool:
 def run_pg_tool(tool: str, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
     """Run one of the bundled PostgreSQL programs (as the unprivileged system user when we are root)."""
     cmd = [str(PG_BIN / tool), *args]
-    user = SYSTEM_USER if _running_as_root() and tool in {"initdb", "pg_ctl", "postgres"} else None
+    user = SYSTEM_USER if _running_as_root() and tool in {"initdb", "pg_ctl", "postgres", "pg_basebackup"} else None
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, user=user)
     if check and proc.returncode != 0:
         raise DatabaseError(f"{tool} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[-500:]}")

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service.db.replicas import ReplicaSet
 from service.metrics import Snapshot
 
 JOBS_BY_STATE = text(
@@ -67,3 +68,12 @@ def psycopg_pool_gauges(name: str, pool: Any, snapshot: Snapshot) -> None:
     snapshot.add(
         "db_pool_waiting", "Requests waiting for a connection", {"pool": name}, stats.get("requests_waiting", 0)
     )
+
+
+def replica_gauges(replicas: ReplicaSet | None, snapshot: Snapshot) -> None:
+    """Each read replica: up (1/0, as last polled), replay lag, and its pool."""
+    for replica in replicas.replicas if replicas is not None else []:
+        labels = {"replica": replica.name}
+        snapshot.add("db_replica_up", "1 when the replica serves reads (reachable, in recovery)", labels, replica.up)
+        snapshot.add("db_replica_lag_seconds", "Replay lag of a read replica", labels, replica.lag_seconds)
+        engine_pool_gauges(f"replica {replica.name}", replica.engine, snapshot)
