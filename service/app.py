@@ -38,6 +38,7 @@ from service.jobs.queue import ProcrastinateQueue
 from service.jobs.runtime import Runtime
 from service.jobs.worker import run_worker
 from service.settings import Settings, get_settings
+from service.web.pages import STATIC_FILES, TEMPLATES, WebController
 
 log = logging.getLogger(__name__)
 UPLOAD_OVERHEAD_BYTES = 64 * 1024  # multipart framing and form fields around an upload
@@ -54,6 +55,8 @@ ROUTES = [
     DerivedController,
     MetricsController,
     EventsController,
+    WebController,
+    STATIC_FILES,
 ]
 
 
@@ -90,6 +93,7 @@ def create_app(database_url: str, settings: Settings | None = None, run_worker_i
         lifespan=[runtime_lifespan, replicas_lifespan(settings.database)],
         state=State({"settings": settings, "key_cache": KeyCache(settings.auth.key_cache_seconds)}),
         exception_handlers=EXCEPTION_HANDLERS,
+        template_config=TEMPLATES,
         openapi_config=OpenAPIConfig(
             title="Soundalike",
             version=__version__,

@@ -80,7 +80,8 @@ def serve(host: str | None, port: int | None, run_migrations: bool | None) -> No
         click.echo(f"Soundalike on http://{host}:{port}  (OpenAPI: http://{host}:{port}/schema)")
         app = create_app(db.app_url, settings, run_worker_in_process=settings.jobs.in_process_worker)
         signal.signal(signal.SIGTERM, _exit_cleanly)
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        # Open event streams (the explorer keeps one) never end by themselves: give them 5 s at shutdown.
+        uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
 
 
 def _exit_cleanly(signum: int, frame) -> None:

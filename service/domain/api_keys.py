@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.models import API_KEY_ROLES, ApiKey
@@ -74,13 +74,21 @@ async def authenticate(sessions: async_sessionmaker[AsyncSession], secret: str, 
     if not key.startswith(KEY_PREFIX):
         return None
     key_hash = hash_key(key, secret)
-    caller = cache.get(key_hash)
+    return await live_caller(sessions, cache, key_hash, ApiKey.key_hash == key_hash)
+
+
+async def live_caller(
+    sessions: async_sessionmaker[AsyncSession], cache: KeyCache, cache_key: str, which: ColumnElement[bool]
+) -> Caller | None:
+    """The caller of the unrevoked key ``which`` selects (None when there is none), remembered in ``cache``
+    under ``cache_key``."""
+    caller = cache.get(cache_key)
     if caller is None:
         async with sessions() as session:
-            row = await session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)))
+            row = await session.scalar(select(ApiKey).where(which, ApiKey.revoked_at.is_(None)))
         caller = Caller(owner=row.owner, role=row.role, key_id=row.id) if row else None
         if caller is not None:
-            cache.put(key_hash, caller)
+            cache.put(cache_key, caller)
     return caller
 
 

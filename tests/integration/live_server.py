@@ -83,3 +83,18 @@ def take(messages: Iterator[SseMessage], count: int, deadline_seconds: float = 3
         if time.monotonic() > deadline:
             break
     raise AssertionError(f"expected {count} events within {deadline_seconds} s, got {found}")
+
+
+def insert_key(owner_conn, owner: str, role: str = "creator") -> str:
+    """A new API key for ``owner`` (hashed under the default test secret); returns the plaintext."""
+    import secrets
+
+    from service.domain.api_keys import KEY_PREFIX, hash_key
+    from service.settings import AuthSettings
+
+    key = KEY_PREFIX + secrets.token_urlsafe(24)
+    owner_conn.execute(
+        "INSERT INTO api_keys (key_hash, prefix, owner, role) VALUES (%s, %s, %s, %s)",
+        (hash_key(key, AuthSettings().secret), key[:10], owner, role),
+    )
+    return key

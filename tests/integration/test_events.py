@@ -16,7 +16,7 @@ from service.app import create_app
 from service.db import urls
 from service.settings import EventsSettings
 from tests.integration.api_helpers import api_settings
-from tests.integration.live_server import live_server, sse_messages, take
+from tests.integration.live_server import insert_key, live_server, sse_messages, take
 
 
 @pytest.fixture
@@ -34,19 +34,8 @@ def server(database, tmp_path, model_id):
 
 
 @pytest.fixture
-def keys(database, owner_conn, model_id) -> dict[str, dict[str, str]]:
-    from service.domain.api_keys import KEY_PREFIX, hash_key
-    from service.settings import AuthSettings
-
-    headers = {}
-    for owner in ("alice", "bob"):
-        key = f"{KEY_PREFIX}{owner}-{uuid.uuid4().hex}"
-        owner_conn.execute(
-            "INSERT INTO api_keys (key_hash, prefix, owner, role) VALUES (%s, %s, %s, 'creator')",
-            (hash_key(key, AuthSettings().secret), key[:10], owner),
-        )
-        headers[owner] = {"Authorization": f"Bearer {key}"}
-    return headers
+def keys(owner_conn, model_id) -> dict[str, dict[str, str]]:
+    return {owner: {"Authorization": f"Bearer {insert_key(owner_conn, owner)}"} for owner in ("alice", "bob")}
 
 
 def insert(conn, model_id: int, owner: str, n: int = 1, batch_id=None) -> list[uuid.UUID]:

@@ -1,0 +1,231 @@
+"""The explorer in a real browser: Debian's headless chromium driven by Playwright, against the real app (with
+its worker and the project's tiny model) on 127.0.0.1. Screenshots go to $SOUNDALIKE_SCREENSHOTS when it is set
+(``docs/img`` refreshes the README's), else to a temporary directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.app import create_app
+from service.db.engine import connect_sync
+from tests.integration.api_helpers import api_settings
+from tests.integration.live_server import insert_key, live_server
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+FAST = {"steps": 4}  # 4 sampling steps: quick; these tests check the explorer, not the music
+
+
+@pytest.fixture(scope="module")
+def site(database, tmp_path_factory, tiny_pipeline, tiny_checkpoint):
+    """The app with an in-process worker, the project's tiny model as the default model and a creator key."""
+    config = tiny_pipeline.config
+    with connect_sync(database.migration_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE models, generations, api_keys, batches, events, procrastinate_jobs CASCADE")
+        key = insert_key(conn, "alice", "creator")
+        conn.execute(
+            "INSERT INTO models (source_id, alias, source_type, version, checkpoint_path, checkpoint_sha256, "
+            "latent_dim, sample_rate, clip_seconds, is_default) "
+            "VALUES ('tiny', 'default', 'local', %s, %s, %s, %s, %s, %s, true)",
+            (
+                tiny_pipeline.version,
+                str(tiny_checkpoint),
+                tiny_pipeline.sha256,
+                config.latent_dim,
+                config.sample_rate,
+                config.clip_seconds,
+            ),
+        )
+    tmp = tmp_path_factory.mktemp("web")
+    with live_server(create_app(database.app_url, api_settings(database, tmp), run_worker_in_process=True)) as url:
+        yield {"url": url, "key": key, "tmp": tmp, "database": database}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is missing: `make install` installs it (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, site):
+    context = browser.new_context(base_url=site["url"], viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    sign_in(page, site["key"])
+    yield page
+    context.close()
+    assert errors == [], f"JavaScript errors: {errors}"
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    return Path(os.environ.get("SOUNDALIKE_SCREENSHOTS") or tmp_path_factory.mktemp("shots"))
+
+
+def sign_in(page, key: str) -> None:
+    page.goto("/")
+    assert page.url.endswith("/signin")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/generate")
+
+
+def api(site) -> httpx.Client:
+    return httpx.Client(base_url=site["url"], headers={"Authorization": f"Bearer {site['key']}"}, timeout=120)
+
+
+def generate(site, prompt: str, n: int) -> list[dict]:
+    with api(site) as client:
+        response = client.post("/v1/generations?wait=60", json={"prompt": prompt, "batch_size": n, **FAST})
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+def audio_duration(page, selector: str) -> float:
+    audio = page.locator(selector).first
+    audio.wait_for()
+    handle = page.wait_for_function("a => a.readyState >= 1 && a.duration", arg=audio.element_handle())
+    return handle.json_value()
+
+
+def test_sign_in_generate_and_hear_it(page, shots):
+    page.get_by_label("Prompt").fill("piano, minor, 90 bpm")
+    page.get_by_label("Steps").fill("4")
+    page.get_by_label("Clips").fill("2")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    done = page.locator("#results .card[data-status='succeeded']")
+    done.nth(1).wait_for()
+    assert done.count() == 2
+    assert audio_duration(page, "#results .card audio") == pytest.approx(4.0, abs=0.01)
+    assert "piano, minor, 90 bpm" in done.first.inner_text()
+    page.screenshot(path=shots / "explorer-generate.png", full_page=True)
+
+
+def test_a_bad_prompt_shows_the_problem(page):
+    page.get_by_label("Prompt").fill("kazoo solo")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    status = page.locator("#status.error")
+    status.wait_for()
+    assert "prompt" in status.inner_text()
+
+
+def test_library_lists_filters_and_deletes(page, site, shots):
+    generate(site, "guitar, major, 100 bpm", 2)
+    page.goto("/library")
+    cards = page.locator("#library .card")
+    cards.first.wait_for()
+    before = cards.count()
+    page.get_by_label("Tags").fill("guitar")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#library .card-tags')].every(t => t.textContent.includes('guitar'))"
+    )
+    page.screenshot(path=shots / "explorer-library.png", full_page=True)
+    page.once("dialog", lambda dialog: dialog.accept())
+    guitar = page.locator("#library .card").count()
+    page.locator("#library .card").first.get_by_role("button", name="Delete").click()
+    page.wait_for_function(f"() => document.querySelectorAll('#library .card').length === {guitar - 1}")
+    assert before >= guitar
+
+
+def test_sounds_like_restyle_and_variants(page, site, shots):
+    source, *_ = generate(site, "strings, minor, slow", 3) + generate(site, "brass, major, fast", 2)
+    page.goto(f"/like/{source['id']}")
+    neighbours = page.locator("#neighbours .card")
+    neighbours.nth(2).wait_for()
+    assert "similarity" in neighbours.first.inner_text()
+
+    page.locator("#strength").fill("0.8")
+    neighbours.first.get_by_role("button", name="Restyle after this").click()
+    restyled = page.locator("#restyled .card[data-status='succeeded']")
+    restyled.wait_for()
+    assert audio_duration(page, "#restyled .card audio") == pytest.approx(4.0, abs=0.01)
+    page.locator("#lineage").get_by_text("style transfer").wait_for()
+
+    page.locator("#source .card").get_by_label("Select").check()
+    neighbours.first.get_by_label("Select").check()
+    page.get_by_label("Variants per source").fill("2")
+    page.get_by_role("button", name="Make variants").click()
+    page.wait_for_function(
+        "() => { const p = document.querySelector('#batch-progress');"
+        " return p.dataset.status === 'succeeded' && p.value === p.max && p.max === 4; }"
+    )
+    page.locator("#variants .card[data-status='succeeded']").nth(3).wait_for()
+    assert "succeeded: 4 of 4 done" in page.locator("#batch-text").inner_text()
+    page.screenshot(path=shots / "explorer-sounds-like.png", full_page=True)
+
+
+def test_map_renders_points_and_a_click_plays_one(page, site, shots):
+    from indexing.clustering import cluster_model
+    from indexing.source import resolve_model
+    from indexing.sync import connect
+
+    generate(site, "organ, major, 110 bpm", 3)
+    generate(site, "flute, minor, 80 bpm", 3)
+    url = site["database"].app_url
+    with connect(url) as conn:
+        model = resolve_model(conn, "default")
+    cluster_model(url, site["tmp"] / "index", model, k=2)
+
+    page.goto("/map")
+    page.get_by_text("clips of model default").wait_for()
+    x, y = page.evaluate(FIRST_PAINTED_POINT)
+    page.mouse.move(x, y)
+    tip = page.locator("#map-tip")
+    tip.wait_for()
+    assert "cluster" in tip.inner_text()
+    page.screenshot(path=shots / "explorer-map.png")
+    page.mouse.click(x, y)
+    page.wait_for_function(
+        "() => { const a = document.querySelector('#map-audio');"
+        " return a.src.includes('/audio') && a.readyState >= 1 && Math.abs(a.duration - 4) < 0.01 && !a.paused; }"
+    )
+    assert page.locator("#now-playing").inner_text().startswith("Playing:")
+
+
+# The page coordinates of the centre of the first coloured disc on the map canvas.
+FIRST_PAINTED_POINT = """() => {
+  const canvas = document.querySelector('#map');
+  const { width, height } = canvas;
+  const pixels = canvas.getContext('2d').getImageData(0, 0, width, height).data;
+  for (let i = 3; i < pixels.length; i += 4) {
+    if (pixels[i] > 200) {
+      const px = (i >> 2) % width, py = Math.floor((i >> 2) / width);
+      const rect = canvas.getBoundingClientRect();
+      return [rect.left + (px + 0.5) * rect.width / width, rect.top + (py + 3) * rect.height / height];
+    }
+  }
+  throw new Error('nothing painted on the map');
+}"""
+
+
+def test_screenshots_are_where_the_readme_says(shots):
+    if os.environ.get("SOUNDALIKE_SCREENSHOTS"):
+        return
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name in ("explorer-generate.png", "explorer-library.png", "explorer-sounds-like.png", "explorer-map.png"):
+        assert f"docs/img/{name}" in readme
+        assert (Path(__file__).resolve().parents[2] / "docs" / "img" / name).exists()
