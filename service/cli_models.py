@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from service.cli_reencode import reencode_command
 from service.cli_support import database, run_in_session
 from service.domain import checkpoints, registry
 from service.errors import SoundalikeError
@@ -219,3 +220,6 @@ def import_list_command(file: Path, dry_run: bool, skip_invalid: bool, backup_di
     click.echo(legacy.format_report(report))
     if not report.ok:
         raise SoundalikeError(report.message)
+
+
+models_group.add_command(reencode_command)

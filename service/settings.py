@@ -87,6 +87,7 @@ class JobsSettings(BaseSettings):
         200, ge=1, description="Most variants one POST /v1/variants may ask for (queue_limit caps it too)"
     )
     variant_chunk_size: int = Field(16, ge=1, le=256, description="Variants produced per job (one batched call)")
+    reencode_chunk_size: int = Field(64, ge=1, le=1024, description="Items re-encoded per job (batched encode + COPY)")
     sweep_cron: str = Field("* * * * *", description="When the stalled-job / undeferred sweep runs")
     lifecycle_cron: str = Field("17 3 * * *", description="When archival, purge and the orphan sweep run")
     index_sync_cron: str = Field("*/10 * * * *", description="When the FAISS mirrors are brought up to date")

@@ -78,7 +78,7 @@ def empty_tables(owner_conn) -> None:
     owner_conn.execute(
         "TRUNCATE models, generations, latent_embeddings, archived_latents, audio_assets, api_keys, "
         "procrastinate_jobs, batches, latent_changes, latent_change_pruning, cluster_runs, clusters, "
-        "cluster_assignments, events RESTART IDENTITY CASCADE"
+        "cluster_assignments, events, webhooks, webhook_deliveries RESTART IDENTITY CASCADE"
     )
 
 
@@ -86,16 +86,15 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint() -> Path:
-    """A tiny model trained by the project's own code (cached by a hash of the model sources)."""
+def trained_tiny(seed: int) -> Path:
+    """A tiny model trained by the project's own code with ``seed`` (cached by a hash of the model sources)."""
     import hashlib
 
     from service.ml.training import train
 
-    sources = sorted((repo_root() / "service" / "ml").glob("*.py"))
+    sources = sorted((repo_root() / "service" / "ml").rglob("*.py"))
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
-    cached = repo_root() / "var" / "test-cache" / f"tiny-{digest}.pt"
+    cached = repo_root() / "var" / "test-cache" / (f"tiny-{digest}.pt" if seed == 0 else f"tiny-s{seed}-{digest}.pt")
     if not cached.exists():
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = cached.with_suffix(".partial.pt")
@@ -103,7 +102,7 @@ def tiny_checkpoint() -> Path:
         os.environ["SOUNDALIKE_ML_CACHE"] = str(cached.parent / "corpus")  # never a developer's corpus cache
         try:
             # one thread: on a shared machine two contended threads are many times slower
-            train(preset="tiny", out=partial, seed=0, threads=1)
+            train(preset="tiny", out=partial, seed=seed, threads=1)
         finally:
             if corpus_cache is None:
                 os.environ.pop("SOUNDALIKE_ML_CACHE", None)
@@ -114,21 +113,47 @@ def tiny_checkpoint() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_checkpoint() -> Path:
+    """A tiny model trained by the project's own code (cached by a hash of the model sources)."""
+    return trained_tiny(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_b() -> Path:
+    """A second tiny model (another training seed): another latent space, for re-encode tests."""
+    return trained_tiny(seed=1)
+
+
+@pytest.fixture(scope="session")
 def tiny_pipeline(tiny_checkpoint):
     from service.ml.pipeline import Pipeline
 
     return Pipeline.load(tiny_checkpoint)
 
 
+def register_test_model(owner_conn, pipeline, checkpoint: Path, alias: str, default: bool) -> dict:
+    """A trained test model in the registry under ``alias`` (also its source id)."""
+    config = pipeline.config
+    row = owner_conn.execute(
+        "INSERT INTO models (source_id, alias, source_type, version, checkpoint_path, checkpoint_sha256, "
+        "latent_dim, sample_rate, clip_seconds, is_default) VALUES (%s, %s, 'local', %s, %s, %s, %s, %s, %s, %s) "
+        "RETURNING id",
+        (
+            alias,
+            alias,
+            pipeline.version,
+            str(checkpoint),
+            pipeline.sha256,
+            config.latent_dim,
+            config.sample_rate,
+            config.clip_seconds,
+            default,
+        ),
+    ).fetchone()
+    return {"id": row[0], "alias": alias, "pipeline": pipeline}
+
+
 @pytest.fixture
 def tiny_model(owner_conn, tiny_pipeline, tiny_checkpoint, empty_tables) -> dict:
     """The tiny model registered as the default model (fresh tables)."""
-    config = tiny_pipeline.config
-    row = owner_conn.execute(
-        "INSERT INTO models (source_id, alias, source_type, version, checkpoint_path, checkpoint_sha256, "
-        "latent_dim, sample_rate, clip_seconds, is_default) VALUES ('tiny', 'tiny', 'local', %s, %s, %s, %s, %s, %s,"
-        " true) RETURNING id",
-        (tiny_pipeline.version, str(tiny_checkpoint), tiny_pipeline.sha256, config.latent_dim, config.sample_rate,
-         config.clip_seconds),
-    ).fetchone()  # fmt: skip
-    return {"id": row[0], "alias": "tiny", "pipeline": tiny_pipeline}
+    return register_test_model(owner_conn, tiny_pipeline, tiny_checkpoint, "tiny", default=True)

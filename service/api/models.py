@@ -10,13 +10,15 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
+from litestar.datastructures import State
 from litestar.exceptions import ClientException, NotFoundException, ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from service.api.auth import requires_role
-from service.api.deps import SessionDep
+from service.api.deps import CallerDep, JobsDep, SessionDep
+from service.api.variants import BatchStatus, to_batch
 from service.db.models import Model
-from service.domain import checkpoints, registry
+from service.domain import checkpoints, reencode, registry, variants
 
 Alias = Annotated[str, msgspec.Meta(min_length=1, max_length=registry.ALIAS_MAX_LENGTH)]
 
@@ -70,6 +72,20 @@ class ModelUpdate(msgspec.Struct, forbid_unknown_fields=True):
     metadata: dict[str, Any] | None = None
 
 
+class ReencodeCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """Re-encode every live item with audio in ``from``'s space into this model's space (one batch)."""
+
+    from_: Annotated[str, msgspec.Meta(min_length=1, description="The model whose items to re-encode")] = msgspec.field(
+        name="from"
+    )
+    include_archived: Annotated[bool, msgspec.Meta(description="Archived items too (their latents stay archived)")] = (
+        False
+    )
+
+
+REENCODE_SUFFIX = "/reencode"
+
+
 def _ref(path: Path) -> str:
     """The model reference in the URL; a path parameter, because aliases may hold ``/`` (``local:piano/v2``)."""
     return str(path).lstrip("/")
@@ -121,6 +137,24 @@ class ModelController(Controller):
             await db_session.commit()
             await db_session.refresh(row)
         return ModelOut.of(row)
+
+    @post(
+        "/{ref:path}",
+        status_code=202,
+        summary="POST /v1/models/{ref}/reencode: re-encode a catalogue into this model's space",
+        description="The path is the model reference followed by `/reencode` (a reference may hold `/`). Answers "
+        "202 with the batch; follow it at `GET /v1/batches/{id}`, cancel it at `POST /v1/batches/{id}/cancel`.",
+    )
+    async def reencode(self, db_session: SessionDep, caller: CallerDep, jobs: JobsDep, ref: FromPath[Path],
+                       data: JSONBody[ReencodeCreate], state: State) -> BatchStatus:  # fmt: skip
+        path = _ref(ref)
+        if not path.endswith(REENCODE_SUFFIX):
+            raise NotFoundException(f"no action at /v1/models/{path}; did you mean /v1/models/{path}/reencode?")
+        request = reencode.ReencodeRequest(data.from_, path.removesuffix(REENCODE_SUFFIX), data.include_archived)
+        batch = await reencode.request_reencode(
+            db_session, jobs, caller, request, state.settings.jobs.reencode_chunk_size
+        )
+        return to_batch(await variants.get_batch(db_session, caller, batch.id))
 
     @patch("/{ref:path}", summary="Rename, make default, archive or unarchive, merge metadata")
     async def update(self, db_session: SessionDep, ref: FromPath[Path], data: JSONBody[ModelUpdate]) -> ModelOut:

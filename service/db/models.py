@@ -135,11 +135,12 @@ class Generation(Base):
     batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id"))
 
 
-BATCH_KINDS = ("variant",)
+BATCH_KINDS = ("variant", "reencode")
 
 
 class Batch(Base):
-    """A batch request (variants of many sources); progress is counted from its generations."""
+    """A batch request: variants of many sources (progress counted from its generations), or a re-encode of a
+    catalogue into another model's space (progress counted from its ``reencode_items``)."""
 
     __tablename__ = "batches"
     __table_args__ = (
@@ -158,10 +159,12 @@ class Batch(Base):
 
 
 class LatentEmbedding(Base):
-    """The 512-d latent of a generation, in its model's space. ``id`` is the int64 FAISS mirrors use."""
+    """The 512-d latent of a generation in one model's space (an item has at most one per model, and may have
+    several after a re-encode). ``id`` is the int64 FAISS mirrors use."""
 
     __tablename__ = "latent_embeddings"
     __table_args__ = (
+        UniqueConstraint("generation_id", "model_id"),
         Index(
             "ix_latent_embeddings_embedding_hnsw",
             "embedding",
@@ -173,7 +176,7 @@ class LatentEmbedding(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
-    generation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"), unique=True)
+    generation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"))
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     embedding: Mapped[Any] = mapped_column(Vector(LATENT_DIM))
     created_at: Mapped[datetime] = created_at_column()
@@ -183,13 +186,37 @@ class ArchivedLatent(Base):
     """A latent of an archived generation: out of the HNSW index (no vector index here), still readable."""
 
     __tablename__ = "archived_latents"
+    __table_args__ = (UniqueConstraint("generation_id", "model_id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    generation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"), unique=True)
+    generation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"))
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     embedding: Mapped[Any] = mapped_column(Vector(LATENT_DIM))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     archived_at: Mapped[datetime] = created_at_column()
+
+
+REENCODE_ITEM_STATUSES = ("pending", "succeeded", "failed", "cancelled")
+
+
+class ReencodeItem(Base):
+    """One generation of a re-encode batch: the chunk (one job) it belongs to and how its encode went."""
+
+    __tablename__ = "reencode_items"
+    __table_args__ = (
+        CheckConstraint(one_of("status", REENCODE_ITEM_STATUSES), name="status"),
+        Index("ix_reencode_items_batch_id_chunk", "batch_id", "chunk"),
+        Index("ix_reencode_items_generation_id", "generation_id"),
+    )
+
+    batch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True)
+    generation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("generations.id", ondelete="CASCADE"), primary_key=True
+    )
+    chunk: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(Text, server_default=text("'pending'"))
+    error: Mapped[str | None] = mapped_column(Text)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class AudioAsset(Base):

@@ -4,18 +4,19 @@ per batch. Unreadable or unusable files are skipped and reported, never half-sto
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
 from service.db.engine import copy_rows
-from service.domain.audio import to_wav
+from service.domain import reencode, registry
+from service.domain.audio import encode_grouped, to_wav
 from service.domain.errors import DomainError
 from service.domain.imports import AUDIO_SUFFIXES, DecodedClip, ImportOptions, decode_upload
 from service.storage import BlobStore
@@ -60,16 +61,40 @@ def _files(folder: Path) -> list[Path]:
 
 def import_folder(conn: psycopg.Connection, store: BlobStore, pipeline, model_id: int, owner: str,
                   files: list[Path], options: ImportOptions, limits, batch_size: int = 32,
-                  on_batch: Callable[[int], None] = lambda n: None) -> ImportReport:  # fmt: skip
+                  on_batch: Callable[[int], None] = lambda n: None,
+                  followers: Callable[[int], Any] | None = None) -> ImportReport:  # fmt: skip
+    """``followers(model_id)``: the pipeline of a re-encode target of ``model_id`` (default: loaded from the
+    registry's checkpoint, hash checked), for items that must land in its space too."""
     report = ImportReport()
+    followers = followers or FollowerPipelines(conn)
     for batch in _chunks(files, batch_size):
         decoded = _decode(batch, limits, report)
         encoded = _encode(pipeline, decoded, report)
         if encoded:
-            _store(conn, store, encoded, model_id, owner, options)
+            _store(conn, store, encoded, model_id, owner, options, followers)
             report.imported += len(encoded)
         on_batch(len(batch))
     return report
+
+
+class FollowerPipelines:
+    """Pipelines of re-encode targets, loaded once each, their checkpoint hash checked against the registry."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        self.loaded: dict[int, Any] = {}
+
+    def __call__(self, model_id: int) -> Any:
+        if model_id not in self.loaded:
+            from service.ml.pipeline import Pipeline
+
+            path, sha256 = self.conn.execute(
+                "SELECT checkpoint_path, checkpoint_sha256 FROM models WHERE id = %s", (model_id,)
+            ).fetchone()
+            if problem := registry.checkpoint_problem(path, sha256):
+                raise ValueError(f"model {model_id} (a re-encode target) cannot be loaded: {problem}")
+            self.loaded[model_id] = Pipeline.load(path)
+        return self.loaded[model_id]
 
 
 def _chunks(items: list[Path], size: int) -> Iterator[list[Path]]:
@@ -90,27 +115,14 @@ def _decode(paths: list[Path], limits, report: ImportReport) -> list[tuple[Path,
 
 def _encode(pipeline, decoded: list[tuple[Path, DecodedClip]], report: ImportReport) -> list[Encoded]:
     """One batched encode per sample rate; a batch that fails is retried clip by clip to isolate the bad ones."""
-    from service.ml.errors import ModelInputError
-
-    by_rate: dict[int, list[tuple[Path, DecodedClip]]] = defaultdict(list)
-    for path, clip in decoded:
-        by_rate[clip.sample_rate].append((path, clip))
-    encoded = []
-    for rate, group in by_rate.items():
-        try:
-            latents = pipeline.encode_batch([clip.audio for _, clip in group], rate)
-            encoded.extend(Encoded(path, clip, latent) for (path, clip), latent in zip(group, latents, strict=True))
-        except ModelInputError:
-            for path, clip in group:
-                try:
-                    encoded.append(Encoded(path, clip, pipeline.encode(clip.audio, rate)))
-                except ModelInputError as exc:
-                    report.skipped.append((str(path), exc.message))
-    return encoded
+    clips = dict(decoded)
+    latents, refused = encode_grouped(pipeline, [(path, clip.audio, clip.sample_rate) for path, clip in decoded])
+    report.skipped.extend((str(path), reason) for path, reason in refused)
+    return [Encoded(path, clips[path], latent) for path, latent in latents]
 
 
 def _store(conn: psycopg.Connection, store: BlobStore, encoded: list[Encoded], model_id: int, owner: str,
-           options: ImportOptions) -> None:  # fmt: skip
+           options: ImportOptions, followers: Callable[[int], Any]) -> None:  # fmt: skip
     blobs = [store.put(to_wav(item.clip.audio, item.clip.sample_rate), ".wav") for item in encoded]
     now = datetime.now(UTC)
     ids = [uuid.uuid4() for _ in encoded]
@@ -127,9 +139,25 @@ def _store(conn: psycopg.Connection, store: BlobStore, encoded: list[Encoded], m
     ]
     latents = [(gid, model_id, item.latent) for gid, item in zip(ids, encoded, strict=True)]
     with conn.transaction():
+        latents += _follower_latents(conn, model_id, ids, encoded, followers)
         _copy(conn, "generations", GENERATION_COLUMNS, generations)
         _copy(conn, "audio_assets", ASSET_COLUMNS, assets)
         _copy(conn, "latent_embeddings", LATENT_COLUMNS, latents)
+
+
+def _follower_latents(
+    conn: psycopg.Connection, model_id: int, ids: list[uuid.UUID], encoded: list[Encoded], followers: Callable
+) -> list[tuple]:
+    """The batch's latents in the spaces of re-encodes from ``model_id`` (read inside the transaction, under
+    the re-encode lock: see ``service.domain.reencode``); ``followers(model_id)`` loads such a model's pipeline."""
+    rows = []
+    for follower in reencode.followers_sync(conn, model_id):
+        clips = [(gid, item.clip.audio, item.clip.sample_rate) for gid, item in zip(ids, encoded, strict=True)]
+        latents, refused = encode_grouped(followers(follower), clips)
+        if refused:
+            raise ValueError(f"model {follower} (a re-encode target) refused {len(refused)} clips: {refused[0][1]}")
+        rows += [(gid, follower, latent) for gid, latent in latents]
+    return rows
 
 
 def _copy(conn: psycopg.Connection, table: str, columns: tuple[tuple[str, str], ...], rows: list[tuple]) -> None:

@@ -212,10 +212,13 @@ async def audio_asset(session: AsyncSession, caller: Caller, generation_id: uuid
 
 
 async def latent(session: AsyncSession, caller: Caller, generation_id: uuid.UUID) -> tuple[GenerationView, list[float]]:
-    """The generation (visible to the caller) and its latent, live or archived."""
+    """The generation (visible to the caller) and its latent in the producing model's space, live or archived
+    (a re-encode may have given it latents in other spaces too)."""
     view = await get_view(session, caller, generation_id)
     for table in (LatentEmbedding, ArchivedLatent):
-        vector = await session.scalar(select(table.embedding).where(table.generation_id == generation_id))
+        vector = await session.scalar(
+            select(table.embedding).where(table.generation_id == generation_id, table.model_id == view.row.model_id)
+        )
         if vector is not None:
             return view, [float(x) for x in vector]
     raise NotFound(f"generation {generation_id} has no latent (yet)")

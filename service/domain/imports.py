@@ -17,6 +17,7 @@ import soundfile as sf
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import AudioAsset, Generation, LatentEmbedding, Model
+from service.domain import reencode
 from service.domain.api_keys import Caller
 from service.domain.audio import to_wav
 from service.domain.errors import DomainError, InvalidInput
@@ -101,6 +102,9 @@ async def import_clip(session: AsyncSession, store: BlobStore, models: ModelRunn
     await session.flush()
     session.add(asset_row(row, blob, clip))
     session.add(LatentEmbedding(generation_id=row.id, model_id=model.id, embedding=latent))
+    for follower in await reencode.followers(session, model.id):  # a re-encode from this model: its space too
+        extra = await encode_clip(models, follower, clip, filename)
+        session.add(LatentEmbedding(generation_id=row.id, model_id=follower.id, embedding=extra))
     await session.commit()
     return row
 

@@ -17,6 +17,9 @@ class JobQueue(Protocol):
     async def defer_generation(self, generation_ids: list[uuid.UUID]) -> int:
         """Queue one job that produces these generations; returns the job id."""
 
+    async def defer_reencode(self, batch_id: uuid.UUID, chunk: int) -> int:
+        """Queue the job that re-encodes one chunk of a re-encode batch; returns the job id."""
+
     async def cancel(self, job_id: int) -> None:
         """Cancel a queued job, or ask a running one to abort."""
 

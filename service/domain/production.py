@@ -119,13 +119,16 @@ async def _model_status(sessions: async_sessionmaker[AsyncSession], transition, 
 
 
 async def source_latents(session: AsyncSession, rows: list[Generation]) -> dict[uuid.UUID, np.ndarray]:
-    """The latents of the rows' parents and style neighbours, live or archived."""
+    """The latents of the rows' parents and style neighbours, live or archived, in the rows' model's space (a
+    source may hold latents in several models' spaces; one job's rows share one model)."""
     wanted = {i for row in rows for i in (row.parent_id, row.neighbor_id) if i is not None}
     found: dict[uuid.UUID, np.ndarray] = {}
     for table in (LatentEmbedding, ArchivedLatent):
         if wanted - found.keys():
             result = await session.execute(
-                select(table.generation_id, table.embedding).where(table.generation_id.in_(wanted - found.keys()))
+                select(table.generation_id, table.embedding).where(
+                    table.generation_id.in_(wanted - found.keys()), table.model_id == rows[0].model_id
+                )
             )
             found.update({gid: np.asarray(vector, dtype=np.float32) for gid, vector in result})
     if missing := wanted - found.keys():

@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, Float, Select, and_, case, cast, func, lit
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import ArchivedLatent, AudioAsset, Generation, LatentEmbedding, Model
-from service.domain import clusters, search_cursors
+from service.domain import clusters, registry, search_cursors
 from service.domain.api_keys import Caller
 from service.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from service.domain.model_lookup import resolve_model
@@ -260,66 +260,96 @@ def _group(hits: list[Hit], labels: dict[int, tuple[int, int]], limit: int, size
 
 async def resolve_target(session: AsyncSession, caller: Caller, query: SearchQuery,
                          audio_latent: np.ndarray | None) -> Target:  # fmt: skip
-    """The model and query vector(s); ids must be visible (404 otherwise) and all in one model."""
+    """The model and query vector(s); ids must be visible (404 otherwise) and have latents in one model's space
+    (the ``model`` asked for, else the one ``latents_of`` picks)."""
+    named = await resolve_model(session, query.model) if query.model else None
     if query.generation_id is not None:
-        model, vectors = await latents_of(session, caller, [query.generation_id], "generation_id")
-        await _check_alias(session, model, query.model, "generation_id")
+        model, vectors = await latents_of(session, caller, [query.generation_id], "generation_id", named)
         return Target(model, vectors[0], exclude=(query.generation_id,))
     if query.positive:
-        model, pos = await latents_of(session, caller, query.positive, "positive")
-        await _check_alias(session, model, query.model, "positive")
+        model, pos = await latents_of(session, caller, query.positive, "positive", named)
         neg = None
         if query.negative:
-            neg_model, neg = await latents_of(session, caller, query.negative, "negative")
-            if neg_model.id != model.id:
-                raise InvalidInput("negative", "negative examples belong to another model than the positive ones")
+            _, neg = await latents_of(session, caller, query.negative, "negative", model, space_field="negative")
         exclude = (*query.positive, *query.negative)
         if query.strategy == "best_score":
             return Target(model, None, positives=pos, negatives=neg, exclude=exclude)
         average = _unit(pos).mean(axis=0)
         vector = average if neg is None else 2 * average - _unit(neg).mean(axis=0)
         return Target(model, check_vector(vector, model.latent_dim, "positive"), exclude=exclude)
-    model = await resolve_model(session, query.model)
+    model = named or await resolve_model(session, None)
     if audio_latent is not None:
         return Target(model, check_vector(audio_latent, model.latent_dim, "audio"))
     return Target(model, check_vector(query.vector, model.latent_dim, "vector"))
 
 
-async def _check_alias(session: AsyncSession, model: Model, alias: str | None, field_name: str) -> None:
-    if alias is not None and alias != model.alias:
-        await resolve_model(session, alias)  # an unknown alias answers as such
-        raise InvalidInput(
-            "model", f"{field_name} lives in model {model.alias!r}, not {alias!r}; latents of two models never mix"
-        )
+async def latents_of(
+    session: AsyncSession,
+    caller: Caller,
+    ids: list[uuid.UUID],
+    field_name: str,
+    model: Model | None = None,
+    space_field: str = "model",
+) -> tuple[Model, np.ndarray]:
+    """The latents of visible generations (live or archived), in the order given, all in one model's space.
 
-
-async def latents_of(session: AsyncSession, caller: Caller, ids: list[uuid.UUID],
-                     field_name: str) -> tuple[Model, np.ndarray]:  # fmt: skip
-    """The latents of visible generations (live or archived), in the order given, all of one model."""
+    An item may hold latents in several spaces (after a re-encode). The space is ``model``'s when given (items
+    without a latent there are an error on ``space_field``), else the default model's when every item has a
+    latent there, else that of the model that produced them."""
     if len(set(ids)) != len(ids):
         raise InvalidInput(field_name, f"{field_name} lists an id twice")
-    rows = {}
+    spaces: dict[uuid.UUID, dict[int, Any]] = {}
+    producers: dict[uuid.UUID, int] = {}
     for table in (LatentEmbedding, ArchivedLatent):
         found = await session.execute(
-            select(Generation.id, Generation.model_id, table.embedding)
+            select(Generation.id, Generation.model_id, table.model_id, table.embedding)
             .join(table, table.generation_id == Generation.id)
             .where(Generation.id.in_(ids), visible_to(caller))
         )
-        rows.update({gid: (model_id, embedding) for gid, model_id, embedding in found})
-    missing = [i for i in ids if i not in rows]
-    if missing:
-        visible = set(
-            await session.scalars(select(Generation.id).where(Generation.id.in_(missing), visible_to(caller)))
-        )
-        for generation_id in missing:
-            if generation_id in visible:
-                raise Conflict(f"generation {generation_id} ({field_name}) has no latent yet; wait until it succeeds")
-            raise NotFound(f"no generation {generation_id} ({field_name})")
-    model_ids = {rows[i][0] for i in ids}
-    if len(model_ids) != 1:
-        raise InvalidInput(field_name, f"{field_name} mixes generations of {len(model_ids)} models; use one model")
-    model = await session.get(Model, model_ids.pop())
-    return model, np.stack([np.asarray(rows[i][1], dtype=np.float32) for i in ids])
+        for gid, producer, space, embedding in found:
+            spaces.setdefault(gid, {})[space] = embedding
+            producers[gid] = producer
+    await _refuse_missing(session, caller, [i for i in ids if i not in spaces], field_name)
+    space = await _common_space(session, ids, spaces, producers, model, field_name, space_field)
+    return space, np.stack([np.asarray(spaces[i][space.id], dtype=np.float32) for i in ids])
+
+
+async def _refuse_missing(session: AsyncSession, caller: Caller, missing: list[uuid.UUID], field_name: str) -> None:
+    if not missing:
+        return
+    visible = set(await session.scalars(select(Generation.id).where(Generation.id.in_(missing), visible_to(caller))))
+    for generation_id in missing:
+        if generation_id in visible:
+            raise Conflict(f"generation {generation_id} ({field_name}) has no latent yet; wait until it succeeds")
+        raise NotFound(f"no generation {generation_id} ({field_name})")
+
+
+async def _common_space(
+    session: AsyncSession,
+    ids: list[uuid.UUID],
+    spaces: dict[uuid.UUID, dict[int, Any]],
+    producers: dict[uuid.UUID, int],
+    model: Model | None,
+    field_name: str,
+    space_field: str,
+) -> Model:
+    common = set.intersection(*(set(spaces[i]) for i in ids))
+    if model is not None:
+        if model.id not in common:
+            lacking = next(i for i in ids if model.id not in spaces[i])
+            message = (
+                f"generation {lacking} ({field_name}) has no latent in model {model.alias!r}'s space; latents of two "
+                f"models never mix (re-encode the catalogue into {model.alias!r} to search it there)"
+            )
+            raise InvalidInput(space_field, message)
+        return model
+    if not common:
+        count = len({producers[i] for i in ids})
+        raise InvalidInput(field_name, f"{field_name} mixes generations of {count} models; use one model")
+    default = await registry.default_model(session)
+    preferred = [default.id] if default is not None else []
+    preferred += sorted({producers[i] for i in ids}) + sorted(common)
+    return await session.get(Model, next(space for space in preferred if space in common))
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
@@ -401,9 +431,12 @@ def _scope(caller: Caller, target: Target, filters: SearchFilter) -> list[Column
 
 def candidate_count_statement(caller: Caller, target: Target, filters: SearchFilter) -> Select:
     """How many generations the filters leave, counted up to ``EXACT_BELOW_ROWS`` (it stops early when many
-    match). Counted on ``generations`` alone (finished ones of the model), so no latent is read."""
-    clauses = [Generation.model_id == target.model.id, Generation.status == "succeeded",
-               *filter_clauses(caller, filters)]  # fmt: skip
+    match). Counted on ``generations`` with a latent in the model's space (the unique index answers, no vector
+    is read)."""
+    in_space = select(LatentEmbedding.id).where(
+        LatentEmbedding.generation_id == Generation.id, LatentEmbedding.model_id == target.model.id
+    )
+    clauses = [in_space.exists(), Generation.status == "succeeded", *filter_clauses(caller, filters)]
     if target.exclude:
         clauses.append(Generation.id.not_in(target.exclude))
     rows = select(literal(1)).select_from(Generation).where(*clauses).limit(EXACT_BELOW_ROWS)
@@ -518,10 +551,10 @@ async def song_path(session: AsyncSession, caller: Caller, start: uuid.UUID, end
     if start == end:
         raise InvalidInput("to", "from and to are the same generation; a path needs two", "query")
     model, first = await latents_of(session, caller, [start], "from")
-    end_model, last = await latents_of(session, caller, [end], "to")
-    if end_model.id != model.id:
-        raise InvalidInput("to", f"from is in model {model.alias!r} and to in {end_model.alias!r}; a path walks "
-                           "within one model's latent space", "query")  # fmt: skip
+    try:
+        _, last = await latents_of(session, caller, [end], "to", model, space_field="to")
+    except InvalidInput as exc:  # a path walks within one model's latent space
+        raise InvalidInput("to", f"{exc.message}; a path walks within one model's latent space", "query") from None
     a, b = _unit(first)[0], _unit(last)[0]
     stops, used = [PathStop(start, 0.0, 1.0)], [start, end]
     for index in range(1, steps - 1):

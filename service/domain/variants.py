@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import Batch, Generation, Model
-from service.domain import clusters, search
+from service.domain import clusters, reencode, search
 from service.domain.api_keys import Caller
 from service.domain.errors import Conflict, InvalidInput, NotFound
 from service.domain.generations import MAX_SEED, cancel_job_if_done, enqueue, ensure_queue_room
@@ -84,10 +84,8 @@ async def request_style_transfer(session: AsyncSession, jobs: JobQueue, caller: 
     if request.neighbor_id is not None:
         if request.neighbor_id == source_id:
             raise InvalidInput("neighbor_id", "the neighbour must be another generation than the source")
-        neighbor_model, _ = await search.latents_of(session, caller, [request.neighbor_id], "neighbor_id")
-        if neighbor_model.id != model.id:
-            raise InvalidInput("neighbor_id", f"the neighbour lives in model {neighbor_model.alias!r}, the source "
-                               f"in {model.alias!r}; latents of two models never mix")  # fmt: skip
+        # the neighbour needs a latent in the source's space
+        await search.latents_of(session, caller, [request.neighbor_id], "neighbor_id", model, "neighbor_id")
         neighbor_id, rank = request.neighbor_id, None
     else:
         rank = 1 if request.neighbor_rank is None else request.neighbor_rank
@@ -133,10 +131,8 @@ async def request_variants(session: AsyncSession, jobs: JobQueue, caller: Caller
         cap = f"a batch holds at most {max_total} (SOUNDALIKE_JOBS_MAX_VARIANTS_PER_BATCH){hint}"
         raise InvalidInput("n_per_source", f"{len(sources)} sources x {request.n_per_source} = {total} variants; {cap}")
     await ensure_queue_room(session, total, queue_limit, "n_per_source")
-    models = dict(
-        (await session.execute(select(Generation.id, Generation.model_id).where(Generation.id.in_(sources)))).all()
-    )
-    for model in await session.scalars(select(Model).where(Model.id.in_(set(models.values())))):
+    models = await _spaces(session, caller, sources)
+    for model in {model.id: model for model in models.values()}.values():
         _usable(model)
     seed = _seed(request.seed, total)
     params = {"n_per_source": request.n_per_source, "variance": request.variance, "steps": request.steps,
@@ -145,7 +141,7 @@ async def request_variants(session: AsyncSession, jobs: JobQueue, caller: Caller
     session.add(batch)
     await session.flush()
     rows = [
-        Generation(owner=caller.owner, model_id=models[source], kind="variant", status="pending",
+        Generation(owner=caller.owner, model_id=models[source].id, kind="variant", status="pending",
                    seed=seed + s * request.n_per_source + k, parent_id=source, batch_id=batch.id,
                    params={"variance": request.variance, "steps": request.steps, "variant_index": k},
                    visibility=request.visibility, tags=[])
@@ -163,7 +159,7 @@ async def _sources(session: AsyncSession, caller: Caller, request: VariantsReque
         if not request.ids:
             raise InvalidInput("ids", "ids is empty; give at least one source generation")
         sources = list(dict.fromkeys(request.ids))
-        await _check_sources(session, caller, sources)
+        await _spaces(session, caller, sources)
         return sources
     if request.search is not None:
         found = await search.search(session, caller, request.search)
@@ -178,10 +174,12 @@ async def _sources(session: AsyncSession, caller: Caller, request: VariantsReque
     return members
 
 
-async def _check_sources(session: AsyncSession, caller: Caller, ids: list[uuid.UUID]) -> None:
-    """Every source visible and with a latent (any model: each variant stays in its source's model)."""
-    for generation_id in ids:
-        await search.latents_of(session, caller, [generation_id], "ids")
+async def _spaces(session: AsyncSession, caller: Caller, ids: list[uuid.UUID]) -> dict[uuid.UUID, Model]:
+    """Every source visible and with a latent; each variant is made in its source's space (the default model's
+    when the source has a latent there, see ``search.latents_of``)."""
+    return {
+        generation_id: (await search.latents_of(session, caller, [generation_id], "ids"))[0] for generation_id in ids
+    }
 
 
 def _usable(model: Model) -> None:
@@ -208,6 +206,8 @@ async def get_batch(session: AsyncSession, caller: Caller, batch_id: uuid.UUID) 
     batch = await session.scalar(query)
     if batch is None:
         raise NotFound(f"no batch {batch_id}")
+    if batch.kind == reencode.KIND:  # progress from its items; their ids are not listed (a whole catalogue)
+        return BatchView(batch=batch, counts=await reencode.item_counts(session, batch_id), generation_ids=[])
     counts = dict.fromkeys(("pending", "running", "succeeded", "failed", "cancelled"), 0)
     counts.update(dict((await session.execute(
         select(Generation.status, func.count()).where(Generation.batch_id == batch_id).group_by(Generation.status)
@@ -222,6 +222,9 @@ async def cancel_batch(session: AsyncSession, jobs: JobQueue, caller: Caller, ba
     view = await get_batch(session, caller, batch_id)
     if view.status in ("succeeded", "failed", "partial", "cancelled"):
         raise Conflict(f"batch {batch_id} is already {view.status}; only pending or running batches cancel")
+    if view.batch.kind == reencode.KIND:
+        await reencode.cancel_items(session, view.batch)
+        return await get_batch(session, caller, batch_id)
     now = datetime.now(UTC)
     view.batch.cancelled_at = now
     job_ids = set(await session.scalars(

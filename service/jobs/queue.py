@@ -8,6 +8,9 @@ import procrastinate
 
 GENERATE_TASK = "soundalike:generate"
 GENERATION_QUEUE = "generation"
+REENCODE_TASK = "soundalike:reencode"
+REENCODE_QUEUE = "reencode"
+REENCODE_PRIORITY = -1  # behind interactive generations on a shared worker
 
 
 class ProcrastinateQueue:
@@ -17,6 +20,10 @@ class ProcrastinateQueue:
     async def defer_generation(self, generation_ids: list[uuid.UUID]) -> int:
         deferrer = self.app.configure_task(GENERATE_TASK, queue=GENERATION_QUEUE)
         return await deferrer.defer_async(generation_ids=[str(i) for i in generation_ids])
+
+    async def defer_reencode(self, batch_id: uuid.UUID, chunk: int) -> int:
+        deferrer = self.app.configure_task(REENCODE_TASK, queue=REENCODE_QUEUE, priority=REENCODE_PRIORITY)
+        return await deferrer.defer_async(batch_id=str(batch_id), chunk=chunk)
 
     async def cancel(self, job_id: int) -> None:
         # A queued job is cancelled outright; a running one is asked to abort (the worker's final

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 import procrastinate
 from procrastinate.jobs import Status
 
-from service.domain import failures, production
+from service.domain import failures, production, reencode
 from service.domain.generations import enqueue
-from service.jobs.queue import ProcrastinateQueue
+from service.jobs.queue import REENCODE_TASK, ProcrastinateQueue
 from service.jobs.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,13 @@ async def retry_stalled_jobs(app: procrastinate.App, runtime: Runtime) -> int:
 
 async def _give_up(app: procrastinate.App, runtime: Runtime, job) -> None:
     ids = job.task_kwargs.get("generation_ids", [])
-    log.error("job %s lost its worker %s times; marking its generations failed", job.id, job.attempts + 1)
+    reason = f"the worker died {job.attempts + 1} times running this job"
+    log.error("job %s lost its worker %s times; marking its work failed", job.id, job.attempts + 1)
     async with runtime.sessions() as session:
-        await production.mark_failed(session, ids, f"the worker died {job.attempts + 1} times running this job")
+        if job.task_name == REENCODE_TASK:
+            await reencode.fail_chunk(session, uuid.UUID(job.task_kwargs["batch_id"]), job.task_kwargs["chunk"], reason)
+            return await app.job_manager.finish_job_by_id_async(job.id, status=Status.FAILED, delete_job=False)
+        await production.mark_failed(session, ids, reason)
         await failures.record(session, ids, failures.INFRASTRUCTURE)
     await app.job_manager.finish_job_by_id_async(job.id, status=Status.FAILED, delete_job=False)
 
@@ -46,3 +51,13 @@ async def defer_orphaned(app: procrastinate.App, runtime: Runtime, older_than_se
         for ids in groups:
             await enqueue(session, queue, ids)
     return len(groups)
+
+
+async def queue_unqueued_reencodes(app: procrastinate.App, runtime: Runtime, older_than_seconds: float = 30) -> int:
+    """Re-encode batches committed without their jobs (crash between commit and defer) get them now."""
+    queue = ProcrastinateQueue(app)
+    async with runtime.sessions() as session:
+        batches = await reencode.unqueued_batches(session, older_than_seconds)
+        for batch in batches:
+            await reencode.defer_chunks(session, queue, batch)
+    return len(batches)

@@ -7,10 +7,10 @@ import uuid
 
 import procrastinate
 
-from service.domain import events, failures, lifecycle, production
+from service.domain import events, failures, lifecycle, production, reencode
 from service.jobs import recovery
 from service.jobs.instrument import measured
-from service.jobs.queue import GENERATE_TASK, GENERATION_QUEUE
+from service.jobs.queue import GENERATE_TASK, GENERATION_QUEUE, REENCODE_QUEUE, REENCODE_TASK
 from service.jobs.runtime import Runtime
 from service.settings import JobsSettings
 
@@ -36,12 +36,20 @@ async def generate(context: procrastinate.JobContext, generation_ids: list[str])
     return [str(i) for i in done]
 
 
+async def reencode_chunk(context: procrastinate.JobContext, batch_id: str, chunk: int) -> dict[str, int]:
+    runtime = runtime_of(context)
+    return await reencode.run_chunk_job(
+        runtime.sessions, runtime.database_url, runtime.store, runtime.models, uuid.UUID(batch_id), chunk
+    )
+
+
 async def sweep(context: procrastinate.JobContext, timestamp: int) -> dict[str, int]:
     """Retry the jobs of dead workers; queue requests that never got a job."""
     runtime = runtime_of(context)
     return {
         "stalled_jobs": await recovery.retry_stalled_jobs(context.app, runtime),
         "undeferred_requests": await recovery.defer_orphaned(context.app, runtime),
+        "unqueued_reencodes": await recovery.queue_unqueued_reencodes(context.app, runtime),
     }
 
 
@@ -68,6 +76,7 @@ async def index_sync(context: procrastinate.JobContext, timestamp: int) -> dict[
 
 def register_tasks(app: procrastinate.App, jobs: JobsSettings) -> None:
     app.task(name=GENERATE_TASK, queue=GENERATION_QUEUE, pass_context=True)(measured(GENERATE_TASK, generate))
+    app.task(name=REENCODE_TASK, queue=REENCODE_QUEUE, pass_context=True)(measured(REENCODE_TASK, reencode_chunk))
     sweep_task = app.task(name=SWEEP_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)(measured(SWEEP_TASK, sweep))
     app.periodic(cron=jobs.sweep_cron)(sweep_task)
     lifecycle_task = app.task(name=LIFECYCLE_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import procrastinate
 
-from service.jobs.queue import GENERATION_QUEUE
+from service.jobs.queue import GENERATION_QUEUE, REENCODE_QUEUE
 from service.jobs.runtime import Runtime
 from service.jobs.tasks import MAINTENANCE_QUEUE
 from service.net import ensure_port_free
@@ -15,7 +15,7 @@ async def run_worker(app: procrastinate.App, runtime: Runtime, install_signal_ha
     """Process jobs until cancelled (or until SIGINT/SIGTERM when signal handlers are installed)."""
     settings = runtime.settings.jobs
     await app.run_worker_async(
-        queues=[GENERATION_QUEUE, MAINTENANCE_QUEUE],
+        queues=[GENERATION_QUEUE, REENCODE_QUEUE, MAINTENANCE_QUEUE],
         concurrency=settings.concurrency,
         additional_context={"runtime": runtime},
         update_heartbeat_interval=settings.heartbeat_seconds,
