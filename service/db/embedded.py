@@ -2,12 +2,14 @@
 run on a Unix socket only (no TCP port to collide with), data under ``var/pg/`` by default.
 
 A process that starts the server owns it and stops it on exit; other processes (CLI commands, workers)
-attach to a running server and leave it alone. A server left behind by a killed owner is adopted, and a
-stale ``postmaster.pid`` from a killed server is removed, each with a log line that says so.
+attach to a running server and leave it alone. A server left behind by a killed owner is adopted; after a
+killed server, its children are waited for (killed if they linger) and its stale ``postmaster.pid`` is removed,
+each with a log line that says so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import logging
@@ -15,6 +17,7 @@ import os
 import shlex
 import subprocess
 import tempfile
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +36,7 @@ PG_BIN: Path = POSTGRES_VERSIONS[18]
 SUPERUSER = "postgres"
 SYSTEM_USER = "pgserver"  # PostgreSQL refuses to run as root; as root we run it as this user
 SOCKET_NAME_MAX = 100  # sun_path is 108 bytes; leave room for ".s.PGSQL.5432"
+LEFTOVER_KILL_WAIT_SECONDS = 10.0
 
 
 def _running_as_root() -> bool:
@@ -51,6 +55,8 @@ def run_pg_tool(tool: str, *args: str, check: bool = True, timeout: float = 60) 
 
 class EmbeddedPostgres:
     """One PostgreSQL data directory and the server that runs it."""
+
+    leftover_grace_seconds = 15.0  # how long a killed server's children get to exit before they are killed
 
     def __init__(self, data_dir: Path, server_settings: dict[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
@@ -123,6 +129,7 @@ class EmbeddedPostgres:
         )  # fmt: skip
 
     def _start_server(self) -> None:
+        self._end_leftover_processes()
         self._remove_stale_locks()
         options = f"-c listen_addresses='' -k {self.socket_dir} -c max_connections=200"
         options += "".join(f" -c {name}={shlex.quote(value)}" for name, value in self.server_settings.items())
@@ -161,6 +168,38 @@ class EmbeddedPostgres:
         except psutil.Error:
             pass
         return None
+
+    def _end_leftover_processes(self) -> None:
+        """A killed postmaster's children (backends, checkpointer, ...) live on until they notice, and hold its
+        shared memory meanwhile: PostgreSQL refuses to start over it ("pre-existing shared memory block is still
+        in use"). Wait for them to exit; kill those still there after the grace period."""
+        if not (leftovers := self._server_processes()):
+            return
+        log.warning("waiting for %s processes of a killed PostgreSQL to exit: pids %s", len(leftovers),
+                    [p.pid for p in leftovers])  # fmt: skip
+        if stuck := self._wait_for_exit(self.leftover_grace_seconds):
+            log.warning("killing processes of a killed PostgreSQL that did not exit: pids %s", [p.pid for p in stuck])
+            for proc in stuck:
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+            if still := self._wait_for_exit(LEFTOVER_KILL_WAIT_SECONDS):
+                raise DatabaseError(f"processes of a killed PostgreSQL in {self.data_dir} do not exit: pids "
+                                    f"{[p.pid for p in still]}")  # fmt: skip
+
+    def _wait_for_exit(self, seconds: float) -> list[psutil.Process]:
+        deadline = time.monotonic() + seconds
+        while (left := self._server_processes()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return left
+
+    def _server_processes(self) -> list[psutil.Process]:
+        """Live PostgreSQL processes working in this data directory (every one of them runs in it)."""
+        found = []
+        for proc in psutil.process_iter(["name"]):
+            with contextlib.suppress(psutil.Error):  # gone, a zombie, or not ours to inspect
+                if proc.info["name"] == "postgres" and Path(proc.cwd()) == self.data_dir:
+                    found.append(proc)
+        return found
 
     def _remove_stale_locks(self) -> None:
         """A killed server leaves postmaster.pid and the socket lock; PostgreSQL refuses to start over them
