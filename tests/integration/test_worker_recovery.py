@@ -13,7 +13,7 @@ from tests.integration.api_helpers import api_client, api_settings, bearer_for, 
 pytestmark = pytest.mark.slow
 
 
-def start_worker(database, tmp_path, log_name: str) -> subprocess.Popen:
+def start_worker(database, tmp_path, log_name: str, **extra_env: str) -> subprocess.Popen:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SOUNDALIKE_")},
         "SOUNDALIKE_DATABASE_URL": database.app_url,
@@ -22,6 +22,7 @@ def start_worker(database, tmp_path, log_name: str) -> subprocess.Popen:
         "SOUNDALIKE_JOBS_HEARTBEAT_SECONDS": "1",
         "SOUNDALIKE_JOBS_STALLED_AFTER_SECONDS": "3",
         "SOUNDALIKE_JOBS_SWEEP_CRON": "* * * * * *",
+        **extra_env,
     }
     log = (tmp_path / log_name).open("w")
     return subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env, stdout=log, stderr=log)
