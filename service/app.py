@@ -74,6 +74,9 @@ def create_app(database_url: str, settings: Settings | None = None, run_worker_i
         async with opened(job_app, database_url, settings.database) as job_pool:
             app.state.job_pool = job_pool
             worker = asyncio.create_task(run_worker(job_app, runtime, False)) if run_worker_in_process else None
+            app.state.worker = worker  # /ready reports it once it has stopped
+            if worker is not None:
+                worker.add_done_callback(_report_stopped)
             try:
                 yield
             finally:
@@ -122,8 +125,13 @@ def _rate_limit(settings: Settings) -> RateLimitConfig:
     )
 
 
+def _report_stopped(worker: asyncio.Task) -> None:
+    if not worker.cancelled() and (error := worker.exception()) is not None:
+        log.error("the in-process job worker stopped: %r; /ready answers 503 until this process restarts", error)
+
+
 async def _stop(worker: asyncio.Task | None) -> None:
-    if worker is None:
+    if worker is None or worker.done():  # one that stopped by itself was reported then; shutdown goes on
         return
     worker.cancel()
     with contextlib.suppress(asyncio.CancelledError):

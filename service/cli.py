@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -45,6 +46,8 @@ def _fail(message: str) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 def main(verbose: bool) -> None:
     """Soundalike: vector search for generated music."""
+    # names this process's database sessions (libpq reads it), so an operator can tell whose they are
+    os.environ.setdefault("PGAPPNAME", f"soundalike {click.get_current_context().invoked_subcommand} pid {os.getpid()}")
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -431,9 +434,10 @@ def backup(path: Path) -> None:
 def restore(path: Path, yes: bool, index: bool) -> None:
     """Restore PATH into the configured database, replacing what the dump contains (all or nothing); then
     rebuild the FAISS mirrors, which the restore left behind."""
-    if not yes and sys.stdin.isatty():
-        click.confirm(f"Replace the database contents with {path}?", abort=True)
     with database() as handle:
+        backups.refuse_while_connected(handle.migration_url)
+        if not yes and sys.stdin.isatty():
+            click.confirm(f"Replace the database contents with {path}?", abort=True)
         backups.restore(handle.migration_url, path)
         click.echo(f"restored {path}")
         if index:

@@ -84,6 +84,34 @@ def restore(migration_url: str, path: Path) -> None:
         conn.execute(SCHEMA_VERSION_READ_ONLY)
 
 
+# Every client session on this database but our own; autovacuum workers come and go and hold no role.
+OTHER_SESSIONS = """
+SELECT pid, usename, application_name, client_addr FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND usename IS NOT NULL
+  AND backend_type IS DISTINCT FROM 'autovacuum worker'
+ORDER BY pid
+"""
+
+
+def refuse_while_connected(migration_url: str) -> None:
+    """Refuse to go on while other sessions use the database: a restore drops and recreates the tables under
+    them, which leaves a serving process with broken pooled connections and a dead job worker."""
+    with psycopg.connect(_libpq(migration_url)) as conn:
+        sessions = [_describe_session(*row) for row in conn.execute(OTHER_SESSIONS)]
+    if sessions:
+        raise DatabaseError(
+            f"{len(sessions)} other session(s) are connected to the database: {'; '.join(sessions)}. Stop the "
+            "processes using it first (`soundalike serve`, `soundalike worker`, `make run`): a restore replaces "
+            "the tables under them, which breaks their connections and kills their job workers"
+        )
+
+
+def _describe_session(pid: int, user: str, application: str | None, client: str | None) -> str:
+    named = f" {application!r}" if application else ""
+    where = f" from {client}" if client else ""
+    return f"pid {pid}{named} as {user}{where}"
+
+
 def _require_pgvector(migration_url: str) -> None:
     with psycopg.connect(_libpq(migration_url)) as conn:
         if not conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone():
