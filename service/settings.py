@@ -91,6 +91,9 @@ class JobsSettings(BaseSettings):
     sweep_cron: str = Field("* * * * *", description="When the stalled-job / undeferred sweep runs")
     lifecycle_cron: str = Field("17 3 * * *", description="When archival, purge and the orphan sweep run")
     index_sync_cron: str = Field("*/10 * * * *", description="When the FAISS mirrors are brought up to date")
+    webhook_attempts: int = Field(6, ge=1, description="Tries of one webhook delivery before it is marked failed")
+    webhook_backoff_seconds: int = Field(4, ge=1, description="Retry n of a delivery waits this ** n seconds")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="How long a receiver may take to answer")
 
 
 class AuthSettings(BaseSettings):

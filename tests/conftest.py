@@ -157,3 +157,11 @@ def register_test_model(owner_conn, pipeline, checkpoint: Path, alias: str, defa
 def tiny_model(owner_conn, tiny_pipeline, tiny_checkpoint, empty_tables) -> dict:
     """The tiny model registered as the default model (fresh tables)."""
     return register_test_model(owner_conn, tiny_pipeline, tiny_checkpoint, "tiny", default=True)
+
+
+@pytest.fixture
+def model_id(owner_conn, empty_tables) -> int:
+    """A model row with no checkpoint (fresh tables): for tests whose generations never run."""
+    return owner_conn.execute(
+        "INSERT INTO models (source_id, alias, source_type, version) VALUES ('m', 'm', 'local', '1') RETURNING id"
+    ).fetchone()[0]

@@ -9,6 +9,7 @@ import procrastinate
 
 from service.domain import events, failures, lifecycle, production, reencode
 from service.jobs import recovery
+from service.jobs.webhooks import register_webhook_tasks
 from service.jobs.instrument import measured
 from service.jobs.queue import GENERATE_TASK, GENERATION_QUEUE, REENCODE_QUEUE, REENCODE_TASK
 from service.jobs.runtime import Runtime
@@ -92,3 +93,4 @@ def register_tasks(app: procrastinate.App, jobs: JobsSettings) -> None:
         lock=INDEX_SYNC_TASK,
     )(measured(INDEX_SYNC_TASK, index_sync))
     app.periodic(cron=jobs.index_sync_cron)(sync_task)
+    register_webhook_tasks(app, jobs, MAINTENANCE_QUEUE)

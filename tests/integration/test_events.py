@@ -20,13 +20,6 @@ from tests.integration.live_server import insert_key, live_server, sse_messages,
 
 
 @pytest.fixture
-def model_id(owner_conn, empty_tables) -> int:
-    return owner_conn.execute(
-        "INSERT INTO models (source_id, alias, source_type, version) VALUES ('m', 'm', 'local', '1') RETURNING id"
-    ).fetchone()[0]
-
-
-@pytest.fixture
 def server(database, tmp_path, model_id):
     settings = api_settings(database, tmp_path).model_copy(update={"events": EventsSettings(keepalive_seconds=0.3)})
     with live_server(create_app(database.app_url, settings)) as base_url:
