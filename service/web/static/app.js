@@ -552,7 +552,7 @@ class MusicMap {
     const from = this.pathStart.generation_id;
     this.pathStart = null;
     const found = await api("GET", `/v1/path?from=${from}&to=${point.generation_id}&steps=8`);
-    this.path = found.items.map((item) => item.id);
+    this.path = found.stops.map((stop) => stop.generation.id);
     this.draw();
     say(`Song path of ${this.path.length} clips drawn; click its points to hear them.`);
   });
