@@ -22,6 +22,7 @@ from service.api.clusters import ClustersController, MapController
 from service.api.events import EventsController
 from service.api.generations import GenerationController
 from service.api.health import HealthController
+from service.api.hygiene import check_request, query_parameter_names
 from service.api.imports import ImportController
 from service.api.me import MeController
 from service.api.metrics import MetricsController, request_metrics
@@ -86,10 +87,11 @@ def create_app(database_url: str, settings: Settings | None = None, run_worker_i
                 await app.state.event_hub.close()
                 await runtime.close()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=ROUTES,
         dependencies={
             "db_engine": Provide(provide_engine, sync_to_thread=False),
+        before_request=check_request,
             "db_session": Provide(provide_session),
             "caller": Provide(provide_caller, sync_to_thread=False),
             "jobs": Provide(provide_jobs, sync_to_thread=False),
@@ -115,6 +117,8 @@ def create_app(database_url: str, settings: Settings | None = None, run_worker_i
     )
 
 
+    app.state.query_parameter_names = query_parameter_names(app)
+    return app
 def _rate_limit(settings: Settings) -> RateLimitConfig:
     def per_key(request: Request) -> str:
         user = request.scope.get("user")

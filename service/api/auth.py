@@ -64,6 +64,8 @@ def requires_role(role: str):
     """A guard that lets callers with at least ``role`` through (reader < creator < admin)."""
 
     def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+        if connection.scope["method"] == "OPTIONS":  # unauthenticated (CORS preflight); it only lists methods
+            return
         caller: Caller = connection.user
         if not caller.has_role(role):
             raise PermissionDeniedException(f"this needs the {role} role; your key has {caller.role}")

@@ -8,10 +8,11 @@ from litestar import Controller, get
 from litestar.params import PathParameter, QueryParameter
 
 from service.api.deps import CallerDep, SessionDep
+from service.api.hygiene import MAX_BIGINT, MAX_INT
 from service.domain import clusters
 
 Alias = Annotated[str, QueryParameter(name="model", min_length=1, description="Model alias")]
-After = Annotated[int, QueryParameter(ge=0, description="Cursor: the next_after of the previous page")]
+Cursor = Annotated[str | None, QueryParameter(description="The next_cursor of the previous page")]
 
 
 class ClustersController(Controller):
@@ -24,7 +25,7 @@ class ClustersController(Controller):
         db_session: SessionDep,
         caller: CallerDep,
         alias: Alias,
-        run: Annotated[int | None, QueryParameter(ge=1, description="A run id instead of the active run")] = None,
+        run: Annotated[int | None, QueryParameter(ge=1, le=MAX_INT, description="A run id, not the active run")] = None,
     ) -> clusters.ClusterListing:
         return await clusters.list_clusters(db_session, caller, alias, run)
 
@@ -33,11 +34,11 @@ class ClustersController(Controller):
         self,
         db_session: SessionDep,
         caller: CallerDep,
-        cluster_id: Annotated[int, PathParameter(ge=1)],
+        cluster_id: Annotated[int, PathParameter(ge=1, le=MAX_BIGINT)],
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-        after: After = 0,
+        cursor: Cursor = None,
     ) -> clusters.ClusterDetail:
-        return await clusters.cluster_detail(db_session, caller, cluster_id, limit, after)
+        return await clusters.cluster_detail(db_session, caller, cluster_id, limit, cursor)
 
 
 class MapController(Controller):
@@ -51,6 +52,6 @@ class MapController(Controller):
         caller: CallerDep,
         alias: Alias,
         limit: Annotated[int, QueryParameter(ge=1, le=10000)] = 1000,
-        after: After = 0,
+        cursor: Cursor = None,
     ) -> clusters.MapPage:
-        return await clusters.map_points(db_session, caller, alias, limit, after)
+        return await clusters.map_points(db_session, caller, alias, limit, cursor)

@@ -21,6 +21,7 @@ from service.db.models import Cluster, ClusterAssignment, ClusterRun, Generation
 from service.domain import visibility
 from service.domain.api_keys import Caller
 from service.domain.errors import Conflict, InvalidInput, NotFound
+from service.domain.pagination import decode_id_cursor, encode_id_cursor
 
 
 class ClusterRunInfo(msgspec.Struct):
@@ -72,7 +73,7 @@ class ClusterDetail(msgspec.Struct):
     size: int
     active: bool
     members: list[ClusterMember]
-    next_after: int | None  # pass as ``after`` for the next page; None on the last page
+    next_cursor: str | None  # pass as ``cursor`` for the next page; None on the last page
 
 
 class MapPoint(msgspec.Struct):
@@ -88,7 +89,7 @@ class MapPage(msgspec.Struct):
     model: str
     run_id: int
     points: list[MapPoint]
-    next_after: int | None
+    next_cursor: str | None
 
 
 def visible_to(caller: Caller) -> ColumnElement[bool]:
@@ -161,9 +162,10 @@ async def list_clusters(session: AsyncSession, caller: Caller, alias: str, run_i
 
 
 async def cluster_detail(
-    session: AsyncSession, caller: Caller, cluster_id: int, limit: int, after: int
+    session: AsyncSession, caller: Caller, cluster_id: int, limit: int, cursor: str | None
 ) -> ClusterDetail:
-    """One cluster and a page of its visible members, in latent id order after ``after``."""
+    """One cluster and a page of its visible members, in latent id order after ``cursor``."""
+    after = decode_id_cursor(cursor)
     row = (
         await session.execute(
             select(Cluster, ClusterRun, Model.alias)
@@ -188,12 +190,13 @@ async def cluster_detail(
     members = [ClusterMember(a.latent_id, gen, a.score, a.x, a.y) for a, gen in rows[:limit]]
     return ClusterDetail(
         id=cluster.id, run_id=run.id, model=alias, label=cluster.label, size=cluster.size, active=run.id == active_id,
-        members=members, next_after=members[-1].latent_id if len(rows) > limit else None,
+        members=members, next_cursor=encode_id_cursor(members[-1].latent_id) if len(rows) > limit else None,
     )  # fmt: skip
 
 
-async def map_points(session: AsyncSession, caller: Caller, alias: str, limit: int, after: int) -> MapPage:
-    """A page of the active run's 2-D map: the caller's visible points in latent id order after ``after``."""
+async def map_points(session: AsyncSession, caller: Caller, alias: str, limit: int, cursor: str | None) -> MapPage:
+    """A page of the active run's 2-D map: the caller's visible points in latent id order after ``cursor``."""
+    after = decode_id_cursor(cursor)
     model = await _model(session, alias)
     run = (await _runs(session, model))[0]
     page = await session.execute(
@@ -207,7 +210,7 @@ async def map_points(session: AsyncSession, caller: Caller, alias: str, limit: i
     )
     rows = page.all()
     points = [MapPoint(a.latent_id, gen, a.x, a.y, label, a.cluster_id) for a, gen, label in rows[:limit]]
-    return MapPage(model.alias, run.id, points, points[-1].latent_id if len(rows) > limit else None)
+    return MapPage(model.alias, run.id, points, encode_id_cursor(points[-1].latent_id) if len(rows) > limit else None)
 
 
 # What search and variants ask of the clusters: a filter, the active run's labels, a cluster's central members.

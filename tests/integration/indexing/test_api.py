@@ -41,16 +41,16 @@ def expected_visible(app_conn, owner: str | None) -> set[int]:
 
 
 async def all_pages(client, url: str, key, field: str, limit: int, **params) -> list[dict]:
-    items, after = [], 0
+    items, cursor = [], {}
     while True:
-        response = await client.get(url, params={**params, "limit": limit, "after": after}, headers=key)
+        response = await client.get(url, params={**params, "limit": limit, **cursor}, headers=key)
         assert response.status_code == 200, response.text
         page = response.json()
         items += page[field]
         assert len(page[field]) <= limit
-        if page["next_after"] is None:
+        if page["next_cursor"] is None:
             return items
-        after = page["next_after"]
+        cursor = {"cursor": page["next_cursor"]}
 
 
 async def test_clusters_listing(client, keys, clustered):
@@ -105,3 +105,19 @@ async def test_model_without_a_run_is_404(client, keys, app_conn):
     ensure_model(app_conn, "fresh")
     response = await client.get("/v1/clusters", params={"model": "fresh"}, headers=keys["zed"])
     assert response.status_code == 404 and "soundalike index cluster" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("url", "params", "field", "status"),
+    [
+        ("/v1/map", {"model": "demo", "after": 0}, "after", 400),  # the old vocabulary is named, not ignored
+        ("/v1/map", {"model": "demo", "cursor": "not-ours"}, "cursor", 422),
+        ("/v1/clusters/1", {"cursor": "eyJhZnRlciI6IC0xfQ"}, "cursor", 422),  # {"after": -1}
+        ("/v1/clusters", {"model": "demo\x00"}, "model", 400),  # PostgreSQL text cannot hold NUL
+        ("/v1/clusters/99999999999999999999", {}, "cluster_id", 400),  # beyond bigint
+    ],
+)
+async def test_bad_pagination_and_parameters_are_4xx_naming_them(client, keys, url, params, field, status):
+    response = await client.get(url, params=params, headers=keys["zed"])
+    assert response.status_code == status, response.text
+    assert response.json()["errors"][0]["field"] == field
