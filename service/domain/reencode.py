@@ -424,12 +424,13 @@ def store_latents(conn: psycopg.Connection, model_id: int, rows: list[tuple[uuid
         copy_rows(conn, "latent_embeddings", *LATENT_COLUMNS, live)
     if kept:
         ids = [row[0] for row in conn.execute(LATENT_ID, (len(kept),))]
+        now = datetime.now(UTC)
         copy_rows(
             conn,
             "archived_latents",
-            ["id", *LATENT_COLUMNS[0]],
-            ["int8", *LATENT_COLUMNS[1]],
-            [(latent_id, *row) for latent_id, row in zip(ids, kept, strict=True)],
+            ["id", *LATENT_COLUMNS[0], "created_at"],
+            ["int8", *LATENT_COLUMNS[1], "timestamptz"],
+            [(latent_id, *row, now) for latent_id, row in zip(ids, kept, strict=True)],
         )
 
 

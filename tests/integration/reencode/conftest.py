@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from contextlib import asynccontextmanager
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from tests.conftest import register_test_model
+from tests.integration.api_helpers import api_client, api_settings, bearer_for
 
 RATE = 16_000
 
@@ -29,6 +31,31 @@ def two_models(owner_conn, tiny_model, tiny_pipeline_b, tiny_checkpoint_b) -> di
         "old": tiny_model,
         "new": register_test_model(owner_conn, tiny_pipeline_b, tiny_checkpoint_b, "next", False),
     }
+
+
+@asynccontextmanager
+async def _client(database, two_models, tmp_path, worker: bool):
+    settings = api_settings(database, tmp_path, reencode_chunk_size=3)
+    async with api_client(database, settings, worker=worker) as client:
+        client.alice = await bearer_for(client, "alice", "creator")
+        client.rita = await bearer_for(client, "rita", "reader")
+        client.admin = await bearer_for(client, "root", "admin")
+        client.models = two_models
+        yield client
+
+
+@pytest.fixture
+async def client(database, two_models, tmp_path):
+    """The API with a worker beside it."""
+    async with _client(database, two_models, tmp_path, worker=True) as client:
+        yield client
+
+
+@pytest.fixture
+async def idle_client(database, two_models, tmp_path):
+    """The API with no worker: batches stay pending."""
+    async with _client(database, two_models, tmp_path, worker=False) as client:
+        yield client
 
 
 def tone(index: int, seconds: float = 2.0) -> tuple[bytes, np.ndarray]:

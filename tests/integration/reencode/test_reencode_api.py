@@ -4,38 +4,10 @@ clear 4xx."""
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-
 import numpy as np
 import pytest
 
-from tests.integration.api_helpers import api_client, api_settings, bearer_for
 from tests.integration.reencode.conftest import RATE, import_tone, latents_by_model, tone, wait_for_batch
-
-
-@asynccontextmanager
-async def _client(database, two_models, tmp_path, worker: bool):
-    settings = api_settings(database, tmp_path, reencode_chunk_size=3)
-    async with api_client(database, settings, worker=worker) as client:
-        client.alice = await bearer_for(client, "alice", "creator")
-        client.rita = await bearer_for(client, "rita", "reader")
-        client.admin = await bearer_for(client, "root", "admin")
-        client.models = two_models
-        yield client
-
-
-@pytest.fixture
-async def client(database, two_models, tmp_path):
-    """The API with a worker beside it."""
-    async with _client(database, two_models, tmp_path, worker=True) as client:
-        yield client
-
-
-@pytest.fixture
-async def idle_client(database, two_models, tmp_path):
-    """The API with no worker: batches stay pending."""
-    async with _client(database, two_models, tmp_path, worker=False) as client:
-        yield client
 
 
 async def search(client, headers, **body) -> dict:
