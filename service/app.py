@@ -30,6 +30,7 @@ from service.api.models import ModelController
 from service.api.problems import EXCEPTION_HANDLERS
 from service.api.search import PathController, SearchController
 from service.api.sessions import replicas_lifespan, request_session
+from service.api.tags import TagsController
 from service.api.variants import DerivedController
 from service.api.webhooks import WebhookController
 from service.domain.api_keys import KeyCache
@@ -55,6 +56,7 @@ ROUTES = [
     SearchController,
     PathController,
     DerivedController,
+    TagsController,
     MetricsController,
     EventsController,
     WebhookController,

@@ -31,7 +31,12 @@ POLL_SECONDS = 0.2
 class GenerationCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     prompt: Annotated[
         str,
-        Meta(min_length=1, max_length=500, description="Comma-separated tags", examples=["piano, minor, slow, 90 bpm"]),
+        Meta(
+            min_length=1,
+            max_length=500,
+            description="Comma-separated tags (GET /v1/tags)",
+            examples=["piano, minor, slow, 80 bpm"],
+        ),
     ]
     seed: Seed | None = None
     steps: Annotated[int, Meta(ge=1, le=200, description="Diffusion sampling steps (model default)")] | None = None

@@ -19,6 +19,7 @@ from service.domain import generations
 from service.domain.errors import InvalidInput
 from service.domain.imports import FORMAT_NAMES, ImportOptions, decode_upload, import_clip
 
+from service.ml.tags import normalise_tags
 MAX_TAGS, MAX_TAG_LENGTH = 20, 50
 
 
@@ -63,7 +64,7 @@ class ImportController(Controller):
 
 
 def parse_tags(raw: str | None) -> tuple[str, ...]:
-    tags = tuple(dict.fromkeys(t.strip().lower() for t in (raw or "").split(",") if t.strip()))
+    tags = tuple(normalise_tags((raw or "").split(",")))
     if len(tags) > MAX_TAGS or any(len(t) > MAX_TAG_LENGTH for t in tags):
         raise InvalidInput("tags", f"at most {MAX_TAGS} tags of at most {MAX_TAG_LENGTH} characters each")
     return tags

@@ -23,6 +23,7 @@ from service.domain.model_lookup import resolve_model
 from service.domain.pagination import encode_cursor, older_than
 from service.domain.ports import JobQueue
 from service.domain.visibility import owned_by, visible_to
+from service.ml.tags import normalise_tags  # the tag vocabulary; no model weights are loaded
 
 MAX_SEED = 2**31 - 1
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
@@ -141,7 +142,7 @@ def _apply_filters(query: Select, filters: GenerationFilter) -> Select:
     if filters.kind:
         query = query.where(Generation.kind == filters.kind)
     if filters.tags:
-        query = query.where(Generation.tags.contains(filters.tags))
+        query = query.where(Generation.tags.contains(normalise_tags(filters.tags)))
     if filters.created_after:
         query = query.where(Generation.created_at >= filters.created_after)
     if filters.created_before:

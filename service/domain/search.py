@@ -25,6 +25,7 @@ from service.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from service.domain.model_lookup import resolve_model
 from service.domain.visibility import visible_to
 
+from service.ml.tags import normalise_tags  # the tag vocabulary; no model weights are loaded
 MAX_LIMIT = 100
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MIN_EF_SEARCH, MAX_EF_SEARCH = 200, 1000  # recall@10 0.92 at 40, 0.95-0.98 at 100, 0.98 at 200 (100k latents)
@@ -359,9 +360,9 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 def filter_clauses(caller: Caller, filters: SearchFilter) -> list[ColumnElement[bool]]:
     clauses: list[ColumnElement[bool]] = [visible_to(caller), Generation.archived_at.is_(None)]
     if filters.tags_all:
-        clauses.append(Generation.tags.contains(filters.tags_all))
+        clauses.append(Generation.tags.contains(normalise_tags(filters.tags_all)))
     if filters.tags_any:
-        clauses.append(Generation.tags.overlap(filters.tags_any))
+        clauses.append(Generation.tags.overlap(normalise_tags(filters.tags_any)))
     if filters.kind:
         clauses.append(Generation.kind == filters.kind)
     if filters.mine:

@@ -24,6 +24,7 @@ from service.domain.generations import MAX_SEED, cancel_job_if_done, enqueue, en
 from service.domain.ports import JobQueue
 from service.domain.visibility import owned_by
 from service.ml.config import ModelConfig
+from service.ml.tags import with_instruments_of
 
 MAX_PER_SOURCE = 16
 NEAR_DUPLICATE_SIMILARITY = 0.999
@@ -92,9 +93,11 @@ async def request_style_transfer(session: AsyncSession, jobs: JobQueue, caller: 
         neighbor_id = await nth_neighbour(session, caller, model, vectors[0], source_id, rank, request)
     await ensure_queue_room(session, 1, queue_limit)
     params = {"strength": request.strength, "steps": request.steps, "neighbor_rank": rank}
+    tags = await tags_of(session, [source_id, neighbor_id])
     row = Generation(owner=caller.owner, model_id=model.id, kind="style_transfer", status="pending",
                      seed=_seed(request.seed, 1), params=params, parent_id=source_id, neighbor_id=neighbor_id,
-                     visibility=request.visibility, tags=[])  # fmt: skip
+                     visibility=request.visibility,
+                     tags=with_instruments_of(tags[source_id], tags[neighbor_id]))  # fmt: skip
     session.add(row)
     await session.commit()
     await enqueue(session, jobs, [row.id])
@@ -138,13 +141,14 @@ async def request_variants(session: AsyncSession, jobs: JobQueue, caller: Caller
     params = {"n_per_source": request.n_per_source, "variance": request.variance, "steps": request.steps,
               "seed": seed, "sources": [str(s) for s in sources], "cluster_id": request.cluster_id}  # fmt: skip
     batch = Batch(owner=caller.owner, kind="variant", params=params, total=total)
+    source_tags = await tags_of(session, sources)
     session.add(batch)
     await session.flush()
     rows = [
         Generation(owner=caller.owner, model_id=models[source].id, kind="variant", status="pending",
                    seed=seed + s * request.n_per_source + k, parent_id=source, batch_id=batch.id,
                    params={"variance": request.variance, "steps": request.steps, "variant_index": k},
-                   visibility=request.visibility, tags=[])
+                   visibility=request.visibility, tags=source_tags[source])
         for s, source in enumerate(sources) for k in range(request.n_per_source)
     ]  # fmt: skip
     session.add_all(rows)
@@ -180,6 +184,12 @@ async def _spaces(session: AsyncSession, caller: Caller, ids: list[uuid.UUID]) -
     return {
         generation_id: (await search.latents_of(session, caller, [generation_id], "ids"))[0] for generation_id in ids
     }
+
+
+async def tags_of(session: AsyncSession, ids: list[uuid.UUID]) -> dict[uuid.UUID, list[str]]:
+    """The stored (canonical) tags of these generations: derived work inherits them."""
+    rows = await session.execute(select(Generation.id, Generation.tags).where(Generation.id.in_(ids)))
+    return {generation_id: list(tags) for generation_id, tags in rows}
 
 
 def _usable(model: Model) -> None:

@@ -1,14 +1,22 @@
-"""ACE-Step-style tag prompts ("piano, minor, slow, 90 bpm") and their conditioning ids.
+"""ACE-Step-style tag prompts ("piano, minor, slow, 80 bpm") and their conditioning ids.
 
 A prompt fills up to five slots: family, mode, tempo class, bpm bucket and
 drums. Each slot is an integer id where 0 means "not given" (the null
 condition the diffusion model also learns for classifier-free guidance).
+
+People type more than the canonical tags: instrument names ("cello"), moods
+("sad"), tempo words ("upbeat"), "90bpm". ``SYNONYMS`` maps those onto the
+canonical tags (the slots and their ids never change: trained checkpoints
+depend on them) and ``normalise_tag`` is the one place case, spacing and
+separators are folded, so stored tags, filters and prompts agree.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from service.ml.errors import PromptError
@@ -34,6 +42,30 @@ _WORD_TAGS = {
     **{name: ("drums", i + 1) for i, name in enumerate(DRUM_TAGS)},
 }
 _BPM_PATTERN = re.compile(r"^(\d+(?:\.\d+)?)\s*bpm$")
+# What people type, by the canonical tag it means. Instruments go to the family whose GM programs hold them.
+_SYNONYMS_OF: dict[str, tuple[str, ...]] = {
+    "piano": ("grand piano", "acoustic piano", "electric piano", "rhodes", "keys", "keyboard"),
+    "mallet": ("marimba", "vibraphone", "vibes", "xylophone", "bells", "glockenspiel", "celesta", "music box"),
+    "organ": ("church organ", "pipe organ", "hammond", "hammond organ", "accordion"),
+    "guitar": ("acoustic guitar", "electric guitar", "nylon guitar", "steel guitar", "jazz guitar"),
+    "bass": ("double bass", "contrabass", "upright bass", "bass guitar", "electric bass", "fretless bass"),
+    "strings": ("violin", "viola", "cello", "fiddle", "string", "string section", "string ensemble"),
+    "brass": ("trumpet", "trombone", "horn", "french horn", "tuba", "brass section"),
+    "reed": ("sax", "saxophone", "alto sax", "tenor sax", "clarinet", "oboe", "bassoon", "english horn"),
+    "flute": ("piccolo", "recorder", "pan flute", "panpipes", "ocarina", "whistle"),
+    "synth lead": ("lead", "synth", "lead synth", "synthesizer"),
+    "synth pad": ("pad", "pads", "synth pads", "ambient pad"),
+    "plucked": ("harp", "banjo", "sitar", "koto", "shamisen", "kalimba", "pizzicato"),
+    "major": ("happy", "bright", "cheerful", "joyful", "uplifting"),
+    "minor": ("sad", "dark", "melancholic", "melancholy", "gloomy", "moody"),
+    "slow": ("slowly", "downtempo", "largo", "adagio", "lento"),
+    "medium": ("moderate", "mid tempo", "midtempo", "andante", "moderato"),
+    "fast": ("quick", "upbeat", "uptempo", "up tempo", "allegro", "presto"),
+    "drums": ("drum", "with drums", "percussion", "beat", "beats"),
+    "no drums": ("without drums", "no drum", "drumless", "no percussion"),
+}
+SYNONYMS: dict[str, str] = {word: tag for tag, words in _SYNONYMS_OF.items() for word in words}
+SLOT_TAGS = {slot: [tag for tag, (s, _) in _WORD_TAGS.items() if s == slot] for slot in SLOTS if slot != "bpm"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +87,32 @@ def known_tags() -> list[str]:
     return [*_WORD_TAGS, *(f"{bpm} bpm" for bpm in BPM_BUCKETS)]
 
 
+def normalise_tag(tag: str) -> str:
+    """The one spelling of a tag: case, spacing, ``_``/``-`` folded; synonyms and ``90bpm`` made canonical.
+    Tags outside the vocabulary (free-form import tags, filters) come back folded but otherwise as given."""
+    folded = " ".join(unicodedata.normalize("NFKC", tag).lower().replace("_", " ").replace("-", " ").split())
+    match = _BPM_PATTERN.match(folded)
+    if match:
+        return f"{match.group(1)} bpm"
+    return SYNONYMS.get(folded, folded)
+
+
+def normalise_tags(tags: Iterable[str]) -> list[str]:
+    """Every tag normalised, empty ones and duplicates dropped, first-seen order kept."""
+    return list(dict.fromkeys(t for t in map(normalise_tag, tags) if t))
+
+
+def with_instruments_of(tags: Iterable[str], other: Iterable[str]) -> list[str]:
+    """``tags`` with their instrument (family) tags replaced by ``other``'s: what a style transfer is tagged."""
+    families = set(SLOT_TAGS["family"])
+    kept = [tag for tag in normalise_tags(tags) if tag not in families]
+    return normalise_tags([*kept, *(tag for tag in normalise_tags(other) if tag in families)])
+
+
+def synonyms_of(tag: str) -> list[str]:
+    return list(_SYNONYMS_OF.get(tag, ()))
+
+
 def tempo_class_id(bpm: float) -> int:
     return 1 if bpm < 90 else (2 if bpm <= 130 else 3)
 
@@ -68,20 +126,21 @@ def parse_prompt(prompt: str, field: str = "prompt") -> ParsedPrompt:
     if not isinstance(prompt, str):
         raise PromptError(field, f"{field} must be a string of comma-separated tags, got {type(prompt).__name__}")
     slots: dict[str, tuple[int, str]] = {}
-    tags = []
+    tags = {}
     for raw in prompt.split(","):
-        tag = " ".join(raw.strip().lower().replace("_", " ").replace("-", " ").split())
+        typed = " ".join(raw.split())
+        tag = normalise_tag(raw)
         if not tag:
             continue
-        for slot, value in _tag_slots(tag, field):
+        for slot, value in _tag_slots(tag, typed, field):
             if slot in slots and slots[slot][0] != value:
-                raise PromptError(field, f"tags {slots[slot][1]!r} and {tag!r} in {field} conflict (both set {slot})")
-            slots[slot] = (value, tag)
-        tags.append(tag)
+                raise PromptError(field, f"tags {slots[slot][1]!r} and {typed!r} in {field} conflict (both set {slot})")
+            slots[slot] = (value, typed)
+        tags[tag] = None
     return ParsedPrompt(tuple(tags), **{slot: value for slot, (value, _) in slots.items()})
 
 
-def _tag_slots(tag: str, field: str) -> list[tuple[str, int]]:
+def _tag_slots(tag: str, typed: str, field: str) -> list[tuple[str, int]]:
     if tag in _WORD_TAGS:
         return [_WORD_TAGS[tag]]
     match = _BPM_PATTERN.match(tag)
@@ -94,9 +153,11 @@ def _tag_slots(tag: str, field: str) -> list[tuple[str, int]]:
                 [f"{MIN_BPM} bpm", f"{MAX_BPM} bpm"],
             )
         return [("bpm", bpm_bucket_id(bpm)), ("tempo", tempo_class_id(bpm))]
-    suggestions = difflib.get_close_matches(tag, known_tags(), n=3, cutoff=0.5)
+    suggestions = difflib.get_close_matches(tag, [*known_tags(), *SYNONYMS], n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(s) for s in suggestions)}?" if suggestions else ""
-    raise PromptError(field, f"unknown tag {tag!r} in {field}{hint} (known tags: see known_tags())", suggestions)
+    raise PromptError(
+        field, f"unknown tag {typed!r} in {field}{hint} (every known tag and synonym: GET /v1/tags)", suggestions
+    )
 
 
 def labels_to_slot_ids(family: str, mode: str, bpm: float, drums: bool) -> list[int]:

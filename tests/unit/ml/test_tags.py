@@ -2,7 +2,16 @@ import pytest
 
 from service.ml.errors import PromptError
 from service.ml.instruments import FAMILY_NAMES
-from service.ml.tags import SLOT_SIZES, known_tags, labels_to_slot_ids, parse_prompt
+from service.ml.tags import (
+    SLOT_SIZES,
+    SLOTS,
+    SYNONYMS,
+    known_tags,
+    labels_to_slot_ids,
+    normalise_tags,
+    parse_prompt,
+    with_instruments_of,
+)
 
 
 def test_parse_normalises_case_spacing_and_separators():
@@ -67,3 +76,54 @@ def test_labels_match_prompt_ids():
 def test_non_string_prompt_is_rejected():
     with pytest.raises(PromptError):
         parse_prompt(42)
+
+
+@pytest.mark.parametrize(
+    ("typed", "canonical"),
+    [
+        ("cello, sad", ("strings", "minor")),
+        ("Violin,  Happy", ("strings", "major")),
+        ("double bass, upbeat", ("bass", "fast")),
+        ("trumpet, dark, percussion", ("brass", "minor", "drums")),
+        ("Alto-Sax, without drums", ("reed", "no drums")),
+        ("marimba", ("mallet",)),
+        ("harp, adagio", ("plucked", "slow")),
+        ("90bpm", ("90 bpm",)),
+        ("piano, keys, PIANO", ("piano",)),  # synonyms and repeats of one tag collapse
+    ],
+)
+def test_synonyms_and_spellings_map_onto_the_canonical_tags(typed, canonical):
+    parsed = parse_prompt(typed)
+    assert parsed.tags == canonical
+    assert parsed.slot_ids() == parse_prompt(", ".join(canonical)).slot_ids()
+
+
+def test_synonyms_never_change_the_slots_trained_checkpoints_depend_on():
+    assert SLOTS == ("family", "mode", "tempo", "bpm", "drums")
+    assert set(SYNONYMS.values()) <= set(known_tags())
+    assert not set(SYNONYMS) & set(known_tags())  # a synonym never shadows a canonical tag
+
+
+def test_a_synonym_conflicting_with_a_tag_names_what_was_typed():
+    with pytest.raises(PromptError, match="'happy' in prompt conflict"):
+        parse_prompt("minor, happy")
+
+
+def test_unknown_tag_points_to_the_vocabulary_route_and_suggests_synonyms():
+    with pytest.raises(PromptError) as error:
+        parse_prompt("celo")
+    assert "GET /v1/tags" in str(error.value) and "known_tags()" not in str(error.value)
+    assert "cello" in error.value.suggestions
+
+
+def test_normalise_tags_folds_case_spacing_synonyms_and_duplicates():
+    assert normalise_tags([" Sad ", "minor", "90BPM", "lo_fi", "", "Lo-Fi"]) == ["minor", "90 bpm", "lo fi"]
+
+
+def test_a_transfer_takes_the_other_clips_instruments_only():
+    assert with_instruments_of(["piano", "minor", "80 bpm"], ["cello", "major", "drums"]) == [
+        "minor",
+        "80 bpm",
+        "strings",
+    ]
+    assert with_instruments_of(["Piano", "minor"], ["sad"]) == ["minor"]  # a neighbour without an instrument tag
