@@ -418,22 +418,38 @@ def _current(handle: DatabaseHandle) -> str | None:
 
 
 @main.command()
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-def backup(path: Path) -> None:
-    """Dump the whole database to PATH (pg_dump custom format)."""
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.option("--base", is_flag=True, help="A base backup for point-in-time recovery (embedded server) instead.")
+def backup(path: Path | None, base: bool) -> None:
+    """Dump the whole database to PATH (pg_dump custom format), or take a base backup (--base)."""
+    if base:
+        return _base_backup()
+    if path is None:
+        raise click.UsageError("give the dump's PATH (or --base for a base backup)")
     with database() as handle:
         info = backups.backup(handle.migration_url, path)
     click.echo(f"backup written to {info.path} ({info.bytes / 1e6:.1f} MB)")
 
 
 @main.command()
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.option(
+    "--until",
+    "until",
+    default=None,
+    metavar="TIMESTAMP",
+    help="Point-in-time recovery to TIMESTAMP (ISO 8601; UTC unless it has an offset) instead.",
+)
 @click.option("--yes", is_flag=True, help="Do not ask before replacing the current contents.")
 @click.option("--index/--no-index", default=True, show_default=True,
               help="Rebuild the FAISS mirrors from the restored rows afterwards.")  # fmt: skip
-def restore(path: Path, yes: bool, index: bool) -> None:
-    """Restore PATH into the configured database, replacing what the dump contains (all or nothing); then
-    rebuild the FAISS mirrors, which the restore left behind."""
+def restore(path: Path | None, until: str | None, yes: bool, index: bool) -> None:
+    """Restore PATH into the configured database, replacing what the dump contains (all or nothing); or
+    recover the embedded server as it was at TIMESTAMP (--until). Then rebuild the FAISS mirrors."""
+    if until is not None:
+        return _restore_until(_timestamp(until), yes, index)
+    if path is None:
+        raise click.UsageError("give the dump's PATH (or --until TIMESTAMP for point-in-time recovery)")
     with database() as handle:
         backups.refuse_while_connected(handle.migration_url)
         if not yes and sys.stdin.isatty():
@@ -444,6 +460,68 @@ def restore(path: Path, yes: bool, index: bool) -> None:
             rebuild_after_restore(handle)
         else:
             click.echo("mirrors not rebuilt: run `soundalike index rebuild` before using them")
+
+
+def _base_backup() -> None:
+    from service.db import pitr
+
+    settings = _embedded_only("base backups")
+    with database() as handle:
+        made = pitr.base_backup(handle.server, settings.storage.backup_dir, settings.database.name)
+    manifest = f"{len(made.blobs)} audio files in its manifest {made.manifest.name}"
+    click.echo(f"base backup {made.path} (finished {made.finished_at.isoformat()}, {manifest})")
+    click.echo(f"WAL from now on is archived in {settings.storage.wal_dir}")
+
+
+def _timestamp(text: str):
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        message = f"{text!r} is not an ISO 8601 time (2026-11-29T03:15:00+00:00)"
+        raise click.BadParameter(message, param_hint="--until") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _embedded_only(what: str):
+    settings = get_settings()
+    if not settings.database.embedded:
+        raise SoundalikeError(
+            f"{what} here are for the embedded server; on an external PostgreSQL use its provider's point-in-time "
+            "recovery or pg_basebackup + WAL archiving there (docs/operations.md)"
+        )
+    return settings
+
+
+def _restore_until(target, yes: bool, index: bool) -> None:
+    from datetime import UTC, datetime
+
+    from service.db import pitr
+    from service.storage import BlobStore
+
+    settings = _embedded_only("point-in-time restores")
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Replace the database with its state at {target.isoformat()}?", abort=True)
+    with database() as handle:
+        server = handle.server
+        if not server.owned:
+            raise SoundalikeError(
+                f"another process runs the embedded server in {server.data_dir}: stop `soundalike serve` and the "
+                "workers first (the restore replaces its data directory)"
+            )
+        base = pitr.pick_base(settings.storage.backup_dir, target)
+        pitr.archive_current_wal(server)
+        into = server.data_dir.with_name(f"{server.data_dir.name}.restore-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}")
+        click.echo(f"recovering {base.path.name} + archived WAL until {target.isoformat()} into {into}")
+        store = BlobStore(settings.storage.blob_dir, settings.storage.archive_dir)
+        report = pitr.recover(base, target, into, settings.storage.wal_dir, settings.database.name, store)
+        report = pitr.switch_in(report, server)
+        server.start()
+        click.echo(f"restored to {target.isoformat()}: indexes valid, every referenced audio file present")
+        click.echo(f"the previous data directory is kept as {report.previous}")
+        if index:
+            rebuild_after_restore(handle)
 
 
 main.add_command(models_group)

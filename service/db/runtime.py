@@ -12,6 +12,7 @@ import psycopg
 
 from service.db import urls
 from service.db.embedded import EmbeddedPostgres
+from service.db.pitr import archiving_settings, prepare_wal_dir
 from service.db.provision import provision
 from service.errors import DatabaseError
 from service.settings import Settings
@@ -59,8 +60,12 @@ def _open_embedded(settings: Settings) -> DatabaseHandle:
 
 
 def embedded_server_settings(settings: Settings) -> dict[str, str]:
-    """What the embedded server runs with beyond its defaults: the slow-query log."""
-    return {"log_min_duration_statement": str(settings.database.slow_query_ms)}
+    """What the embedded server runs with beyond its defaults: the slow-query log and WAL archiving."""
+    server = {"log_min_duration_statement": str(settings.database.slow_query_ms)}
+    if settings.database.wal_archiving:
+        prepare_wal_dir(settings.storage.wal_dir)
+        server |= archiving_settings(settings.storage.wal_dir)
+    return server
 
 
 def ensure_reachable(url: str, setting: str) -> None:

@@ -9,6 +9,7 @@ primary); the application only needs their URLs in ``SOUNDALIKE_DATABASE_READ_UR
 from __future__ import annotations
 
 import os
+import pwd
 from pathlib import Path
 
 from service.db.embedded import SUPERUSER, SYSTEM_USER, EmbeddedPostgres, run_pg_tool
@@ -20,7 +21,7 @@ def create_replica(primary: EmbeddedPostgres, target: Path) -> EmbeddedPostgres:
     target = Path(target).resolve()
     if target.exists() and any(target.iterdir()):
         raise SoundalikeError(f"{target} is not empty: a replica needs a new data directory")
-    _prepare(target)
+    prepare_data_dir(target)
     source = ["--host", str(primary.socket_dir), "--username", SUPERUSER, "--no-password"]
     copy = ["--pgdata", str(target), "--write-recovery-conf", "--wal-method=stream", "--checkpoint=fast"]
     run_pg_tool("pg_basebackup", *source, *copy, timeout=600)
@@ -29,13 +30,17 @@ def create_replica(primary: EmbeddedPostgres, target: Path) -> EmbeddedPostgres:
     return EmbeddedPostgres(target, primary.server_settings)
 
 
-def _prepare(target: Path) -> None:
-    target.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if os.geteuid() == 0:  # pg_basebackup runs as the server's system user, which must own the copy
-        import pwd
+def prepare_data_dir(target: Path, mode: int = 0o700) -> None:
+    """Create ``target`` for the server's files (owned by its system user when we are root)."""
+    target.mkdir(mode=mode, parents=True, exist_ok=True)
+    prepare_owner(target)
 
+
+def prepare_owner(path: Path) -> None:
+    """PostgreSQL tools run as the server's system user when we are root: that user must own ``path``."""
+    if os.geteuid() == 0:
         user = pwd.getpwnam(SYSTEM_USER)
-        os.chown(target, user.pw_uid, user.pw_gid)
+        os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
 
 
 def is_replica(data_dir: Path) -> bool:
