@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -15,6 +16,8 @@ from service.errors import DatabaseError
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
+UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`(?: - at `\$\.([^`]+)`)?")
+AT_PATH = re.compile(r"at `\$\.([^`]+)`")
 
 
 class FieldError(msgspec.Struct):
@@ -50,22 +53,50 @@ def problem(
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def field_in_message(message: str) -> str | None:
+    """The body field a msgspec validation message is about: an unknown field by its own (dotted) name, else
+    the ``$.path`` it points at."""
+    unknown = UNKNOWN_FIELD.search(message)
+    if unknown:
+        name, parent = unknown.groups()
+        return f"{parent}.{name}" if parent else name
+    at = AT_PATH.search(message)
+    return at.group(1) if at else None
+
+
 def _field_errors(extra: Any) -> list[dict[str, Any]] | None:
     if not isinstance(extra, list):
         return None
     errors = []
     for item in extra:
         if isinstance(item, dict):
-            errors.append({"field": item.get("key"), "message": item.get("message"), "source": item.get("source")})
+            field, message = item.get("key"), item.get("message")
+            if field in (None, "data") and isinstance(message, str):  # "data": the whole body, say which field
+                field = field_in_message(message) or field
+            errors.append({"field": field, "message": message, "source": item.get("source")})
     return errors or None
 
 
 def http_exception_handler(request: Request, exc: HTTPException) -> Response:
     detail = exc.detail
+    headers = exc.headers
     if exc.status_code == 413:
         limit = request.app.state.settings.storage.max_upload_bytes
         detail = f"the request body is over the upload limit of {limit} bytes (SOUNDALIKE_STORAGE_MAX_UPLOAD_BYTES)"
-    return problem(exc.status_code, detail, _field_errors(exc.extra), headers=exc.headers)
+    if exc.status_code == 429:
+        detail, headers = _rate_limited(request, headers or {})
+    return problem(exc.status_code, detail, _field_errors(exc.extra), headers=headers)
+
+
+def _rate_limited(request: Request, headers: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """Which limit was hit and when to retry (the rate limiter sends only the RateLimit-* draft headers)."""
+    limit = request.app.state.settings.server.rate_limit_per_minute
+    retry_after = max(int(headers.get("RateLimit-Reset", "60")), 1)
+    detail = (
+        f"rate limit of {limit} requests per minute per API key exceeded (SOUNDALIKE_SERVER_RATE_LIMIT_PER_MINUTE); "
+        f"retry in {retry_after} s"
+    )
+    return detail, {**headers, "Retry-After": str(retry_after)}
 
 
 def domain_error_handler(request: Request, exc: DomainError) -> Response:

@@ -16,7 +16,7 @@ from litestar.params import QueryParameter
 from msgspec import Meta
 
 from service.api.deps import CallerDep, SessionDep
-from service.api.problems import Problem
+from service.api.problems import Problem, field_in_message
 from service.api.schemas import Generation, Visibility, generation_url, to_generation
 from service.db.models import GENERATION_KINDS
 from service.domain import generations
@@ -138,7 +138,7 @@ def parse_body(raw: bytes | str, into: type[msgspec.Struct]) -> msgspec.Struct:
         return msgspec.convert(data, into, strict=True)
     except msgspec.ValidationError as exc:
         message = str(exc)
-        field = message.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in message else None
+        field = field_in_message(message)
         raise ValidationException(message, extra=[{"key": field, "message": message, "source": "body"}]) from None
 
 

@@ -55,3 +55,64 @@ async def test_options_lists_the_methods_of_guarded_routes(client, url):
     response = await client.options(url, headers=client.admin)
     assert response.status_code == 204, response.text
     assert "OPTIONS" in response.headers["allow"]
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "field"),
+    [
+        ("/v1/generations", {"prompt": "piano", "duration": 30}, "duration"),
+        ("/v1/search", {"vector": [1.0] * 512, "filter": {"tags": ["piano"]}}, "filter.tags"),
+        ("/v1/variants", {"ids": [], "colour": "blue"}, "colour"),
+    ],
+)
+async def test_unknown_body_fields_are_named(client, url, body, field):
+    response = await client.post(url, json=body, headers=client.admin)
+    assert response.status_code == 400 and field_of(response) == field
+
+
+async def test_the_audio_has_a_file_name_and_answers_304_to_its_etag(client, owner_conn):
+    import io
+    import uuid
+
+    import numpy as np
+    import soundfile as sf
+
+    wav = io.BytesIO()
+    sf.write(wav, np.zeros(800, dtype=np.float32), 8000, format="WAV")
+    blob = client.app.state.store.put(wav.getvalue(), ".wav")
+    generation_id = uuid.uuid4()
+    owner_conn.execute(
+        "INSERT INTO generations (id, owner, model_id, kind, status, visibility, tags, params) "
+        "SELECT %s, 'rita', id, 'import', 'succeeded', 'private', '{}', '{}' FROM models LIMIT 1",
+        (generation_id,),
+    )
+    owner_conn.execute(
+        "INSERT INTO audio_assets (generation_id, uri, sha256, bytes, sample_rate, duration_seconds, format) "
+        "VALUES (%s, %s, %s, %s, 8000, 0.1, 'wav')",
+        (generation_id, blob.uri, blob.sha256, len(wav.getvalue())),
+    )
+    url = f"/v1/generations/{generation_id}/audio"
+    first = await client.get(url, headers=client.reader)
+    assert first.status_code == 200 and first.content == wav.getvalue()
+    assert first.headers["content-disposition"] == f'inline; filename="soundalike-{generation_id}.wav"'
+    again = await client.get(url, headers={**client.reader, "If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == first.headers["etag"]
+    flac = await client.get(
+        url, headers={**client.reader, "If-None-Match": first.headers["etag"], "Accept": "audio/flac"}
+    )
+    assert flac.status_code == 200 and flac.headers["content-type"] == "audio/flac"  # another representation
+
+
+async def test_the_rate_limit_says_which_limit_and_when_to_retry(database, empty_tables, tmp_path):
+    from service.settings import ServerSettings
+
+    settings = api_settings(database, tmp_path)
+    settings.server = ServerSettings(rate_limit_per_minute=2)
+    async with api_client(database, settings, worker=False) as client:
+        key = await bearer_for(client, "rita", "reader")
+        statuses = [(await client.get("/v1/me", headers=key)).status_code for _ in range(3)]
+        limited = await client.get("/v1/me", headers=key)
+    assert statuses[:2] == [200, 200] and limited.status_code == 429
+    assert 1 <= int(limited.headers["retry-after"]) <= 60
+    assert "2 requests per minute" in limited.json()["detail"]
+    assert limited.headers["content-type"].startswith("application/problem+json")
