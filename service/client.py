@@ -8,7 +8,7 @@
         like = sa.search(generation_id=clips[0].id, limit=5)
         sa.save_audio(like.items[0].id, "neighbour.wav")
 
-Results are typed (msgspec structs; fields the server adds later are ignored). A 4xx/5xx answer raises a
+Results are typed: the server's own msgspec response structs. A 4xx/5xx answer raises a
 ``ProblemError`` subclass carrying the RFC 9457 problem details (``detail``, ``errors``, ``field_errors``).
 Every endpoint method exists on both clients with the same arguments; on ``AsyncClient`` it is awaited.
 """
@@ -19,13 +19,18 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import msgspec
 
+from service.api.generations import GenerationPage, GenerationsAccepted, Latent
+from service.api.me import Me
+from service.api.schemas import Generation
+from service.api.search import SearchResponse, SongPath
+from service.api.variants import BatchStatus, LineageResponse
+from service.api.webhooks import Delivery, DeliveryPage, Webhook, WebhookCreated
 from service.domain.webhooks import verify_signature as verify_webhook
 
 __all__ = ["AsyncClient", "Client", "ProblemError", "verify_webhook"]
@@ -37,145 +42,11 @@ Upload = str | Path | bytes
 # ---- results -----------------------------------------------------------------------------------------------
 
 
-class ModelRef(msgspec.Struct):
-    id: int
-    alias: str
-    version: str
-
-
-class Links(msgspec.Struct):
-    self: str
-    audio: str | None
-    latent: str | None
-
-
-class Generation(msgspec.Struct):
-    id: uuid.UUID
-    kind: str
-    status: str
-    owner: str
-    visibility: str
-    tags: list[str]
-    params: dict[str, Any]
-    seed: int | None
-    model: ModelRef
-    parent_id: uuid.UUID | None
-    neighbor_id: uuid.UUID | None
-    error: str | None
-    created_at: datetime
-    links: Links
-
-
-class Accepted(msgspec.Struct):
-    ids: list[uuid.UUID]
-    seed: int
-    status: str
-
-
-class Finished(msgspec.Struct):
-    items: list[Generation]
-
-
-class GenerationPage(msgspec.Struct):
-    items: list[Generation]
-    next_cursor: str | None
-
-
-class Latent(msgspec.Struct):
-    id: uuid.UUID
-    model: str
-    dim: int
-    values: list[float]
-
-
-class SearchHit(msgspec.Struct):
-    id: uuid.UUID
-    score: float
-    similarity: float | None
-    tags: list[str]
-    kind: str
-    model: str
-    owner: str
-    audio_url: str | None
-
-
-class SearchGroup(msgspec.Struct):
-    cluster_id: int | None
-    label: int | None
-    items: list[SearchHit]
-
-
-class SearchResult(msgspec.Struct):
-    model: str
-    items: list[SearchHit]
-    next_cursor: str | None
-    groups: list[SearchGroup] | None = None
-
-
-class PathStop(msgspec.Struct):
-    position: float
-    similarity: float
-    generation: Generation
-
-
-class SongPath(msgspec.Struct):
-    model: str
-    stops: list[PathStop]
-
-
-class Batch(msgspec.Struct):
-    id: uuid.UUID
-    kind: str
-    status: str
-    total: int
-    done: int
-    failed: int
-    cancelled: int
-    pending: int
-    running: int
-    generation_ids: list[uuid.UUID]
-
-
-class LineageEntry(msgspec.Struct):
-    depth: int
-    relation: str
-    generation: Generation
-
-
-class Lineage(msgspec.Struct):
-    generation: Generation
-    ancestors: list[LineageEntry]
-    descendants: list[LineageEntry]
-
-
-class Me(msgspec.Struct):
-    owner: str
-    role: str
-    key_id: int
-
-
-class Webhook(msgspec.Struct):
-    id: uuid.UUID
-    url: str
-    events: list[str]
-    description: str | None
-    created_at: datetime
-    secret: str | None = None  # only in the answer to create_webhook
-
-
-class Delivery(msgspec.Struct):
-    id: int
-    type: str
-    status: str
-    attempts: int
-    last_status_code: int | None
-    last_error: str | None
-    event_id: int | None
-
-
-class DeliveryPage(msgspec.Struct):
-    items: list[Delivery]
-    next_before: int | None
+# The server's own response structs: the client decodes exactly what this version of the API answers.
+Accepted = GenerationsAccepted
+Batch = BatchStatus
+Lineage = LineageResponse
+SearchResult = SearchResponse
 
 
 @dataclass(frozen=True)
@@ -403,9 +274,11 @@ class Endpoints:
     def models(self) -> list[dict[str, Any]]:
         return self._send(Call("GET", "/v1/models", list))
 
-    def create_webhook(self, url: str, events: list[str] | None = None, description: str | None = None) -> Webhook:
+    def create_webhook(
+        self, url: str, events: list[str] | None = None, description: str | None = None
+    ) -> WebhookCreated:
         body = dropped_nones({"url": url, "events": events, "description": description})
-        return self._send(Call("POST", "/v1/webhooks", Webhook, body=body))
+        return self._send(Call("POST", "/v1/webhooks", WebhookCreated, body=body))
 
     def webhooks(self) -> list[Webhook]:
         return self._send(Call("GET", "/v1/webhooks", list[Webhook]))

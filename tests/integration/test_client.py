@@ -97,7 +97,7 @@ def test_webhooks_through_the_client(server, key):
     with Client(server, key) as client:
         created = client.create_webhook("http://127.0.0.1:9/hook", events=["batch"])
         assert created.secret.startswith("whsec_") and created.events == ["batch"]
-        assert [w.id for w in client.webhooks()] == [created.id] and client.webhooks()[0].secret is None
+        assert [w.id for w in client.webhooks()] == [created.id] and not hasattr(client.webhooks()[0], "secret")
         assert client.test_webhook(created.id).type == "ping"
         assert client.deliveries(created.id).items[0].type == "ping"
         client.delete_webhook(created.id)
