@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 
 import procrastinate
 from procrastinate.jobs import Status
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.domain import failures, production, reencode
 from service.domain.generations import enqueue
@@ -14,6 +17,7 @@ from service.jobs.queue import REENCODE_TASK, ProcrastinateQueue
 from service.jobs.runtime import Runtime
 
 log = logging.getLogger(__name__)
+GroupFinder = Callable[[AsyncSession], Awaitable[list[list[uuid.UUID]]]]  # groups of generations, one job each
 
 
 async def retry_stalled_jobs(app: procrastinate.App, runtime: Runtime) -> int:
@@ -45,9 +49,37 @@ async def _give_up(app: procrastinate.App, runtime: Runtime, job) -> None:
 
 async def defer_orphaned(app: procrastinate.App, runtime: Runtime, older_than_seconds: float = 30) -> int:
     """Pending generations committed without a job (crash between commit and defer) get one now."""
+    return await _queue_groups(
+        app, runtime, lambda session: production.pending_without_job(session, older_than_seconds)
+    )
+
+
+# Pending generations whose job ended without making them: it was cancelled with one of its clips (before a
+# cancel left the job to the other clips of its request), or it failed before it claimed them.
+PENDING_WITH_ENDED_JOB = text("""
+SELECT g.job_id, g.id FROM generations g JOIN procrastinate_jobs j ON j.id = g.job_id
+WHERE g.status = 'pending' AND g.deleted_at IS NULL AND j.status IN ('cancelled', 'failed', 'aborted')
+ORDER BY g.job_id, g.seed, g.id
+""")
+
+
+async def requeue_stranded(app: procrastinate.App, runtime: Runtime) -> int:
+    """Each group of pending generations whose job ended without making them gets a new job."""
+    return await _queue_groups(app, runtime, _pending_with_ended_job)
+
+
+async def _pending_with_ended_job(session: AsyncSession) -> list[list[uuid.UUID]]:
+    groups: dict[int, list[uuid.UUID]] = {}
+    for job_id, generation_id in await session.execute(PENDING_WITH_ENDED_JOB):
+        groups.setdefault(job_id, []).append(generation_id)
+    return list(groups.values())
+
+
+async def _queue_groups(app: procrastinate.App, runtime: Runtime, find: GroupFinder) -> int:
+    """One new job for each group of generations ``find`` returns; the number of groups."""
     queue = ProcrastinateQueue(app)
     async with runtime.sessions() as session:
-        groups = await production.pending_without_job(session, older_than_seconds)
+        groups = await find(session)
         for ids in groups:
             await enqueue(session, queue, ids)
     return len(groups)

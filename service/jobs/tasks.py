@@ -45,11 +45,12 @@ async def reencode_chunk(context: procrastinate.JobContext, batch_id: str, chunk
 
 
 async def sweep(context: procrastinate.JobContext, timestamp: int) -> dict[str, int]:
-    """Retry the jobs of dead workers; queue requests that never got a job."""
+    """Retry the jobs of dead workers; queue requests that never got a job, or whose job ended without them."""
     runtime = runtime_of(context)
     return {
         "stalled_jobs": await recovery.retry_stalled_jobs(context.app, runtime),
         "undeferred_requests": await recovery.defer_orphaned(context.app, runtime),
+        "stranded_requests": await recovery.requeue_stranded(context.app, runtime),
         "unqueued_reencodes": await recovery.queue_unqueued_reencodes(context.app, runtime),
     }
 
