@@ -109,11 +109,19 @@ class GenerationController(Controller):
         )
         return Response(accepted, status_code=202)
 
-    @get(summary="The caller's generations, newest first (cursor pagination)")
+    @get(
+        summary="The caller's generations, newest first (cursor pagination); many by id; an admin: any owner's",
+        responses={403: ResponseSpec(Problem, description="owner names someone else and the key is not admin")},
+    )
     async def list_generations(
         self,
         caller: CallerDep,
         db_session: SessionDep,
+        ids: Annotated[
+            list[uuid.UUID] | None,
+            Parameter(max_items=100, description="Only these generations (visible ones, any owner): poll many at once"),
+        ] = None,
+        owner: Annotated[str | None, Parameter(min_length=1, description="Admin keys: this owner's items")] = None,
         status: Annotated[str | None, Parameter(description=f"One of {', '.join(GENERATION_STATUSES)}")] = None,
         kind: Annotated[str | None, Parameter(description=f"One of {', '.join(GENERATION_KINDS)}")] = None,
         tags: Annotated[list[str] | None, Parameter(description="Items carrying all these tags")] = None,
@@ -126,6 +134,8 @@ class GenerationController(Controller):
         _check_vocabulary("status", status, GENERATION_STATUSES)
         _check_vocabulary("kind", kind, GENERATION_KINDS)
         filters = domain.GenerationFilter(
+            ids=ids or [],
+            owner=owner,
             status=status,
             kind=kind,
             tags=tags or [],

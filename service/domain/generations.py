@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, case, func, select, update
+from sqlalchemy import ColumnElement, Select, and_, case, func, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import ArchivedLatent, AudioAsset, Generation, LatentEmbedding, Model
 from service.domain.api_keys import Caller
-from service.domain.errors import Conflict, InvalidInput, NotFound, QueueFull
+from service.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, QueueFull
 from service.domain.model_lookup import resolve_model
 from service.domain.pagination import encode_cursor, older_than
 from service.domain.ports import JobQueue
@@ -43,6 +43,8 @@ class TextToMusic:
 
 @dataclass(frozen=True)
 class GenerationFilter:
+    ids: list[uuid.UUID] = field(default_factory=list)  # these (visible) generations, any owner
+    owner: str | None = None  # admins: another owner's generations
     status: str | None = None
     kind: str | None = None
     tags: list[str] = field(default_factory=list)
@@ -95,8 +97,8 @@ async def enqueue(session: AsyncSession, jobs: JobQueue, generation_ids: list[uu
 async def ensure_queue_room(session: AsyncSession, wanted: int, queue_limit: int, field: str = "batch_size") -> None:
     """429 while the queue is too full for ``wanted`` more; 422 (on ``field``) when it never could hold them."""
     if wanted > queue_limit:
-        raise InvalidInput(field, f"this request makes {wanted} generations and the queue never holds more than "
-                           f"{queue_limit} (SOUNDALIKE_JOBS_QUEUE_LIMIT); ask for fewer")  # fmt: skip
+        never = f"the queue never holds more than {queue_limit} (SOUNDALIKE_JOBS_QUEUE_LIMIT)"
+        raise InvalidInput(field, f"this request makes {wanted} generations and {never}; ask for fewer")
     pending = await session.scalar(select(func.count()).where(Generation.status == "pending"))
     if pending + wanted > queue_limit:
         raise QueueFull(
@@ -120,8 +122,9 @@ async def get_views(session: AsyncSession, caller: Caller, ids: list[uuid.UUID])
 
 async def list_views(session: AsyncSession, caller: Caller, filters: GenerationFilter, limit: int,
                      cursor: str | None) -> tuple[list[GenerationView], str | None]:  # fmt: skip
-    """The caller's own generations, newest first, one page after ``cursor``."""
-    query = select(Generation).where(Generation.owner == caller.owner, Generation.deleted_at.is_(None))
+    """The caller's own generations (or ``filters.ids``, or an admin's ``filters.owner``'s), newest first, one
+    page after ``cursor``."""
+    query = select(Generation).where(_scope(caller, filters), Generation.deleted_at.is_(None))
     query = _apply_filters(query, filters)
     after = older_than(Generation.created_at, Generation.id, cursor)
     if after is not None:
@@ -134,6 +137,17 @@ async def list_views(session: AsyncSession, caller: Caller, filters: GenerationF
     page, more = views[:limit], len(views) > limit
     next_cursor = encode_cursor(page[-1].row.created_at, page[-1].row.id) if more and page else None
     return page, next_cursor
+
+
+def _scope(caller: Caller, filters: GenerationFilter) -> ColumnElement[bool]:
+    """Whose generations a listing shows: the given ids (visible ones, any owner), else one owner's."""
+    owner = filters.owner or caller.owner
+    if owner != caller.owner and not caller.is_admin:
+        raise Forbidden(f"only admin keys list another owner's generations; your key lists {caller.owner!r}'s")
+    by_owner = Generation.owner == owner
+    if filters.ids:
+        return and_(Generation.id.in_(filters.ids), visible_to(caller), by_owner if filters.owner else true())
+    return by_owner
 
 
 def _apply_filters(query: Select, filters: GenerationFilter) -> Select:

@@ -116,3 +116,32 @@ async def test_the_rate_limit_says_which_limit_and_when_to_retry(database, empty
     assert 1 <= int(limited.headers["retry-after"]) <= 60
     assert "2 requests per minute" in limited.json()["detail"]
     assert limited.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_many_statuses_in_one_request_and_admins_list_any_owner(client, owner_conn):
+    import uuid
+
+    rows = {
+        (owner, visibility, status): uuid.uuid4()
+        for owner, visibility, status in [
+            ("rita", "private", "pending"),
+            ("rita", "private", "succeeded"),
+            ("bob", "private", "failed"),
+            ("bob", "public", "running"),
+        ]
+    }
+    for (owner, visibility, status), generation_id in rows.items():
+        owner_conn.execute(
+            "INSERT INTO generations (id, owner, model_id, kind, status, visibility, tags, params) "
+            "SELECT %s, %s, id, 'text2music', %s, %s, '{}', '{}' FROM models LIMIT 1",
+            (generation_id, owner, status, visibility),
+        )
+    everything = [str(g) for g in rows.values()]
+    polled = await client.get("/v1/generations", params={"ids": everything, "limit": 100}, headers=client.reader)
+    assert polled.status_code == 200, polled.text
+    seen = {item["id"]: item["status"] for item in polled.json()["items"]}
+    assert seen == {str(g): status for (owner, vis, status), g in rows.items() if owner == "rita" or vis == "public"}
+    refused = await client.get("/v1/generations", params={"owner": "bob"}, headers=client.reader)
+    assert refused.status_code == 403 and "admin" in refused.json()["detail"]
+    listed = await client.get("/v1/generations", params={"owner": "bob"}, headers=client.admin)
+    assert {item["id"] for item in listed.json()["items"]} == {str(g) for (o, *_), g in rows.items() if o == "bob"}
