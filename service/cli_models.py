@@ -111,8 +111,9 @@ def add_command(path: Path, alias: str, version: str | None, latent_dim: int, sa
     spec = registry.ModelSpec(latent_dim=latent_dim, sample_rate=sample_rate, clip_seconds=clip_seconds)
 
     async def add(session, *_):
-        return await registry.add_model(session, path, alias, version=version, spec=spec, make_default=make_default,
-                                        check=checkpoints.inspect)  # fmt: skip
+        return await registry.add_model(
+            session, path, alias, version=version, spec=spec, make_default=make_default, check=checkpoints.inspect
+        )
 
     row = _committing(add)
     default = " (the default model)" if row.is_default else ""

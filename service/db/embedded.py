@@ -175,16 +175,16 @@ class EmbeddedPostgres:
         in use"). Wait for them to exit; kill those still there after the grace period."""
         if not (leftovers := self._server_processes()):
             return
-        log.warning("waiting for %s processes of a killed PostgreSQL to exit: pids %s", len(leftovers),
-                    [p.pid for p in leftovers])  # fmt: skip
+        pids = [p.pid for p in leftovers]
+        log.warning("waiting for %s processes of a killed PostgreSQL to exit: pids %s", len(pids), pids)
         if stuck := self._wait_for_exit(self.leftover_grace_seconds):
             log.warning("killing processes of a killed PostgreSQL that did not exit: pids %s", [p.pid for p in stuck])
             for proc in stuck:
                 with contextlib.suppress(psutil.Error):
                     proc.kill()
             if still := self._wait_for_exit(LEFTOVER_KILL_WAIT_SECONDS):
-                raise DatabaseError(f"processes of a killed PostgreSQL in {self.data_dir} do not exit: pids "
-                                    f"{[p.pid for p in still]}")  # fmt: skip
+                pids = [p.pid for p in still]
+                raise DatabaseError(f"processes of a killed PostgreSQL in {self.data_dir} do not exit: pids {pids}")
 
     def _wait_for_exit(self, seconds: float) -> list[psutil.Process]:
         deadline = time.monotonic() + seconds

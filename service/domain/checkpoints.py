@@ -44,11 +44,12 @@ def inspect(path: Path) -> ModelSpec:
         ) from None
     config = pipeline.config
     if config.latent_dim != LATENT_DIM:
-        raise InvalidModelInput(FIELD, f"{path.name} makes {config.latent_dim}-d latents; the database stores "
-                                f"{LATENT_DIM}-d ones")  # fmt: skip
+        raise InvalidModelInput(
+            FIELD, f"{path.name} makes {config.latent_dim}-d latents; the database stores {LATENT_DIM}-d ones"
+        )
     if latent.shape != (LATENT_DIM,) or not np.isfinite(latent).all():
-        raise InvalidModelInput(FIELD, f"{path.name} encoded its test clip into {latent.shape} values, not a finite "
-                                f"{LATENT_DIM}-d latent")  # fmt: skip
+        what = f"{latent.shape} values, not a finite {LATENT_DIM}-d latent"
+        raise InvalidModelInput(FIELD, f"{path.name} encoded its test clip into {what}")
     return ModelSpec(config.latent_dim, config.sample_rate, config.clip_seconds)
 
 

@@ -538,8 +538,9 @@ class VerifyResult:
     detail: str
 
 
-async def verify(session: AsyncSession, progress: Callable[[Model], None] | None = None,
-                 check: CheckpointCheck | None = None) -> list[VerifyResult]:  # fmt: skip
+async def verify(
+    session: AsyncSession, progress: Callable[[Model], None] | None = None, check: CheckpointCheck | None = None
+) -> list[VerifyResult]:
     """Re-hash every recorded checkpoint (and, with ``check``, load it and encode a test clip): a mismatch, a
     missing file or a file that is no usable model marks the model FAILED with the reason, a FAILED model whose
     file is good again returns to READY. Archived models are checked but keep their status."""

@@ -186,8 +186,8 @@ def check_vector(values: Any, dim: int, field_name: str = "vector") -> np.ndarra
         raise InvalidInput(field_name, f"{field_name} contains NaN or infinite values")
     if (too_large := np.abs(array) > FLOAT32_MAX).any():
         index = int(np.argmax(too_large))
-        raise InvalidInput(field_name, f"{field_name}[{index}] = {array[index]:g} is outside the float32 range "
-                           f"latents are stored in (|x| <= {FLOAT32_MAX:.4g})")  # fmt: skip
+        bound = f"the float32 range latents are stored in (|x| <= {FLOAT32_MAX:.4g})"
+        raise InvalidInput(field_name, f"{field_name}[{index}] = {array[index]:g} is outside {bound}")
     norm = float(np.linalg.norm(array))
     if norm == 0.0:
         raise InvalidInput(field_name, f"{field_name} has zero norm; cosine similarity is undefined for it")

@@ -87,25 +87,25 @@ def test_windows_lists_with_crlf_and_a_byte_order_mark_are_read(configs, prefix,
     )
     parsed = parse(prefix + text, configs)
     assert parsed.errors == []
-    assert [(e.line, e.model_id, e.alias, e.status) for e in parsed.entries] == [
-        (1, "m1", "one", "READY"), (3, "m2", "two", "RUNNING"),
-    ]  # fmt: skip
+    entries = [(e.line, e.model_id, e.alias, e.status) for e in parsed.entries]
+    assert entries == [(1, "m1", "one", "READY"), (3, "m2", "two", "RUNNING")]
     assert parsed.entries[1].resolved_path == configs / "b.yaml" and parsed.blank_lines == [2]
+
+
+TWO_LINES = b"m1 acme main a.yaml one READY%sm2 acme main b.yaml two READY%s"
 
 
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
-        (b"m1 acme main a.yaml one READY\nm2 acme main b.yaml two READY\r\n", "line 2: mixed line endings: this "
-         "line ends with CRLF, the first line with LF"),
-        (b"m1 acme main a.yaml one READY\r\nm2 acme main b.yaml two READY\n", "line 2: mixed line endings: this "
-         "line ends with LF, the first line with CRLF"),
-        (b"m1 acme main a.yaml one READY\rm2 acme main b.yaml two READY\r", "control character U+000D"),
+        (TWO_LINES % (b"\n", b"\r\n"), "line 2: mixed line endings: this line ends with CRLF, the first line with LF"),
+        (TWO_LINES % (b"\r\n", b"\n"), "line 2: mixed line endings: this line ends with LF, the first line with CRLF"),
+        (TWO_LINES % (b"\r", b"\r"), "control character U+000D"),
         (b"m1 acme main a.yaml one READY\r\r\n", "control character U+000D at column 30"),
         (b"\xef\xbb\xbf\xef\xbb\xbfm1 acme main a.yaml one READY\r\n", "control character U+FEFF at column 1"),
     ],
     ids=["crlf-in-lf-file", "lf-in-crlf-file", "old-mac-cr", "double-cr", "second-bom"],
-)  # fmt: skip
+)
 def test_malformed_line_endings_are_still_refused(configs, content, reason):
     parsed = parse(content, configs)
     assert reason in "; ".join(str(e) for e in parsed.errors)
