@@ -1,6 +1,8 @@
 """Failed generations carry a failure class on the row, in the API and in the metrics: one query answers
 "failed because of resources or input?". Real worker, real database."""
 
+import asyncio
+import time
 import uuid
 
 import pytest
@@ -18,6 +20,15 @@ def job_runs(outcome: str) -> float:
     return REGISTRY.get_sample_value("soundalike_job_duration_seconds_count", labels) or 0
 
 
+async def wait_until_classified(client, headers, generation_id) -> dict:
+    """The failure is recorded first (status, error), its class right after, in the next transaction."""
+    deadline = time.monotonic() + 60
+    while (body := await wait_until_finished(client, headers, generation_id, timeout=60))["failure_class"] is None:
+        assert time.monotonic() < deadline, f"{generation_id} was never classified: {body}"
+        await asyncio.sleep(0.1)
+    return body
+
+
 def add_model(owner_conn, checkpoint: str) -> int:
     return owner_conn.execute(
         "INSERT INTO models (source_id, alias, source_type, version, checkpoint_path, checkpoint_sha256, "
@@ -33,7 +44,7 @@ async def test_a_model_that_cannot_load_is_a_model_error(database, empty_tables,
         alice = await bearer_for(client, "alice", "creator")
         created = await client.post("/v1/generations", json={"prompt": "bass", "batch_size": 2}, headers=alice)
         for generation_id in created.json()["ids"]:
-            done = await wait_until_finished(client, alice, generation_id, timeout=60)
+            done = await wait_until_classified(client, alice, generation_id)
             assert done["status"] == "failed" and done["failure_class"] == "model_error"
     assert failures_counted("model_error") == counted + 2
     assert job_runs("failed") >= failed_runs + 1
@@ -59,7 +70,7 @@ async def test_a_source_without_a_latent_is_bad_input(database, empty_tables, ow
     async with api_client(database, api_settings(database, tmp_path), worker=True) as client:
         alice = await bearer_for(client, "alice", "creator")
         await client.app.state.jobs.defer_generation([variant])
-        done = await wait_until_finished(client, alice, str(variant), timeout=60)
+        done = await wait_until_classified(client, alice, str(variant))
     assert done["status"] == "failed" and done["failure_class"] == "bad_input", done
     assert "no latent" in done["error"]
     assert failures_counted("bad_input") == counted + 1
