@@ -91,9 +91,9 @@ def create_app(database_url: str, settings: Settings | None = None, run_worker_i
 
     app = Litestar(
         route_handlers=ROUTES,
+        before_request=check_request,
         dependencies={
             "db_engine": Provide(provide_engine, sync_to_thread=False),
-        before_request=check_request,
             "db_session": Provide(provide_session),
             "caller": Provide(provide_caller, sync_to_thread=False),
             "jobs": Provide(provide_jobs, sync_to_thread=False),
@@ -117,10 +117,10 @@ def create_app(database_url: str, settings: Settings | None = None, run_worker_i
         debug=settings.server.debug,
         request_max_body_size=settings.storage.max_upload_bytes + UPLOAD_OVERHEAD_BYTES,
     )
-
-
     app.state.query_parameter_names = query_parameter_names(app)
     return app
+
+
 def _rate_limit(settings: Settings) -> RateLimitConfig:
     def per_key(request: Request) -> str:
         user = request.scope.get("user")
