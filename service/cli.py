@@ -470,7 +470,7 @@ def _base_backup() -> None:
         made = pitr.base_backup(handle.server, settings.storage.backup_dir, settings.database.name)
     manifest = f"{len(made.blobs)} audio files in its manifest {made.manifest.name}"
     click.echo(f"base backup {made.path} (finished {made.finished_at.isoformat()}, {manifest})")
-    click.echo(f"WAL from now on is archived in {settings.storage.wal_dir}")
+    click.echo(f"WAL from now on is archived in {pitr.wal_archive_dir(settings)}")
 
 
 def _timestamp(text: str):
@@ -515,7 +515,8 @@ def _restore_until(target, yes: bool, index: bool) -> None:
         into = server.data_dir.with_name(f"{server.data_dir.name}.restore-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}")
         click.echo(f"recovering {base.path.name} + archived WAL until {target.isoformat()} into {into}")
         store = BlobStore(settings.storage.blob_dir, settings.storage.archive_dir)
-        report = pitr.recover(base, target, into, settings.storage.wal_dir, settings.database.name, store)
+        wal_dir = pitr.wal_archive_dir(settings)
+        report = pitr.recover(base, target, into, wal_dir, settings.database.name, store)
         report = pitr.switch_in(report, server)
         server.start()
         click.echo(f"restored to {target.isoformat()}: indexes valid, every referenced audio file present")

@@ -39,7 +39,7 @@ class DatabaseSettings(BaseSettings):
     read_urls: str = Field("", description="Comma-separated application-role URLs of read replicas")
     replica_max_lag_seconds: float = Field(5.0, ge=0, description="A replica lagging more is skipped for reads")
     replica_poll_seconds: float = Field(1.0, gt=0, description="How often each process checks its replicas")
-    wal_archiving: bool = Field(True, description="Embedded server: archive WAL into storage.wal_dir (PITR)")
+    wal_archiving: bool = Field(True, description="Embedded server: archive its WAL (point-in-time recovery)")
     slow_query_ms: int = Field(
         250, ge=-1, description="Embedded server: log statements slower than this (log_min_duration_statement; -1 off)"
     )
@@ -72,7 +72,7 @@ class StorageSettings(BaseSettings):
     max_upload_seconds: float = Field(600.0, gt=0, description="Longest accepted audio upload")
     orphan_grace_seconds: float = Field(3600.0, ge=0, description="Files younger than this are never swept")
     retention_days: float = Field(180.0, gt=0, description="Generations older than this are archived")
-    wal_dir: Path = Path("var/wal")  # archived WAL of the embedded server (point-in-time recovery)
+    wal_dir: Path | None = None  # the embedded server's WAL archive; unset: beside its data dir (var/pg-wal)
     index_dir: Path = Path("var/index")  # FAISS mirrors of latent_embeddings, one per model (indexing/)
 
 

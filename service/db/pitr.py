@@ -1,6 +1,6 @@
 """Point-in-time recovery of the embedded server: WAL archiving, base backups, restore to a moment.
 
-- The embedded server archives every finished WAL segment into ``SOUNDALIKE_STORAGE_WAL_DIR`` (``var/wal``).
+- The embedded server archives every finished WAL segment into ``SOUNDALIKE_STORAGE_WAL_DIR`` (``var/pg-wal``).
 - ``base_backup`` copies the running server with ``pg_basebackup`` (plain format, WAL streamed in, so the
   copy is consistent by itself) into ``<backup_dir>/base-<time>/`` and writes ``base-<time>.json`` beside
   it: when it finished and the blob manifest (every audio file the database referenced then).
@@ -24,6 +24,7 @@ import psycopg
 from service.db.embedded import SUPERUSER, EmbeddedPostgres, run_pg_tool
 from service.db.standby import prepare_data_dir, prepare_owner
 from service.errors import DatabaseError, SoundalikeError
+from service.settings import Settings
 from service.storage import BlobStore
 
 BASE_PREFIX = "base-"
@@ -41,6 +42,13 @@ def archiving_settings(wal_dir: Path) -> dict[str, str]:
         "archive_command": f'test ! -f "{wal}/%f" && cp "%p" "{wal}/%f"',
         "archive_timeout": "300",  # a quiet server still archives its last changes within 5 minutes
     }
+
+
+def wal_archive_dir(settings: Settings) -> Path:
+    """``SOUNDALIKE_STORAGE_WAL_DIR``, else beside the data directory (``var/pg`` archives into ``var/pg-wal``):
+    one archive per server, so two servers never offer the same segment names to one directory."""
+    data_dir = settings.database.embedded_dir.resolve()
+    return (settings.storage.wal_dir or data_dir.with_name(f"{data_dir.name}-wal")).resolve()
 
 
 def prepare_wal_dir(wal_dir: Path) -> None:

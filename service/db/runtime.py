@@ -12,7 +12,7 @@ import psycopg
 
 from service.db import urls
 from service.db.embedded import EmbeddedPostgres
-from service.db.pitr import archiving_settings, prepare_wal_dir
+from service.db.pitr import archiving_settings, prepare_wal_dir, wal_archive_dir
 from service.db.provision import provision
 from service.errors import DatabaseError
 from service.settings import Settings
@@ -63,8 +63,8 @@ def embedded_server_settings(settings: Settings) -> dict[str, str]:
     """What the embedded server runs with beyond its defaults: the slow-query log and WAL archiving."""
     server = {"log_min_duration_statement": str(settings.database.slow_query_ms)}
     if settings.database.wal_archiving:
-        prepare_wal_dir(settings.storage.wal_dir)
-        server |= archiving_settings(settings.storage.wal_dir)
+        prepare_wal_dir(wal_archive_dir(settings))
+        server |= archiving_settings(wal_archive_dir(settings))
     return server
 
 
