@@ -51,7 +51,8 @@ def register_shipped_model(handle: DatabaseHandle) -> str:
     if not path.exists():
         return f"no shipped checkpoint at {path}; register a model with `soundalike models add PATH --alias NAME`"
     pipeline = Pipeline.load(path)
-    spec = registry.ModelSpec(pipeline.config.latent_dim, pipeline.config.sample_rate, pipeline.config.clip_seconds)
+    config = pipeline.config
+    spec = registry.ModelSpec(config.latent_dim, config.sample_rate, config.clip_seconds, pipeline.in_domain_threshold)
 
     async def register(session: AsyncSession) -> str:
         result = await registry.register_builtin(session, path, version=pipeline.version, spec=spec)

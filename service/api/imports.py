@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -18,8 +19,8 @@ from service.api.schemas import Generation, Visibility, to_generation
 from service.domain import generations
 from service.domain.errors import InvalidInput
 from service.domain.imports import FORMAT_NAMES, ImportOptions, decode_upload, import_clip
-
 from service.ml.tags import normalise_tags
+
 MAX_TAGS, MAX_TAG_LENGTH = 20, 50
 
 
@@ -40,7 +41,9 @@ class ImportController(Controller):
         status_code=201,
         summary=f"Import an audio file ({FORMAT_NAMES}) as a generation of kind `import`",
         description="Form fields: `file` (required), `model` (alias; default model when absent), `visibility`, "
-        "`tags` (comma-separated). Size and duration limits come from the storage settings.",
+        "`tags` (comma-separated). Size and duration limits come from the storage settings. The answer carries the "
+        "model's `in_domain` score and `in_domain_ok` (false: not music to the model, stored but flagged); a file "
+        "longer than one model window also gets its windows stored for `segments` search.",
         responses={
             413: ResponseSpec(Problem, description="The file is over the size limit"),
             422: ResponseSpec(
@@ -57,7 +60,9 @@ class ImportController(Controller):
     ) -> Generation:
         limits = state.settings.storage
         raw = await data.file.read()
-        clip = decode_upload(raw, data.file.filename, limits.max_upload_bytes, limits.max_upload_seconds)
+        clip = await asyncio.to_thread(
+            decode_upload, raw, data.file.filename, limits.max_upload_bytes, limits.max_upload_seconds
+        )
         options = ImportOptions(model=data.model, visibility=data.visibility, tags=parse_tags(data.tags))
         row = await import_clip(db_session, state.store, state.models, caller, clip, data.file.filename, options)
         return to_generation(await generations.get_view(db_session, caller, row.id))

@@ -47,6 +47,13 @@ class Generation(msgspec.Struct):
     neighbor_id: uuid.UUID | None
     error: str | None
     failure_class: str | None  # bad_input, model_error, resource_exhaustion or infrastructure (failed only)
+    in_domain: Annotated[
+        float | None, Meta(description="Imports: how much the file sounds like music the model knows (0-1)")
+    ]
+    in_domain_ok: Annotated[
+        bool | None,
+        Meta(description="Imports: in_domain reached the model's threshold; false = flagged (speech, noise)"),
+    ]
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -66,6 +73,7 @@ def to_generation(view: GenerationView) -> Generation:
         tags=list(row.tags), params=row.params, seed=row.seed,
         model=ModelRef(id=view.model.id, alias=view.model.alias, version=view.model.version),
         parent_id=row.parent_id, neighbor_id=row.neighbor_id, error=row.error, failure_class=row.failure_class,
+        in_domain=row.in_domain, in_domain_ok=row.in_domain_ok,
         created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at, archived_at=row.archived_at,
         timings=Timings(**timings(row)),
         links=Links(self=url, audio=f"{url}/audio" if view.has_audio else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import datetime
@@ -21,7 +22,7 @@ from service.api.schemas import Generation, Visibility, generation_url, to_gener
 from service.db.models import GENERATION_KINDS
 from service.domain import generations
 from service.domain import search as domain
-from service.domain.imports import decode_upload, encode_clip
+from service.domain.imports import analyse_clip, decode_upload
 from service.domain.model_lookup import resolve_model
 
 Kind = Literal[GENERATION_KINDS]  # type: ignore[valid-type]
@@ -44,6 +45,9 @@ class SearchFilter(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     created_before: datetime | None = None
     exclude_ids: list[uuid.UUID] = []
     cluster_id: Annotated[int | None, Meta(description="Only members of this cluster (see /v1/clusters)")] = None
+    in_domain_only: Annotated[
+        bool, Meta(description="Leave out imports the model flagged as not music (`in_domain_ok` false)")
+    ] = False
 
     def to_domain(self) -> domain.SearchFilter:
         def rng(r: Range | None) -> domain.NumericRange | None:
@@ -69,15 +73,40 @@ class SearchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     diversity: Annotated[float | None, Meta(description="MMR: 0 = relevance only, 1 = diversity only")] = None
     exact: Annotated[bool, Meta(description="Exact scan for evaluation (admin only)")] = False
     group_by: Annotated[
-        Literal["cluster"] | None,
-        Meta(description="Group hits by cluster of the model's active clustering run; `limit` counts groups"),
+        Literal["cluster", "item", "none"] | None,
+        Meta(
+            description="`cluster`: group hits by cluster of the model's active clustering run (`limit` counts "
+            "groups). With `segments`: `item` (the default: one hit per item with its nearest windows) or `none` "
+            "(the nearest windows)"
+        ),
     ] = None
-    group_size: Annotated[int, Meta(description="Hits per group with group_by (1-10)")] = 3
+    group_size: Annotated[int, Meta(description="Hits per group with group_by, windows per item (1-10)")] = 3
+    segments: Annotated[
+        bool, Meta(description="Search the windows of long files: hits carry the matching (start, end) windows")
+    ] = False
+    audio_query: Annotated[
+        Literal["pooled", "windows"],
+        Meta(description="An uploaded query: searched whole (`pooled`) or window by window (`windows`)"),
+    ] = "pooled"
 
     def to_domain(self) -> domain.SearchQuery:
         fields = msgspec.structs.asdict(self)
         fields["filter"] = self.filter.to_domain()
         return domain.SearchQuery(**fields)
+
+
+class SegmentHit(msgspec.Struct):
+    start: Annotated[float, Meta(description="Seconds into the item")]
+    end: float
+    score: float
+    query_start: Annotated[float | None, Meta(description="audio_query=windows: the query's matching window")]
+    query_end: float | None
+
+
+class InDomainOut(msgspec.Struct):
+    score: Annotated[float, Meta(description="How much the query sounds like music the model knows (0-1)")]
+    threshold: Annotated[float, Meta(description="The model's calibrated threshold (registry)")]
+    ok: Annotated[bool, Meta(description="score >= threshold; false: expect nothing truly similar")]
 
 
 class SearchHit(msgspec.Struct):
@@ -93,6 +122,11 @@ class SearchHit(msgspec.Struct):
     created_at: datetime
     audio_url: str | None
     url: str
+    segments: Annotated[
+        list[SegmentHit] | None, Meta(description="With segments: the item's matching windows, nearest first")
+    ] = None
+    query_start: Annotated[float | None, Meta(description="audio_query=windows: the best query window")] = None
+    query_end: float | None = None
 
 
 class SearchGroup(msgspec.Struct):
@@ -106,6 +140,9 @@ class SearchResponse(msgspec.Struct):
     items: Annotated[list[SearchHit], Meta(description="With group_by: every group's items, group after group")]
     next_cursor: str | None
     groups: list[SearchGroup] | None = None
+    in_domain: Annotated[InDomainOut | None, Meta(description="Audio queries: the model's verdict on the upload")] = (
+        None
+    )
 
 
 def to_response(result: domain.SearchResult) -> SearchResponse:
@@ -114,17 +151,42 @@ def to_response(result: domain.SearchResult) -> SearchResponse:
     if result.groups is not None:
         groups = [SearchGroup(cluster_id=g.cluster_id, label=g.label, items=[to_hit(h, alias) for h in g.hits])
                   for g in result.groups]  # fmt: skip
-    return SearchResponse(model=alias, items=[to_hit(h, alias) for h in result.hits],
-                          next_cursor=result.next_cursor, groups=groups)  # fmt: skip
+    verdict = result.in_domain
+    in_domain = None if verdict is None else InDomainOut(verdict.score, verdict.threshold, verdict.ok)
+    return SearchResponse(
+        model=alias,
+        items=[to_hit(h, alias) for h in result.hits],
+        next_cursor=result.next_cursor,
+        groups=groups,
+        in_domain=in_domain,
+    )
 
 
 def to_hit(hit: domain.Hit, model: str) -> SearchHit:
     url = generation_url(hit.generation_id)
     return SearchHit(
-        id=hit.generation_id, score=hit.score, similarity=None if hit.distance is None else 1.0 - hit.distance,
-        distance=hit.distance, tags=hit.tags, kind=hit.kind, model=model, owner=hit.owner, visibility=hit.visibility,
-        created_at=hit.created_at, audio_url=f"{url}/audio" if hit.has_audio else None, url=url,
-    )  # fmt: skip
+        id=hit.generation_id,
+        score=hit.score,
+        similarity=None if hit.distance is None else 1.0 - hit.distance,
+        distance=hit.distance,
+        tags=hit.tags,
+        kind=hit.kind,
+        model=model,
+        owner=hit.owner,
+        visibility=hit.visibility,
+        created_at=hit.created_at,
+        audio_url=f"{url}/audio" if hit.has_audio else None,
+        url=url,
+        segments=to_segments(hit.segments),
+        query_start=hit.query_start,
+        query_end=hit.query_end,
+    )
+
+
+def to_segments(matches: list[domain.SegmentMatch] | None) -> list[SegmentHit] | None:
+    if matches is None:
+        return None
+    return [SegmentHit(m.start, m.end, m.score, m.query_start, m.query_end) for m in matches]
 
 
 def parse_body(raw: bytes | str, into: type[msgspec.Struct]) -> msgspec.Struct:
@@ -186,10 +248,13 @@ class SearchController(Controller):
         query = parse_body(form.get("query") or "{}", SearchRequest).to_domain()
         domain.check_query(query, caller, has_audio=True)
         limits = state.settings.storage
-        clip = decode_upload(await upload.read(), upload.filename, limits.max_upload_bytes, limits.max_upload_seconds)
+        raw = await upload.read()
+        clip = await asyncio.to_thread(
+            decode_upload, raw, upload.filename, limits.max_upload_bytes, limits.max_upload_seconds
+        )
         model = await resolve_model(db_session, query.model)
-        latent = await encode_clip(state.models, model, clip, upload.filename)
-        return to_response(await domain.search(db_session, caller, query, audio_latent=latent))
+        audio = await analyse_clip(state.models, model, clip, upload.filename)
+        return to_response(await domain.search(db_session, caller, query, audio=audio))
 
 
 class PathController(Controller):

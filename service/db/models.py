@@ -56,6 +56,17 @@ def created_at_column() -> Mapped[datetime]:
     return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
 
 
+def hnsw_cosine_index(name: str) -> Index:
+    """The HNSW index (cosine) over a table's ``embedding`` column, with the project's build parameters."""
+    return Index(
+        name,
+        "embedding",
+        postgresql_using="hnsw",
+        postgresql_with={"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
+        postgresql_ops={"embedding": "vector_cosine_ops"},
+    )
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
@@ -133,6 +144,9 @@ class Generation(Base):
     archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     job_id: Mapped[int | None] = mapped_column(BigInteger)  # the procrastinate job that produces it
     batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id"))
+    # imports: the model's in-domain score (0-1) and whether it reached the model's threshold (0010_segments)
+    in_domain: Mapped[float | None] = mapped_column(Double)
+    in_domain_ok: Mapped[bool | None] = mapped_column(Boolean)
 
 
 BATCH_KINDS = ("variant", "reencode")
@@ -165,13 +179,7 @@ class LatentEmbedding(Base):
     __tablename__ = "latent_embeddings"
     __table_args__ = (
         UniqueConstraint("generation_id", "model_id"),
-        Index(
-            "ix_latent_embeddings_embedding_hnsw",
-            "embedding",
-            postgresql_using="hnsw",
-            postgresql_with={"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
-            postgresql_ops={"embedding": "vector_cosine_ops"},
-        ),
+        hnsw_cosine_index("ix_latent_embeddings_embedding_hnsw"),
         Index("ix_latent_embeddings_model_id", "model_id"),
     )
 
@@ -196,6 +204,28 @@ class ArchivedLatent(Base):
     archived_at: Mapped[datetime] = created_at_column()
 
 
+class LatentSegment(Base):
+    """The latent of one window (start to end, in seconds) of a file longer than one model window, in one model's
+    space; visibility, deletion and archival come from its generation (revision 0010_segments)."""
+
+    __tablename__ = "latent_segments"
+    __table_args__ = (
+        UniqueConstraint("generation_id", "model_id", "start_seconds"),
+        CheckConstraint("end_seconds > start_seconds AND start_seconds >= 0", name="window"),
+        hnsw_cosine_index("ix_latent_segments_embedding_hnsw"),
+        Index("ix_latent_segments_model_id", "model_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    generation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    start_seconds: Mapped[float] = mapped_column(Double)
+    end_seconds: Mapped[float] = mapped_column(Double)
+    in_domain: Mapped[float | None] = mapped_column(Double)
+    embedding: Mapped[Any] = mapped_column(Vector(LATENT_DIM))
+    created_at: Mapped[datetime] = created_at_column()
+
+
 REENCODE_ITEM_STATUSES = ("pending", "succeeded", "failed", "cancelled")
 
 
@@ -210,9 +240,7 @@ class ReencodeItem(Base):
     )
 
     batch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True)
-    generation_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("generations.id", ondelete="CASCADE"), primary_key=True
-    )
+    generation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"), primary_key=True)
     chunk: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(Text, server_default=text("'pending'"))
     error: Mapped[str | None] = mapped_column(Text)

@@ -1,5 +1,7 @@
-"""Importing a folder of audio: batched encodes, blob writes, and binary COPY of the rows, one transaction
-per batch. Unreadable or unusable files are skipped and reported, never half-stored."""
+"""Importing a folder of audio: encodes, blob writes, and binary COPY of the rows, one transaction per batch.
+Each file is analysed (pooled latent, windows, in-domain verdict: ``service.domain.segments``); a file longer
+than one model window also gets its windows' latents. Unreadable or unusable files are skipped and reported,
+never half-stored."""
 
 from __future__ import annotations
 
@@ -15,16 +17,17 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from service.db.engine import copy_rows
-from service.domain import reencode, registry
-from service.domain.audio import encode_grouped, to_wav
+from service.domain import reencode, registry, segments
+from service.domain.audio import to_wav
 from service.domain.errors import DomainError
-from service.domain.imports import AUDIO_SUFFIXES, DecodedClip, ImportOptions, decode_upload
+from service.domain.imports import AUDIO_SUFFIXES, DecodedClip, ImportOptions, decode_upload, import_params
+from service.domain.segments import Analysed
 from service.storage import BlobStore
 
 GENERATION_COLUMNS = (
     ("id", "uuid"), ("owner", "text"), ("model_id", "int4"), ("kind", "text"), ("status", "text"),
     ("params", "jsonb"), ("visibility", "text"), ("tags", "text[]"), ("created_at", "timestamptz"),
-    ("started_at", "timestamptz"), ("finished_at", "timestamptz"),
+    ("started_at", "timestamptz"), ("finished_at", "timestamptz"), ("in_domain", "float8"), ("in_domain_ok", "bool"),
 )  # fmt: skip
 ASSET_COLUMNS = (
     ("generation_id", "uuid"), ("uri", "text"), ("sha256", "text"), ("bytes", "int8"), ("sample_rate", "int4"),
@@ -43,7 +46,11 @@ class ImportReport:
 class Encoded:
     path: Path
     clip: DecodedClip
-    latent: np.ndarray
+    result: Analysed
+
+    @property
+    def latent(self) -> np.ndarray:
+        return self.result.latent
 
 
 def audio_files(folder: Path) -> list[Path]:
@@ -67,9 +74,10 @@ def import_folder(conn: psycopg.Connection, store: BlobStore, pipeline, model_id
     registry's checkpoint, hash checked), for items that must land in its space too."""
     report = ImportReport()
     followers = followers or FollowerPipelines(conn)
+    metadata = model_metadata(conn, model_id)
     for batch in _chunks(files, batch_size):
         decoded = _decode(batch, limits, report)
-        encoded = _encode(pipeline, decoded, report)
+        encoded = _encode(pipeline, metadata, decoded, report)
         if encoded:
             _store(conn, store, encoded, model_id, owner, options, followers)
             report.imported += len(encoded)
@@ -97,6 +105,12 @@ class FollowerPipelines:
         return self.loaded[model_id]
 
 
+def model_metadata(conn: psycopg.Connection, model_id: int) -> dict:
+    """The registry's metadata of a model (its recorded in-domain threshold among it)."""
+    row = conn.execute("SELECT metadata FROM models WHERE id = %s", (model_id,)).fetchone()
+    return row[0] if row else {}
+
+
 def _chunks(items: list[Path], size: int) -> Iterator[list[Path]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -113,12 +127,19 @@ def _decode(paths: list[Path], limits, report: ImportReport) -> list[tuple[Path,
     return decoded
 
 
-def _encode(pipeline, decoded: list[tuple[Path, DecodedClip]], report: ImportReport) -> list[Encoded]:
-    """One batched encode per sample rate; a batch that fails is retried clip by clip to isolate the bad ones."""
-    clips = dict(decoded)
-    latents, refused = encode_grouped(pipeline, [(path, clip.audio, clip.sample_rate) for path, clip in decoded])
-    report.skipped.extend((str(path), reason) for path, reason in refused)
-    return [Encoded(path, clips[path], latent) for path, latent in latents]
+def _encode(pipeline, metadata: dict, decoded: list[tuple[Path, DecodedClip]], report: ImportReport) -> list[Encoded]:
+    """Each file analysed on its own (its windows are batched by the model); a file the model refuses is skipped."""
+    from service.ml.errors import ModelInputError
+
+    encoded = []
+    for path, clip in decoded:
+        try:
+            analysis = pipeline.analyse(clip.audio, clip.sample_rate)
+        except ModelInputError as exc:
+            report.skipped.append((str(path), exc.message))
+            continue
+        encoded.append(Encoded(path, clip, segments.analysed(analysis, pipeline.in_domain_threshold, metadata)))
+    return encoded
 
 
 def _store(conn: psycopg.Connection, store: BlobStore, encoded: list[Encoded], model_id: int, owner: str,
@@ -127,37 +148,56 @@ def _store(conn: psycopg.Connection, store: BlobStore, encoded: list[Encoded], m
     now = datetime.now(UTC)
     ids = [uuid.uuid4() for _ in encoded]
     generations = [
-        (gid, owner, model_id, "import", "succeeded",
-         Jsonb({"filename": item.path.name, "original_format": item.clip.original_format,
-                "original_sample_rate": item.clip.sample_rate, "seconds": round(item.clip.seconds, 3)}),
-         options.visibility, list(options.tags), now, now, now)
-        for gid, item in zip(ids, encoded, strict=True)
-    ]  # fmt: skip
+        _generation_row(gid, owner, model_id, item, options, now) for gid, item in zip(ids, encoded, strict=True)
+    ]
     assets = [
         (gid, blob.uri, blob.sha256, blob.bytes, item.clip.sample_rate, item.clip.seconds, "wav")
         for gid, blob, item in zip(ids, blobs, encoded, strict=True)
     ]
-    latents = [(gid, model_id, item.latent) for gid, item in zip(ids, encoded, strict=True)]
+    latents, windows = _latent_rows(model_id, ids, [item.result for item in encoded])
     with conn.transaction():
-        latents += _follower_latents(conn, model_id, ids, encoded, followers)
+        extra_latents, extra_windows = _follower_latents(conn, model_id, ids, encoded, followers)
         _copy(conn, "generations", GENERATION_COLUMNS, generations)
         _copy(conn, "audio_assets", ASSET_COLUMNS, assets)
-        _copy(conn, "latent_embeddings", LATENT_COLUMNS, latents)
+        _copy(conn, "latent_embeddings", LATENT_COLUMNS, latents + extra_latents)
+        _copy(conn, "latent_segments", segments.SEGMENT_COLUMNS, windows + extra_windows)
+
+
+def _generation_row(gid: uuid.UUID, owner: str, model_id: int, item: Encoded, options: ImportOptions, now) -> tuple:
+    verdict = item.result.in_domain
+    params = Jsonb(import_params(item.path.name, item.clip))
+    head = (gid, owner, model_id, "import", "succeeded", params, options.visibility, list(options.tags))
+    return (*head, now, now, now, verdict.score, verdict.ok)
+
+
+def _latent_rows(model_id: int, ids: list[uuid.UUID], results: list[Analysed]) -> tuple[list[tuple], list[tuple]]:
+    """Rows for ``latent_embeddings`` and ``latent_segments`` of these items in ``model_id``'s space."""
+    latents = [(gid, model_id, result.latent) for gid, result in zip(ids, results, strict=True)]
+    windows = [
+        row for gid, result in zip(ids, results, strict=True) for row in segments.segment_rows(gid, model_id, result)
+    ]
+    return latents, windows
 
 
 def _follower_latents(
     conn: psycopg.Connection, model_id: int, ids: list[uuid.UUID], encoded: list[Encoded], followers: Callable
-) -> list[tuple]:
-    """The batch's latents in the spaces of re-encodes from ``model_id`` (read inside the transaction, under
-    the re-encode lock: see ``service.domain.reencode``); ``followers(model_id)`` loads such a model's pipeline."""
-    rows = []
+) -> tuple[list[tuple], list[tuple]]:
+    """The batch's latents and windows in the spaces of re-encodes from ``model_id`` (read inside the
+    transaction, under the re-encode lock: see ``service.domain.reencode``); ``followers(model_id)`` loads such a
+    model's pipeline. A clip the follower refuses fails the batch (nothing of it is stored)."""
+    latents, windows = [], []
     for follower in reencode.followers_sync(conn, model_id):
-        clips = [(gid, item.clip.audio, item.clip.sample_rate) for gid, item in zip(ids, encoded, strict=True)]
-        latents, refused = encode_grouped(followers(follower), clips)
-        if refused:
-            raise ValueError(f"model {follower} (a re-encode target) refused {len(refused)} clips: {refused[0][1]}")
-        rows += [(gid, follower, latent) for gid, latent in latents]
-    return rows
+        pipeline, metadata = followers(follower), model_metadata(conn, follower)
+        results = [
+            segments.analysed(
+                pipeline.analyse(item.clip.audio, item.clip.sample_rate), pipeline.in_domain_threshold, metadata
+            )
+            for item in encoded
+        ]
+        more_latents, more_windows = _latent_rows(follower, ids, results)
+        latents += more_latents
+        windows += more_windows
+    return latents, windows
 
 
 def _copy(conn: psycopg.Connection, table: str, columns: tuple[tuple[str, str], ...], rows: list[tuple]) -> None:

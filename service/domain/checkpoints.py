@@ -50,7 +50,7 @@ def inspect(path: Path) -> ModelSpec:
     if latent.shape != (LATENT_DIM,) or not np.isfinite(latent).all():
         what = f"{latent.shape} values, not a finite {LATENT_DIM}-d latent"
         raise InvalidModelInput(FIELD, f"{path.name} encoded its test clip into {what}")
-    return ModelSpec(config.latent_dim, config.sample_rate, config.clip_seconds)
+    return ModelSpec(config.latent_dim, config.sample_rate, config.clip_seconds, pipeline.in_domain_threshold)
 
 
 def load_failure(exc: BaseException) -> str:

@@ -1,28 +1,33 @@
 """Importing existing audio: decode, check, encode with a model, store as a generation of kind ``import``.
 
 One upload (API) or a folder (CLI, batched). Either way the clip is stored as WAV in the blob store first,
-then one transaction writes the generation, its audio row and its latent, so a catalogue becomes
-searchable and a failure leaves nothing behind.
+then one transaction writes the generation (with the model's in-domain verdict), its audio row, its latent
+and, for a file longer than one model window, its windows' latents (``service.domain.segments``), so a
+catalogue becomes searchable and a failure leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.models import AudioAsset, Generation, LatentEmbedding, Model
-from service.domain import reencode
+from service.db.models import AudioAsset, Generation, LatentEmbedding, LatentSegment, Model
+from service.domain import reencode, segments
 from service.domain.api_keys import Caller
 from service.domain.audio import to_wav
 from service.domain.errors import DomainError, InvalidInput
 from service.domain.model_lookup import resolve_model
 from service.domain.ports import ModelRunner
+from service.domain.segments import Analysed, InDomain
 from service.storage import BlobStore
 
 # The formats uploads, searches by audio and `soundalike import DIR` accept (libsndfile decodes each), with the
@@ -92,43 +97,85 @@ def _refuse_truncated_wav(data: bytes, filename: str) -> None:
             )
 
 
-async def import_clip(session: AsyncSession, store: BlobStore, models: ModelRunner, caller: Caller,
-                      clip: DecodedClip, filename: str, options: ImportOptions) -> Generation:  # fmt: skip
+async def import_clip(
+    session: AsyncSession,
+    store: BlobStore,
+    models: ModelRunner,
+    caller: Caller,
+    clip: DecodedClip,
+    filename: str,
+    options: ImportOptions,
+) -> Generation:
+    """Store the clip, its latent, its windows (a file longer than one window) and the model's in-domain verdict
+    (speech or noise is stored but flagged); in the spaces of re-encodes from the model too."""
     model = await resolve_model(session, options.model, for_new_work=True)
-    latent = await encode_clip(models, model, clip, filename)
-    blob = store.put(to_wav(clip.audio, clip.sample_rate), ".wav")
-    row = new_import_row(caller.owner, model, filename, clip, options)
+    result = await analyse_clip(models, model, clip, filename)
+    blob = await asyncio.to_thread(lambda: store.put(to_wav(clip.audio, clip.sample_rate), ".wav"))
+    row = new_import_row(caller.owner, model, filename, clip, options, result.in_domain)
     session.add(row)
     await session.flush()
     session.add(asset_row(row, blob, clip))
-    session.add(LatentEmbedding(generation_id=row.id, model_id=model.id, embedding=latent))
+    await add_latents(session, row.id, model.id, result)
     for follower in await reencode.followers(session, model.id):  # a re-encode from this model: its space too
-        extra = await encode_clip(models, follower, clip, filename)
-        session.add(LatentEmbedding(generation_id=row.id, model_id=follower.id, embedding=extra))
+        await add_latents(session, row.id, follower.id, await analyse_clip(models, follower, clip, filename))
     await session.commit()
     return row
 
 
-async def encode_clip(models: ModelRunner, model: Model, clip: DecodedClip, filename: str) -> np.ndarray:
-    """The clip's latent in ``model``'s space; audio the model refuses is an error on the ``file`` field."""
+async def add_latents(session: AsyncSession, generation_id: uuid.UUID, model_id: int, result: Analysed) -> None:
+    session.add(LatentEmbedding(generation_id=generation_id, model_id=model_id, embedding=result.latent))
+    if rows := segments.segment_dicts(generation_id, model_id, result):
+        await session.execute(insert(LatentSegment), rows)
+
+
+async def analyse_clip(models: ModelRunner, model: Model, clip: DecodedClip, filename: str) -> Analysed:
+    """The clip in ``model``'s space (pooled latent, windows, in-domain verdict), off the event loop; audio the
+    model refuses is an error on the ``file`` field."""
     from service.ml.errors import InvalidAudioError
 
     try:
-        return await models.run(model.id, lambda pipeline: pipeline.encode(clip.audio, clip.sample_rate))
+        return await models.run(
+            model.id, lambda pipeline: segments.analyse_with(pipeline, clip.audio, clip.sample_rate, model)
+        )
     except InvalidAudioError as exc:  # too short, silent, bad rate: say it of the uploaded file
         raise InvalidInput("file", f"{filename}: {exc.message}") from None
 
 
-def new_import_row(owner: str, model: Model, filename: str, clip: DecodedClip, options: ImportOptions) -> Generation:
+def new_import_row(
+    owner: str, model: Model, filename: str, clip: DecodedClip, options: ImportOptions, verdict: InDomain
+) -> Generation:
     now = datetime.now(UTC)
     return Generation(
-        owner=owner, model_id=model.id, kind="import", status="succeeded", visibility=options.visibility,
-        tags=list(options.tags), started_at=now, finished_at=now,
-        params={"filename": Path(filename).name, "original_format": clip.original_format,
-                "original_sample_rate": clip.sample_rate, "seconds": round(clip.seconds, 3)},
-    )  # fmt: skip
+        owner=owner,
+        model_id=model.id,
+        kind="import",
+        status="succeeded",
+        visibility=options.visibility,
+        tags=list(options.tags),
+        started_at=now,
+        finished_at=now,
+        params=import_params(filename, clip),
+        in_domain=verdict.score,
+        in_domain_ok=verdict.ok,
+    )
+
+
+def import_params(filename: str, clip: DecodedClip) -> dict:
+    return {
+        "filename": Path(filename).name,
+        "original_format": clip.original_format,
+        "original_sample_rate": clip.sample_rate,
+        "seconds": round(clip.seconds, 3),
+    }
 
 
 def asset_row(row: Generation, blob, clip: DecodedClip) -> AudioAsset:
-    return AudioAsset(generation_id=row.id, uri=blob.uri, sha256=blob.sha256, bytes=blob.bytes,
-                      sample_rate=clip.sample_rate, duration_seconds=clip.seconds, format="wav")  # fmt: skip
+    return AudioAsset(
+        generation_id=row.id,
+        uri=blob.uri,
+        sha256=blob.sha256,
+        bytes=blob.bytes,
+        sample_rate=clip.sample_rate,
+        duration_seconds=clip.seconds,
+        format="wav",
+    )

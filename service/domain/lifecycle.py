@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.models import ArchivedLatent, AudioAsset, Generation, LatentEmbedding
+from service.db.models import ArchivedLatent, AudioAsset, Generation, LatentEmbedding, LatentSegment
 from service.storage import BlobStore
 
 BATCH = 500
@@ -77,7 +77,7 @@ async def purge_deleted(session: AsyncSession, grace_days: float = 0) -> int:
     cutoff = datetime.now(UTC) - timedelta(days=grace_days)
     deleted = select(Generation.id).where(Generation.deleted_at.is_not(None), Generation.deleted_at <= cutoff)
     purged = set()
-    for table in (AudioAsset, LatentEmbedding, ArchivedLatent):
+    for table in (AudioAsset, LatentEmbedding, ArchivedLatent, LatentSegment):
         result = await session.execute(
             delete(table).where(table.generation_id.in_(deleted)).returning(table.generation_id)
         )

@@ -7,7 +7,8 @@ batch, in chunks of ``chunk_size``; a worker job per chunk re-encodes the stored
 - a chunk is one transaction (``process_chunk``): lock the chunk's pending items (``SKIP LOCKED``) and skip
   those that already have a latent in the target's space, decode their audio blobs, one batched
   ``encode_batch`` per sample rate, binary COPY into ``latent_embeddings`` (``archived_latents`` for archived
-  items), the items marked done. A worker killed mid-chunk leaves nothing behind; the stalled-job sweep
+  items; a file longer than one model window is analysed on its own and its windows go to ``latent_segments``),
+  the items marked done. A worker killed mid-chunk leaves nothing behind; the stalled-job sweep
   retries the job, which redoes the chunk. ``UNIQUE (generation_id, model_id)`` backs the rule that an item
   never gets two latents in one space, however often a chunk runs.
 - catch-up (``claim_catch_up``): when every listed item is done, items of the source that appeared since the
@@ -38,9 +39,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from indexing.failpoints import failpoint
 from service.db.engine import copy_rows
 from service.db.models import LATENT_DIM, Batch, Model, ReencodeItem
-from service.domain import registry
+from service.domain import registry, segments
 from service.domain.api_keys import Caller
-from service.domain.audio import encode_grouped
 from service.domain.errors import Conflict, InvalidInput, NotFound
 from service.domain.ports import JobQueue, ModelRunner
 from service.storage import BlobStore
@@ -388,10 +388,12 @@ def process_chunk(
         todo = [(gid, uri, archived) for gid, uri, deleted, archived, present in rows if not (deleted or present)]
         report.cancelled = sum(1 for row in rows if row[2])
         clips, report.failed = read_clips(store, [(gid, uri) for gid, uri, _ in todo])
-        latents, refused = encode_grouped(pipeline, clips)
+        latents, refused, windows = segments.encode_with_windows(pipeline, target_id, clips)
         report.failed += refused
         archived = {gid for gid, _, is_archived in todo if is_archived}
         store_latents(conn, target_id, [(gid, latent, gid in archived) for gid, latent in latents])
+        live_windows = [row for row in windows if row[0] not in archived]  # archived items are never searched
+        segments.copy_segments(conn, live_windows)
         report.succeeded = len(rows) - report.cancelled - len(report.failed)
         _finish(conn, batch_id, rows, report.failed)
         failpoint("reencode:before-commit")

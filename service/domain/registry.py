@@ -30,6 +30,7 @@ from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import LATENT_DIM, Generation, LatentEmbedding, Model
+from service.domain import segments
 from service.errors import SoundalikeError
 
 READY, LOADING, RUNNING, FAILED, ARCHIVED = "READY", "LOADING", "RUNNING", "FAILED", "ARCHIVED"
@@ -243,6 +244,7 @@ class ModelSpec:
     latent_dim: int = LATENT_DIM
     sample_rate: int | None = None
     clip_seconds: float | None = None
+    in_domain_threshold: float | None = None  # the checkpoint's calibrated threshold (service.domain.segments)
 
     def validate(self) -> ModelSpec:
         if self.latent_dim <= 0:
@@ -274,7 +276,15 @@ async def _hash_checkpoint(checkpoint_path: str | Path, alias: str, spec: ModelS
 
 
 def _checkpoint_model(
-    source_id: str, alias: str, source_type: str, version: str | None, path: Path, digest: str, spec: ModelSpec, **extra
+    source_id: str,
+    alias: str,
+    source_type: str,
+    version: str | None,
+    path: Path,
+    digest: str,
+    spec: ModelSpec,
+    metadata: dict[str, Any] | None = None,
+    **extra,
 ) -> Model:
     return Model(
         source_id=source_id,
@@ -287,8 +297,20 @@ def _checkpoint_model(
         sample_rate=spec.sample_rate,
         clip_seconds=spec.clip_seconds,
         status=READY,
+        metadata_={**recorded_metadata(spec), **(metadata or {})},
         **extra,
     )
+
+
+def recorded_metadata(spec: ModelSpec) -> dict[str, Any]:
+    """What the registry records of a checkpoint in the model's metadata: its calibrated in-domain threshold."""
+    return {} if spec.in_domain_threshold is None else {segments.THRESHOLD_KEY: spec.in_domain_threshold}
+
+
+def check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    if problem := segments.threshold_problem(metadata or {}):
+        raise InvalidModelInput(f"metadata.{segments.THRESHOLD_KEY}", problem)
+    return metadata or {}
 
 
 async def _make_default_if_none(session: AsyncSession, row: Model) -> None:
@@ -310,6 +332,7 @@ async def add_model(
     """Register a local checkpoint under ``alias`` (hashing it); the first model becomes the default. With
     ``check`` (``service.domain.checkpoints.inspect``) the file must also load and work as a model, and the spec
     is the one it reports."""
+    check_metadata(metadata)
     path, digest = await _hash_checkpoint(checkpoint_path, alias, spec)
     await lock_registry(session)
     await _ensure_alias_free(session, alias)
@@ -318,7 +341,7 @@ async def add_model(
         raise ModelConflict(f"this checkpoint (sha256 {digest[:16]}…) is already registered as {same.alias!r}")
     if check is not None:
         spec = spec.agreeing_with(await asyncio.to_thread(check, path))
-    row = _checkpoint_model(f"local:{digest}", alias, "local", version, path, digest, spec, metadata_=metadata or {})
+    row = _checkpoint_model(f"local:{digest}", alias, "local", version, path, digest, spec, metadata)
     session.add(row)
     await session.flush()
     if make_default:
@@ -355,6 +378,7 @@ async def register_builtin(
     same_file = select(Model).where(Model.source_type == "builtin", Model.checkpoint_sha256 == digest)
     existing = await session.scalar(same_file)
     if existing is not None:
+        _record_missing(existing, spec)
         if existing.checkpoint_path != str(path):
             existing.checkpoint_path = str(path)
             await session.flush()
@@ -462,8 +486,16 @@ async def delete(session: AsyncSession, ref: str | int) -> Model:
     return row
 
 
+def _record_missing(row: Model, spec: ModelSpec) -> None:
+    """A model registered before the registry recorded a value (the in-domain threshold) gets it now."""
+    missing = {k: v for k, v in recorded_metadata(spec).items() if k not in row.metadata_}
+    if missing:
+        row.metadata_ = {**row.metadata_, **missing}
+
+
 async def update_metadata(session: AsyncSession, ref: str | int, metadata: dict[str, Any]) -> Model:
     """Merge ``metadata`` into the model's JSONB metadata (a key set to None is removed)."""
+    check_metadata(metadata)
     row = await get_model(session, ref)
     merged = {**row.metadata_, **metadata}
     row.metadata_ = {k: v for k, v in merged.items() if v is not None}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -23,9 +23,10 @@ from service.domain import clusters, registry, search_cursors
 from service.domain.api_keys import Caller
 from service.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from service.domain.model_lookup import resolve_model
+from service.domain.segments import Analysed, InDomain
 from service.domain.visibility import visible_to
-
 from service.ml.tags import normalise_tags  # the tag vocabulary; no model weights are loaded
+
 MAX_LIMIT = 100
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MIN_EF_SEARCH, MAX_EF_SEARCH = 200, 1000  # recall@10 0.92 at 40, 0.95-0.98 at 100, 0.98 at 200 (100k latents)
@@ -36,7 +37,9 @@ MAX_SCAN_TUPLES = 50_000  # how far an iterative scan may walk before giving up 
 MMR_POOL_FACTOR, MMR_POOL_MAX = 5, 500  # MMR re-ranks this many nearest candidates
 BEST_SCORE_POOL = 200  # per positive example
 STRATEGIES = ("average_vector", "best_score")
-GROUP_BY = ("cluster",)
+SEGMENT_GROUPINGS = ("item", "none")  # segments: windows grouped per item (the default), or a flat list of windows
+GROUP_BY = ("cluster", *SEGMENT_GROUPINGS)
+AUDIO_QUERIES = ("pooled", "windows")  # an uploaded query searched whole (pooled) or window by window
 MAX_GROUP_SIZE = 10
 GROUP_POOL_FACTOR, GROUP_POOL_MAX = 4, 1000  # nearest candidates spread over groups
 # One round trip; set_config(..., true) is SET LOCAL: the values end with the transaction. For an exact scan of
@@ -71,6 +74,7 @@ class SearchFilter:
     created_before: datetime | None = None
     exclude_ids: list[uuid.UUID] = field(default_factory=list)
     cluster_id: int | None = None  # a cluster of any clustering run of the searched model
+    in_domain_only: bool = False  # leave out imports the model flagged as not music (in_domain_ok false)
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,24 @@ class SearchQuery:
     exact: bool = False
     group_by: str | None = None
     group_size: int = 3
+    segments: bool = False  # hits are windows (item, start, end) of long files (service.domain.segment_search)
+    audio_query: str = "pooled"
+
+
+@dataclass(frozen=True)
+class SegmentMatch:
+    """A window of an item (seconds) that matched; with a window-by-window audio query, the query's window too."""
+
+    segment_id: int
+    start: float
+    end: float
+    distance: float
+    query_start: float | None = None
+    query_end: float | None = None
+
+    @property
+    def score(self) -> float:
+        return 1.0 - self.distance
 
 
 @dataclass(frozen=True)
@@ -106,6 +128,9 @@ class Hit:
     visibility: str
     created_at: datetime
     has_audio: bool
+    segments: list[SegmentMatch] | None = None  # with segments: the item's matching windows, nearest first
+    query_start: float | None = None  # a window-by-window audio query: the query window that matched best
+    query_end: float | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +148,7 @@ class SearchResult:
     hits: list[Hit]
     next_cursor: str | None
     groups: list[HitGroup] | None = None  # with group_by; ``hits`` then lists the groups' hits in order
+    in_domain: InDomain | None = None  # an audio query: the model's verdict on it ("nothing similar" signal)
 
 
 @dataclass(frozen=True)
@@ -165,11 +191,34 @@ def check_query(query: SearchQuery, caller: Caller, has_audio: bool = False) -> 
         raise Forbidden("exact=true is an evaluation scan reserved for admin keys")
     if query.group_by is not None:
         check_grouping(query)
+    check_segments(query, has_audio)
+
+
+def check_segments(query: SearchQuery, has_audio: bool) -> None:
+    """Segment search and window-by-window audio queries walk plain nearest neighbours only."""
+    plain = query.cursor is None and query.diversity is None and query.strategy != "best_score"
+    if query.segments and not plain:
+        raise InvalidInput("segments", "segments=true cannot be combined with cursor, diversity or best_score")
+    if query.segments and not 1 <= query.group_size <= MAX_GROUP_SIZE:
+        raise InvalidInput("group_size", f"group_size must be in [1, {MAX_GROUP_SIZE}]; got {query.group_size}")
+    if query.audio_query not in AUDIO_QUERIES:
+        allowed = ", ".join(AUDIO_QUERIES)
+        raise InvalidInput("audio_query", f"audio_query must be one of {allowed}; got {query.audio_query!r}")
+    if query.audio_query == "windows" and not has_audio:
+        raise InvalidInput("audio_query", "audio_query=windows searches an uploaded file window by window; upload one")
+    if query.audio_query == "windows" and not (plain and query.group_by in (None, *SEGMENT_GROUPINGS)):
+        raise InvalidInput("audio_query", "audio_query=windows cannot be combined with cursor, diversity or group_by")
 
 
 def check_grouping(query: SearchQuery) -> None:
     if query.group_by not in GROUP_BY:
         raise InvalidInput("group_by", f"group_by must be one of {', '.join(GROUP_BY)}; got {query.group_by!r}")
+    if query.group_by in SEGMENT_GROUPINGS and not query.segments:
+        raise InvalidInput("group_by", f"group_by={query.group_by} groups segment hits; it needs segments=true")
+    if query.group_by == "cluster" and query.segments:
+        raise InvalidInput(
+            "group_by", "segment hits are grouped by item (default) or not at all (none), not by cluster"
+        )
     if not 1 <= query.group_size <= MAX_GROUP_SIZE:
         raise InvalidInput("group_size", f"group_size must be in [1, {MAX_GROUP_SIZE}]; got {query.group_size}")
     if query.cursor is not None or query.diversity is not None or query.strategy == "best_score":
@@ -194,11 +243,23 @@ def check_vector(values: Any, dim: int, field_name: str = "vector") -> np.ndarra
     return (array / norm).astype(np.float32)
 
 
-async def search(session: AsyncSession, caller: Caller, query: SearchQuery,
-                 audio_latent: np.ndarray | None = None) -> SearchResult:  # fmt: skip
-    check_query(query, caller, has_audio=audio_latent is not None)
-    target = await resolve_target(session, caller, query, audio_latent)
+async def search(
+    session: AsyncSession, caller: Caller, query: SearchQuery, audio: Analysed | None = None
+) -> SearchResult:
+    """``audio``: an uploaded query, analysed by the searched model (its pooled latent, windows and verdict)."""
+    check_query(query, caller, has_audio=audio is not None)
+    target = await resolve_target(session, caller, query, None if audio is None else audio.latent)
     await check_filter(session, target.model, query.filter)
+    if query.segments or query.audio_query == "windows":
+        from service.domain import segment_search  # it builds on this module
+
+        hits = await segment_search.search(session, caller, target, query, audio)
+        return SearchResult(target.model, hits, None, in_domain=None if audio is None else audio.in_domain)
+    result = await _search_items(session, caller, target, query)
+    return result if audio is None else replace(result, in_domain=audio.in_domain)
+
+
+async def _search_items(session: AsyncSession, caller: Caller, target: Target, query: SearchQuery) -> SearchResult:
     if query.group_by == "cluster":
         return await _grouped_by_cluster(session, caller, target, query)
     if query.strategy == "best_score" and query.positive:
@@ -377,6 +438,8 @@ def filter_clauses(caller: Caller, filters: SearchFilter) -> list[ColumnElement[
         clauses.append(Generation.id.not_in(filters.exclude_ids))
     if filters.cluster_id is not None:
         clauses.append(clusters.in_cluster(filters.cluster_id))
+    if filters.in_domain_only:
+        clauses.append(Generation.in_domain_ok.is_not(False))
     for name, bounds in filters.params.items():
         value = case(
             (func.jsonb_typeof(Generation.params[name]) == "number", cast(Generation.params[name].astext, Float))

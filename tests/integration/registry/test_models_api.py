@@ -94,7 +94,9 @@ async def test_add_a_checkpoint(client, keys, real_checkpoint, tiny_pipeline):
     assert (created["alias"], created["version"], created["source_type"], created["is_default"]) == (
         "new", "v3", "local", True,
     )  # fmt: skip
-    assert created["checkpoint_sha256"] == registry.sha256_file(path) and created["metadata"] == {"note": "x"}
+    assert created["checkpoint_sha256"] == registry.sha256_file(path)
+    # the checkpoint's calibrated in-domain threshold is recorded in the registry next to the client's metadata
+    assert created["metadata"] == {"note": "x", "in_domain_threshold": tiny_pipeline.in_domain_threshold}
     config = tiny_pipeline.config  # what the file says, not what a client claims
     assert (created["sample_rate"], created["clip_seconds"]) == (config.sample_rate, config.clip_seconds)
 
@@ -155,6 +157,12 @@ async def test_declared_values_must_agree_with_the_checkpoint(client, keys, real
         ({"checkpoint_path": "{ckpt}", "alias": "x", "latent_dim": 0}, 400, "Validation failed", "latent_dim"),
         ({"checkpoint_path": "{ckpt}", "alias": "x", "colour": "red"}, 400, "Validation failed", "colour"),
         ({"checkpoint_path": "{same}", "alias": "x"}, 409, "is already registered as 'a'", None),
+        (
+            {"checkpoint_path": "{ckpt}", "alias": "x", "metadata": {"in_domain_threshold": 2}},
+            400,
+            "in_domain_threshold must be a number in [0, 1]; got 2",
+            "metadata.in_domain_threshold",
+        ),
     ],
 )
 async def test_add_refuses_bad_input(client, keys, two_models, checkpoint, body, status, fragment, field):
@@ -163,6 +171,17 @@ async def test_add_refuses_bad_input(client, keys, two_models, checkpoint, body,
     before = await snapshot(client)
     assert_problem(await client.post("/v1/models", headers=keys["admin"], json=body), status, fragment, field=field)
     assert await snapshot(client) == before
+
+
+async def test_patch_records_a_valid_in_domain_threshold_only(client, keys, two_models):
+    admin = keys["admin"]
+    for bad in ("high", -0.1, True):
+        response = await client.patch("/v1/models/b", headers=admin, json={"metadata": {"in_domain_threshold": bad}})
+        assert_problem(
+            response, 400, "in_domain_threshold must be a number in [0, 1]", field="metadata.in_domain_threshold"
+        )
+    response = await client.patch("/v1/models/b", headers=admin, json={"metadata": {"in_domain_threshold": 0.25}})
+    assert response.status_code == 200 and response.json()["metadata"] == {"in_domain_threshold": 0.25}
 
 
 async def test_patch_renames_sets_default_archives_and_merges_metadata(client, keys, two_models):
