@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, and_, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -22,6 +22,8 @@ from service.domain import visibility
 from service.domain.api_keys import Caller
 from service.domain.errors import Conflict, InvalidInput, NotFound
 from service.domain.pagination import decode_id_cursor, encode_id_cursor
+
+TOP_TAGS = 5  # tags per cluster in a listing's summary
 
 
 class ClusterRunInfo(msgspec.Struct):
@@ -43,11 +45,17 @@ class Example(msgspec.Struct):
     score: float  # cosine similarity to the cluster centroid
 
 
+class TagCount(msgspec.Struct):
+    tag: str
+    count: int
+
+
 class ClusterSummary(msgspec.Struct):
     id: int
     label: int
     size: int
     medoid: Example | None  # the visible member closest to the centroid (None if none is visible)
+    top_tags: list[TagCount]  # the visible members' most frequent tags: what a person reads the cluster as
 
 
 class ClusterListing(msgspec.Struct):
@@ -153,12 +161,39 @@ async def list_clusters(session: AsyncSession, caller: Caller, alias: str, run_i
         .order_by(ClusterAssignment.cluster_id, ClusterAssignment.score.desc(), ClusterAssignment.latent_id)
     )
     examples = {a.cluster_id: Example(a.latent_id, gen, a.score) for a, gen in medoids.all()}
+    tags = await _top_tags(session, caller, run.id)
     return ClusterListing(
         model=model.alias,
         run=_run_info(run, runs[0].id),
         runs=[_run_info(r, runs[0].id) for r in runs],
-        clusters=[ClusterSummary(c.id, c.label, c.size, examples.get(c.id)) for c in clusters],
+        clusters=[ClusterSummary(c.id, c.label, c.size, examples.get(c.id), tags.get(c.id, [])) for c in clusters],
     )
+
+
+async def _top_tags(session: AsyncSession, caller: Caller, run_id: int) -> dict[int, list[TagCount]]:
+    """Each cluster's ``TOP_TAGS`` most frequent tags among its visible members, with their counts."""
+    members = (
+        _members_query(caller)
+        .with_only_columns(ClusterAssignment.cluster_id, func.unnest(Generation.tags).label("tag"))
+        .where(ClusterAssignment.run_id == run_id)
+        .subquery()
+    )
+    count = func.count().label("count")
+    rank = func.row_number().over(partition_by=members.c.cluster_id, order_by=(count.desc(), members.c.tag))
+    counted = (
+        select(members.c.cluster_id, members.c.tag, count, rank.label("rank"))
+        .group_by(members.c.cluster_id, members.c.tag)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(counted.c.cluster_id, counted.c.tag, counted.c.count)
+        .where(counted.c.rank <= TOP_TAGS)
+        .order_by(counted.c.cluster_id, counted.c.rank)
+    )
+    top: dict[int, list[TagCount]] = {}
+    for cluster_id, tag, n in rows:
+        top.setdefault(cluster_id, []).append(TagCount(tag, n))
+    return top
 
 
 async def cluster_detail(

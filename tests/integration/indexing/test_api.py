@@ -63,6 +63,26 @@ async def test_clusters_listing(client, keys, clustered):
     assert all(c["medoid"] is not None and c["medoid"]["score"] > 0.5 for c in body["clusters"])
 
 
+async def test_clusters_carry_their_most_frequent_tags(client, keys, app_conn, clustered):
+    admin = (await client.get("/v1/clusters", params={"model": "demo"}, headers=keys["root"])).json()
+    reader = (await client.get("/v1/clusters", params={"model": "demo"}, headers=keys["zed"])).json()
+    for everything, visible in zip(admin["clusters"], reader["clusters"], strict=True):
+        counts = [t["count"] for t in everything["top_tags"]]
+        assert 1 <= len(counts) <= 5 and counts == sorted(counts, reverse=True) and sum(counts) <= everything["size"]
+        assert all(t["tag"].startswith("demo-cluster-") for t in everything["top_tags"])
+        overall = {t["tag"]: t["count"] for t in everything["top_tags"]}
+        assert all(t["count"] <= overall.get(t["tag"], t["count"]) for t in visible["top_tags"])  # visible only
+    rows = app_conn.execute(
+        "SELECT a.cluster_id, g.tags[1], count(*) FROM cluster_assignments a "
+        "JOIN latent_embeddings l ON l.id = a.latent_id JOIN generations g ON g.id = l.generation_id "
+        "WHERE a.run_id = %s AND g.deleted_at IS NULL AND g.archived_at IS NULL GROUP BY 1, 2",
+        (clustered.run_id,),
+    ).fetchall()
+    top = {c["id"]: c["top_tags"][0] for c in admin["clusters"]}
+    for cluster_id, first in top.items():
+        assert first["count"] == max(n for c, _, n in rows if c == cluster_id)
+
+
 async def test_map_pages_cover_exactly_the_visible_points(client, keys, app_conn):
     for who, owner in (("alice", "alice"), ("zed", "zed"), ("root", None)):
         points = await all_pages(client, "/v1/map", keys[who], "points", limit=70, model="demo")
