@@ -135,8 +135,9 @@ FUZZ_SETTINGS = settings(
 
 
 def call_as(role: str, case, server: FuzzServer) -> None:
-    if isinstance((case.query or {}).get("wait"), int):  # no worker runs here: waiting would only burn the budget
-        case.query["wait"] = min(case.query["wait"], 1)
+    wait = str((case.query or {}).get("wait", ""))
+    if wait.isdigit():  # no worker runs here: waiting for a result would only burn the time budget
+        case.query["wait"] = min(int(wait), 1)
     headers = {"Authorization": f"Bearer {server.keys[role]}"}
     case.call_and_validate(base_url=server.base_url, headers=headers, checks=CHECKS, timeout=60)
 
