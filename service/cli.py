@@ -188,6 +188,8 @@ def import_command(folder: Path, owner: str, model_alias: str | None, visibility
     click.echo(f"imported {report.imported} of {len(files)} files")
     for path, reason in report.skipped:
         click.echo(f"  skipped {path}: {reason}", err=True)
+    for path in report.flagged:
+        click.echo(f"  flagged {path}: stored, but not music to the model (in_domain below its threshold)", err=True)
 
 
 def _model_for_import(handle: DatabaseHandle, alias: str | None) -> tuple[int, str]:

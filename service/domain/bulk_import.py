@@ -40,6 +40,7 @@ LATENT_COLUMNS = (("generation_id", "uuid"), ("model_id", "int4"), ("embedding",
 class ImportReport:
     imported: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    flagged: list[str] = field(default_factory=list)  # stored, but not music to the model (in_domain_ok false)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ def import_folder(conn: psycopg.Connection, store: BlobStore, pipeline, model_id
         if encoded:
             _store(conn, store, encoded, model_id, owner, options, followers)
             report.imported += len(encoded)
+            report.flagged += [str(item.path) for item in encoded if not item.result.in_domain.ok]
         on_batch(len(batch))
     return report
 

@@ -4,6 +4,7 @@ search can leave flagged items out."""
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -228,10 +229,12 @@ def test_a_folder_import_stores_windows_and_verdicts(database, settings, tiny_mo
     folder.mkdir()
     (folder / "long.wav").write_bytes(wav(tone("bell"), tone("buzz"), tone("chord")))
     (folder / "short.wav").write_bytes(wav(tone("noise")))
+    pipeline = tiny_model["pipeline"]
+    threshold = min(1.0, pipeline.analyse(tone("noise"), RATE).in_domain + 1e-6)  # the noise is flagged
+    set_threshold(owner_conn, tiny_model["id"], threshold)
     store = BlobStore(tmp_path / "blobs", tmp_path / "archive")
     files = sorted(folder.iterdir())
     with connect_sync(database.app_url) as conn:
-        pipeline = tiny_model["pipeline"]
         report = import_folder(
             conn, store, pipeline, tiny_model["id"], "label", files, ImportOptions(), settings.storage
         )
@@ -240,9 +243,10 @@ def test_a_folder_import_stores_windows_and_verdicts(database, settings, tiny_mo
         "SELECT g.params->>'filename', g.in_domain, g.in_domain_ok, count(s.id) FROM generations g "
         "LEFT JOIN latent_segments s ON s.generation_id = g.id GROUP BY g.id ORDER BY 1"
     ).fetchall()
-    threshold = tiny_model["pipeline"].in_domain_threshold
     assert [(name, windows) for name, _, _, windows in rows] == [("long.wav", 5), ("short.wav", 0)]
     assert all(0.0 <= score <= 1.0 and ok == (score >= threshold) for _, score, ok, _ in rows)
+    flagged = {name for name, _, ok, _ in rows if not ok}
+    assert "short.wav" in flagged and {Path(path).name for path in report.flagged} == flagged
 
 
 def test_a_reencode_keeps_the_windows_of_long_files_only(tiny_pipeline):
