@@ -267,3 +267,16 @@ def test_a_reencode_keeps_the_windows_of_long_files_only(tiny_pipeline):
         (long, 7, 2.0, 6.0),
         (long, 7, 4.0, 8.0),
     ]
+
+
+async def test_a_deleted_track_leaves_segment_search_at_once_and_its_windows_at_purge(client, catalogue, owner_conn):
+    from service.domain import lifecycle
+
+    deleted = await client.delete(f"/v1/generations/{catalogue['track']}", headers=client.alice)
+    assert deleted.status_code == 204, deleted.text
+    body = await search_audio(client, wav(tone("buzz")), segments=True)
+    assert catalogue["track"] not in {hit["id"] for hit in body["items"]}
+    assert segment_count(owner_conn, catalogue["track"]) == 5
+    async with client.app.state.sessionmaker() as session:
+        await lifecycle.purge_deleted(session)
+    assert segment_count(owner_conn, catalogue["track"]) == 0 and segment_count(owner_conn, catalogue["other"]) == 5
