@@ -7,8 +7,8 @@ pool of nearest windows doubles until ``limit`` items are found or it holds ``SE
 track whose best window lies farther than that is left out). ``group_by: "none"`` lists the nearest windows.
 
 An uploaded query longer than one window can be searched window by window (``audio_query: "windows"``): each
-query window is a search of its own; a window (or, without segments, an item) keeps the query window that
-matched it best.
+query window is a search of its own (its pool of nearest windows does not grow); a window (or, without segments,
+an item) keeps the query window that matched it best.
 """
 
 from __future__ import annotations
@@ -80,12 +80,14 @@ class WindowRow:
 async def _grouped(
     session: AsyncSession, caller: Caller, target: Target, query: SearchQuery, windows: list[QueryWindow]
 ) -> list[Hit]:
+    """Per item; the pool grows for one query vector only (a window-by-window query is many pools already)."""
     pool_size = query.limit * query.group_size * SEGMENT_POOL_FACTOR
     while True:
         pool_size = min(pool_size, SEGMENT_POOL_MAX)
         rows = await _pool(session, caller, target, query, windows, pool_size)
         hits = per_item(rows, query.limit, query.group_size)
-        if len(hits) == query.limit or len(rows) < pool_size or pool_size == SEGMENT_POOL_MAX:
+        exhausted = len(rows) < pool_size or pool_size == SEGMENT_POOL_MAX or len(windows) > 1
+        if len(hits) == query.limit or exhausted:
             return hits
         pool_size *= 2
 
