@@ -98,3 +98,20 @@ def insert_key(owner_conn, owner: str, role: str = "creator") -> str:
         (hash_key(key, AuthSettings().secret), key[:10], owner, role),
     )
     return key
+
+
+@contextmanager
+def app_with_tiny_model(database, tmp_path, pipeline, checkpoint) -> Iterator[dict]:
+    """Fresh tables, the project's tiny model as the default model ("default"), a creator key, and the app with
+    an in-process worker on 127.0.0.1: ``{"url", "key", "tmp", "database"}``."""
+    from service.app import create_app
+    from service.db.engine import connect_sync
+    from tests.conftest import register_test_model
+    from tests.integration.api_helpers import api_settings
+
+    with connect_sync(database.migration_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE models, generations, api_keys, batches, events, procrastinate_jobs CASCADE")
+        key = insert_key(conn, "alice", "creator")
+        register_test_model(conn, pipeline, checkpoint, "default", default=True)
+    with live_server(create_app(database.app_url, api_settings(database, tmp_path), run_worker_in_process=True)) as url:
+        yield {"url": url, "key": key, "tmp": tmp_path, "database": database}

@@ -10,10 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.app import create_app
-from service.db.engine import connect_sync
-from tests.integration.api_helpers import api_settings
-from tests.integration.live_server import insert_key, live_server
+from tests.integration.live_server import app_with_tiny_model
 
 pytestmark = pytest.mark.slow
 
@@ -33,26 +30,8 @@ FAST = {"steps": 4}  # 4 sampling steps: quick; these tests check the explorer, 
 @pytest.fixture(scope="module")
 def site(database, tmp_path_factory, tiny_pipeline, tiny_checkpoint):
     """The app with an in-process worker, the project's tiny model as the default model and a creator key."""
-    config = tiny_pipeline.config
-    with connect_sync(database.migration_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE models, generations, api_keys, batches, events, procrastinate_jobs CASCADE")
-        key = insert_key(conn, "alice", "creator")
-        conn.execute(
-            "INSERT INTO models (source_id, alias, source_type, version, checkpoint_path, checkpoint_sha256, "
-            "latent_dim, sample_rate, clip_seconds, is_default) "
-            "VALUES ('tiny', 'default', 'local', %s, %s, %s, %s, %s, %s, true)",
-            (
-                tiny_pipeline.version,
-                str(tiny_checkpoint),
-                tiny_pipeline.sha256,
-                config.latent_dim,
-                config.sample_rate,
-                config.clip_seconds,
-            ),
-        )
-    tmp = tmp_path_factory.mktemp("web")
-    with live_server(create_app(database.app_url, api_settings(database, tmp), run_worker_in_process=True)) as url:
-        yield {"url": url, "key": key, "tmp": tmp, "database": database}
+    with app_with_tiny_model(database, tmp_path_factory.mktemp("web"), tiny_pipeline, tiny_checkpoint) as site:
+        yield site
 
 
 @pytest.fixture(scope="module")
