@@ -4,7 +4,7 @@ Run: ``python benchmarks/model_speed.py [CHECKPOINT] [--threads N]`` (default: t
 checkpoint, 2 threads). Prints a table with the real-time factor (audio seconds per wall
 second) next to the targets and writes ``benchmarks/results/model_speed.json``.
 
-Targets (issue 3): encode <= 20 ms per clip; generate + decode >= 50x real time at batch 8;
+Targets (the model issue): encode <= 20 ms per 4 s clip; generate + decode >= 50x real time at batch 8;
 generate + decode <= 200 ms for a single clip at the default steps.
 """
 

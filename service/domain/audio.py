@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,12 @@ def to_wav(audio: np.ndarray, sample_rate: int) -> bytes:
     buffer = io.BytesIO()
     sf.write(buffer, np.asarray(audio, dtype=np.float32), sample_rate, format="WAV", subtype="PCM_16")
     return buffer.getvalue()
+
+
+def read_audio(path: Path) -> tuple[np.ndarray, int]:
+    """A stored audio file as mono float32 samples and its sample rate."""
+    audio, sample_rate = sf.read(path, dtype="float32", always_2d=True)
+    return audio.mean(axis=1), int(sample_rate)
 
 
 def wav_to_flac(wav: bytes) -> bytes:

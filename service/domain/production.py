@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.models import ArchivedLatent, AudioAsset, Generation, LatentEmbedding, Model
 from service.domain import registry
-from service.domain.audio import to_wav
+from service.domain.audio import read_audio, to_wav
 from service.domain.ports import ModelRunner
 from service.storage import BlobStore, StoredBlob
 
@@ -32,13 +32,21 @@ CLAIMABLE = ("pending", "running")
 
 @dataclass(frozen=True)
 class Synthesis:
-    latents: np.ndarray  # (n, 512)
+    latents: np.ndarray  # (n, latent_dim): the searchable global latents
     audio: np.ndarray  # (n, samples)
     sample_rate: int
 
 
-# kind -> function(pipeline, rows, sources) -> latents, where ``sources`` maps the rows' parent and neighbour
-# generation ids to their latents (read before the model runs, so makers never touch the database).
+@dataclass(frozen=True)
+class Sources:
+    """What the rows are made from, read before the model runs (makers never touch the database or the store):
+    the parents' and neighbours' stored latents, and the parents' audio (their melody is re-encoded from it)."""
+
+    latents: dict[uuid.UUID, np.ndarray]
+    audio: dict[uuid.UUID, tuple[np.ndarray, int]]
+
+
+# kind -> function(pipeline, rows, sources) -> joint latents (global + content) in row order.
 LatentMakers: dict[str, Callable] = {}
 
 
@@ -51,44 +59,57 @@ def makes_latents(kind: str):
 
 
 @makes_latents("text2music")
-def _text_to_music(pipeline, rows: list[Generation], sources: dict[uuid.UUID, np.ndarray]) -> np.ndarray:
+def _text_to_music(pipeline, rows: list[Generation], sources: Sources) -> np.ndarray:
     first = rows[0].params
     return pipeline.generate(
-        [row.params["prompt"] for row in rows], [row.seed for row in rows],
-        steps=first["steps"], guidance_scale=first["guidance_scale"],
-    )  # fmt: skip
+        [row.params["prompt"] for row in rows],
+        [row.seed for row in rows],
+        steps=first["steps"],
+        guidance_scale=first["guidance_scale"],
+    )
 
 
 @makes_latents("variant")
-def _variants(pipeline, rows: list[Generation], sources: dict[uuid.UUID, np.ndarray]) -> np.ndarray:
+def _variants(pipeline, rows: list[Generation], sources: Sources) -> np.ndarray:
     """One batched ``variants`` call per parent (and variance/steps), results back in row order."""
     groups: dict[tuple, list[int]] = {}
     for index, row in enumerate(rows):
         groups.setdefault((row.parent_id, row.params["variance"], row.params.get("steps")), []).append(index)
-    out = np.empty((len(rows), pipeline.config.latent_dim), dtype=np.float32)
+    out = np.empty((len(rows), pipeline.config.joint_dim), dtype=np.float32)
     for (parent_id, variance, steps), indexes in groups.items():
         seeds = [rows[i].seed for i in indexes]
-        out[indexes] = pipeline.variants(sources[parent_id], variance, seeds, steps=steps)
+        out[indexes] = pipeline.variants(_parent_joint(pipeline, sources, parent_id), variance, seeds, steps=steps)
     return out
 
 
 @makes_latents("style_transfer")
-def _style_transfer(pipeline, rows: list[Generation], sources: dict[uuid.UUID, np.ndarray]) -> np.ndarray:
-    return np.stack([
-        pipeline.transfer(sources[row.parent_id], sources[row.neighbor_id], row.params["strength"], row.seed,
-                          steps=row.params.get("steps"))
-        for row in rows
-    ])  # fmt: skip
+def _style_transfer(pipeline, rows: list[Generation], sources: Sources) -> np.ndarray:
+    return np.stack(
+        [
+            pipeline.transfer(
+                _parent_joint(pipeline, sources, row.parent_id),
+                sources.latents[row.neighbor_id],
+                row.params["strength"],
+            )
+            for row in rows
+        ]
+    )
 
 
-async def produce(sessions: async_sessionmaker[AsyncSession], store: BlobStore, models: ModelRunner,
-                  generation_ids: list[uuid.UUID]) -> list[uuid.UUID]:  # fmt: skip
+def _parent_joint(pipeline, sources: Sources, parent_id: uuid.UUID) -> np.ndarray:
+    audio, rate = sources.audio[parent_id]
+    return pipeline.encode_joint(audio, rate)
+
+
+async def produce(
+    sessions: async_sessionmaker[AsyncSession], store: BlobStore, models: ModelRunner, generation_ids: list[uuid.UUID]
+) -> list[uuid.UUID]:
     """Produce the given generations; returns the ids that succeeded. Raises after marking failures."""
     async with sessions() as session:
         rows, model = await _claim(session, generation_ids)
         if rows:
             try:
-                sources = await source_latents(session, rows)
+                sources = Sources(await source_latents(session, rows), await parent_audio(session, store, rows))
             except Exception as exc:
                 await mark_failed(session, [row.id for row in rows], describe_error(exc))
                 raise
@@ -136,15 +157,31 @@ async def source_latents(session: AsyncSession, rows: list[Generation]) -> dict[
     return found
 
 
-def synthesize(pipeline, rows: list[Generation], sources: dict[uuid.UUID, np.ndarray] | None = None) -> Synthesis:
-    """The model calls, batched: latents for every row, then their audio."""
+async def parent_audio(session: AsyncSession, store: BlobStore, rows: list[Generation]) -> dict:
+    """The parents' audio as (samples, sample rate): variants and transfers keep the parent's melody."""
+    wanted = {row.parent_id for row in rows if row.parent_id is not None}
+    if not wanted:
+        return {}
+    assets = await session.execute(
+        select(AudioAsset.generation_id, AudioAsset.uri).where(AudioAsset.generation_id.in_(wanted))
+    )
+    found = {gid: await asyncio.to_thread(read_audio, store.path(uri)) for gid, uri in assets}
+    if missing := wanted - found.keys():
+        raise ValueError(f"the source generations {sorted(map(str, missing))} have no audio any more")
+    return found
+
+
+def synthesize(pipeline, rows: list[Generation], sources: Sources | None = None) -> Synthesis:
+    """The model calls, batched: joint latents for every row, then their audio; the global part is stored."""
     kinds = {row.kind for row in rows}
     if len(kinds) != 1 or next(iter(kinds)) not in LatentMakers:
         raise ValueError(f"cannot produce generations of kind {sorted(kinds)} in one batch")
-    latents = np.asarray(LatentMakers[rows[0].kind](pipeline, rows, sources or {}), dtype=np.float32)
-    if latents.shape != (len(rows), pipeline.config.latent_dim) or not np.isfinite(latents).all():
-        raise ValueError(f"model returned latents of shape {latents.shape} with non-finite values or wrong size")
-    return Synthesis(latents=latents, audio=pipeline.decode(latents), sample_rate=pipeline.config.sample_rate)
+    joint = np.asarray(LatentMakers[rows[0].kind](pipeline, rows, sources or Sources({}, {})), dtype=np.float32)
+    if joint.shape != (len(rows), pipeline.config.joint_dim) or not np.isfinite(joint).all():
+        raise ValueError(f"model returned latents of shape {joint.shape} with non-finite values or wrong size")
+    return Synthesis(
+        latents=pipeline.searchable(joint), audio=pipeline.decode(joint), sample_rate=pipeline.config.sample_rate
+    )
 
 
 async def _claim(session: AsyncSession, ids: list[uuid.UUID]) -> tuple[list[Generation], Model | None]:
@@ -166,25 +203,36 @@ def _store_audio(store: BlobStore, synthesis: Synthesis) -> list[StoredBlob]:
     return [store.put(to_wav(clip, synthesis.sample_rate), ".wav") for clip in synthesis.audio]
 
 
-async def _finish(session: AsyncSession, rows: list[Generation], synthesis: Synthesis,
-                  blobs: list[StoredBlob]) -> list[uuid.UUID]:  # fmt: skip
+async def _finish(
+    session: AsyncSession, rows: list[Generation], synthesis: Synthesis, blobs: list[StoredBlob]
+) -> list[uuid.UUID]:
     """One transaction: status, audio rows and latent rows of every row still running (not cancelled)."""
     now = datetime.now(UTC)
     finished = set(
         await session.scalars(
             update(Generation)
-            .where(Generation.id.in_([r.id for r in rows]), Generation.status == "running",
-                   Generation.deleted_at.is_(None))
+            .where(
+                Generation.id.in_([r.id for r in rows]), Generation.status == "running", Generation.deleted_at.is_(None)
+            )
             .values(status="succeeded", finished_at=now)
             .returning(Generation.id)
         )
-    )  # fmt: skip
+    )
     duration = synthesis.audio.shape[1] / synthesis.sample_rate
     for row, latent, blob in zip(rows, synthesis.latents, blobs, strict=True):
         if row.id not in finished:
             continue
-        session.add(AudioAsset(generation_id=row.id, uri=blob.uri, sha256=blob.sha256, bytes=blob.bytes,
-                               sample_rate=synthesis.sample_rate, duration_seconds=duration, format="wav"))  # fmt: skip
+        session.add(
+            AudioAsset(
+                generation_id=row.id,
+                uri=blob.uri,
+                sha256=blob.sha256,
+                bytes=blob.bytes,
+                sample_rate=synthesis.sample_rate,
+                duration_seconds=duration,
+                format="wav",
+            )
+        )
         session.add(LatentEmbedding(generation_id=row.id, model_id=row.model_id, embedding=latent))
     await session.commit()
     return [row.id for row in rows if row.id in finished]
@@ -210,10 +258,14 @@ async def pending_without_job(session: AsyncSession, older_than_seconds: float) 
     cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
     rows = await session.execute(
         select(Generation.id, Generation.owner, Generation.model_id, Generation.created_at)
-        .where(Generation.status == "pending", Generation.job_id.is_(None), Generation.deleted_at.is_(None),
-               Generation.created_at <= cutoff)
+        .where(
+            Generation.status == "pending",
+            Generation.job_id.is_(None),
+            Generation.deleted_at.is_(None),
+            Generation.created_at <= cutoff,
+        )
         .order_by(Generation.created_at, Generation.id)
-    )  # fmt: skip
+    )
     groups: dict[tuple, list[uuid.UUID]] = {}
     for generation_id, owner, model_id, created_at in rows:
         groups.setdefault((owner, model_id, created_at), []).append(generation_id)

@@ -1,12 +1,15 @@
-"""Audio front end: input checks, resampling, crop/pad, loudness, log-mel and Griffin-Lim.
+"""Audio front end: input checks, resampling, silence trimming, windows, loudness, log-mel and Griffin-Lim.
 
-``prepare`` turns any mono or multi-channel array at a supported sample rate into
-exactly one model clip: channels are averaged, the audio is resampled (FFT
-method) to the model rate, the first ``clip_seconds`` are kept (longer input is
-cropped, shorter input is zero-padded at the end) and the RMS is normalised.
+``prepare_windows`` turns any mono or multi-channel array at a supported sample rate into model
+windows: channels are averaged, the audio is resampled (FFT method) to the model rate, leading and
+trailing silence is trimmed (so a clip that starts later is the same clip), and the rest is cut
+into windows of ``clip_seconds`` every ``window_hop_seconds`` (the last one zero-padded), each
+RMS-normalised. ``prepare`` keeps the first window only.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,23 +25,63 @@ LOG_FLOOR = 1e-5
 MEL_INVERSION_ITERS = 8
 
 
+TRIM_RELATIVE = 10 ** (-50 / 20)  # samples 50 dB below the peak count as silence at the edges
+
+
+@dataclass(frozen=True)
+class Windows:
+    clips: np.ndarray  # (n, n_samples) loudness-normalised
+    starts: np.ndarray  # seconds from the start of the given audio
+    rms: np.ndarray  # each window's RMS before normalisation (silence weighs less when pooling)
+
+    @property
+    def ends(self) -> np.ndarray:
+        return self.starts + self.clip_seconds
+
+    clip_seconds: float = 4.0
+
+
 def prepare(audio: np.ndarray, sample_rate: int, config: ModelConfig, field: str = "audio") -> np.ndarray:
-    """Validate ``audio`` and return one float32 clip of ``config.n_samples`` at the model's rate."""
+    """Validate ``audio`` and return its first model window (float32, ``config.n_samples``)."""
+    return prepare_windows(audio, sample_rate, config, field, max_windows=1).clips[0]
+
+
+def prepare_windows(
+    audio: np.ndarray, sample_rate: int, config: ModelConfig, field: str = "audio", max_windows: int | None = None
+) -> Windows:
+    """Validate ``audio`` and cut it into loudness-normalised model windows (see the module docstring)."""
     samples = _as_mono(audio, field)
     rate = _check_sample_rate(sample_rate)
     if samples.size < MIN_SECONDS * rate:
         raise InvalidAudioError(
             field, f"{field} is too short: {samples.size / rate:.3f} s; at least {MIN_SECONDS} s is required"
         )
-    samples = resample(samples, rate, config.sample_rate)[: config.n_samples]
     rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
     if rms < SILENCE_RMS:
         raise InvalidAudioError(
             field, f"{field} is silent (RMS {rms:.2e}); it must have RMS of at least {SILENCE_RMS:.0e}"
         )
-    clip = np.zeros(config.n_samples, dtype=np.float32)
-    clip[: samples.size] = samples
-    return normalise_loudness(clip)
+    samples = resample(samples, rate, config.sample_rate)
+    first, last = _audible_span(samples)
+    return _cut(samples[first:last], first / config.sample_rate, config, max_windows)
+
+
+def _audible_span(samples: np.ndarray) -> tuple[int, int]:
+    loud = np.flatnonzero(np.abs(samples) >= TRIM_RELATIVE * np.abs(samples).max())
+    return int(loud[0]), int(loud[-1]) + 1
+
+
+def _cut(samples: np.ndarray, offset: float, config: ModelConfig, max_windows: int | None) -> Windows:
+    size, hop = config.n_samples, int(round(config.window_hop_seconds * config.sample_rate))
+    count = 1 + max(0, -(-(samples.size - size) // hop))
+    count = min(count, max_windows or count)
+    clips = np.zeros((count, size), dtype=np.float32)
+    for i in range(count):
+        piece = samples[i * hop : i * hop + size]
+        clips[i, : piece.size] = piece
+    rms = np.sqrt(np.mean(clips.astype(np.float64) ** 2, axis=1))
+    starts = offset + np.arange(count) * hop / config.sample_rate
+    return Windows(normalise_loudness(clips), starts, rms, config.clip_seconds)
 
 
 def normalise_loudness(clips: np.ndarray) -> np.ndarray:

@@ -9,24 +9,30 @@ from pathlib import Path
 import click
 
 from service.ml.config import PRESETS
-from service.ml.corpus import SPLITS
-from service.ml.soundfonts import SOUNDFONTS
+from service.ml.data.corpus import SPLITS
+
+WORKERS = click.option(
+    "--workers", type=int, default=2, show_default=True, help="processes rendering the corpus (when not cached)"
+)
 
 
 @click.command("corpus")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="default", show_default=True)
-@click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True)
-@click.option("--soundfont", type=click.Choice(sorted(SOUNDFONTS)), default=None, help="default: the preset's")
+@click.option("--split", type=click.Choice(SPLITS), default="validation", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--wav", "wav_count", type=int, default=0, show_default=True, help="also write the first N clips as WAV")
-def corpus_command(preset: str, split: str, soundfont: str | None, out: Path, wav_count: int) -> None:
-    """Render (or load from cache) one corpus split and write its labels, audio and sample WAVs."""
+@WORKERS
+def corpus_command(preset: str, split: str, out: Path, wav_count: int, workers: int) -> None:
+    """Render (or load from cache) one corpus split and write its labels, audio and sample WAVs.
+
+    The default preset also reads the WebAudioFont banks of a local surikov/webaudiofontdata checkout
+    (SOUNDALIKE_WAF_DIR) and the Debian SoundFonts (docs/model-card.md lists them)."""
     import soundfile
 
-    from service.ml import corpus
+    from service.ml.data import corpus
 
     config = PRESETS[preset]
-    clips = corpus.load(config.corpus, config.model, split, soundfont)
+    clips = corpus.load(config.corpus, config.model, split, workers=workers, progress=True)
     out.mkdir(parents=True, exist_ok=True)
     corpus.save(clips, out / "audio.npz")
     with open(out / "labels.jsonl", "w") as handle:
@@ -46,11 +52,12 @@ def corpus_command(preset: str, split: str, soundfont: str | None, out: Path, wa
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-def train_command(preset: str, out: Path, seed: int, progress: bool, threads: int | None) -> None:
+@WORKERS
+def train_command(preset: str, out: Path, seed: int, progress: bool, threads: int | None, workers: int) -> None:
     """Train a preset; re-running the same command resumes from <out>.state."""
     from service.ml.training import train
 
-    path = train(preset=preset, out=out, seed=seed, progress=progress, threads=threads)
+    path = train(preset=preset, out=out, seed=seed, progress=progress, threads=threads, workers=workers)
     click.echo(f"checkpoint written to {path}")
 
 
@@ -64,10 +71,11 @@ def train_command(preset: str, out: Path, seed: int, progress: bool, threads: in
 )
 @click.option("--quick", is_flag=True, help="fewer generations and pairs (for tests and smoke runs)")
 def eval_command(checkpoint: Path, out: Path | None, quick: bool) -> None:
-    """Evaluate a checkpoint on the held-out test split; writes a JSON report and a markdown summary."""
+    """Evaluate a checkpoint (cross-bank retrieval next to the DSP baseline, robustness, long files, out-of-domain
+    audio, generation); writes a JSON report, a markdown summary and plots."""
     from service.ml import checkpoint as checkpoints
     from service.ml.evaluation import evaluate
-    from service.ml.report import write_plots, write_report
+    from service.ml.evaluation.report import write_plots, write_report
 
     report = evaluate(checkpoint, quick=quick)
     out_dir = out or checkpoint.parent / f"{checkpoint.stem}-eval"

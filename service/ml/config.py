@@ -9,29 +9,40 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+ARCHITECTURE = "global-content/1"
+TRAINING_BANKS = ("merlin", "a320u", "opl3", "generalusergs", "jclive", "chaos", "sblive", "soundblasterold")
+HELD_OUT_BANKS = ("fluidr3", "fluidr3_waf", "aspirin")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
+    architecture: str = ARCHITECTURE
     # audio front end
     sample_rate: int = 16_000
     clip_seconds: float = 4.0
     n_fft: int = 1024
     hop_length: int = 250
     n_mels: int = 64
-    griffin_lim_iters: int = 12  # fast Griffin-Lim: 16 gave the same cycle cosine (0.9727 vs 0.9727) and decoded slower
-    # autoencoder
+    griffin_lim_iters: int = 12
+    # global latent: the searched vector, pooled over time
     latent_dim: int = 512
+    global_channels: int = 128
+    global_blocks: int = 3
+    # content latent: melody and rhythm, (content_channels, n_frames / 2**ae_downsamples)
+    content_channels: int = 32
     ae_channels: int = 192
     ae_downsamples: int = 4
-    ae_decoder_blocks: int = 2  # residual blocks per decoder resolution (older checkpoints: LEGACY_MODEL_FIELDS)
-    # diffusion denoiser
-    latent_tokens: int = 16
+    ae_decoder_blocks: int = 2
+    # long files: windows of clip_seconds every window_hop_seconds, pooled
+    window_hop_seconds: float = 2.0
+    # diffusion denoiser over the joint (global, content) vector
+    token_dim: int = 32
     dit_width: int = 192
     dit_depth: int = 4
     dit_heads: int = 4
     default_steps: int = 25
-    default_guidance: float = 0.6  # chosen by evaluation: diversity and conditioning both met (model card)
-    default_strength: float = 0.6
+    default_guidance: float = 1.0  # chosen by evaluation: conditioning 0.938, diversity 0.679 (0.6: 0.792 / 1.096)
+    default_strength: float = 0.6  # chosen by evaluation: neighbour family 0.87, pattern kept 0.75 (0.8: 0.98 / 0.66)
 
     @property
     def n_samples(self) -> int:
@@ -41,28 +52,42 @@ class ModelConfig:
     def n_frames(self) -> int:
         return self.n_samples // self.hop_length
 
+    @property
+    def content_frames(self) -> int:
+        return self.n_frames // 2**self.ae_downsamples
+
+    @property
+    def content_dim(self) -> int:
+        return self.content_channels * self.content_frames
+
+    @property
+    def joint_dim(self) -> int:
+        return self.latent_dim + self.content_dim
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
-        """Rebuild a checkpoint's config; fields it predates take the value that matches its weights."""
-        return cls(**{**LEGACY_MODEL_FIELDS, **values})
-
-
-# What a checkpoint written before a field existed was trained with.
-LEGACY_MODEL_FIELDS = {"ae_decoder_blocks": 1}
+        if values.get("architecture") != ARCHITECTURE:
+            raise ValueError(
+                f"checkpoint architecture {values.get('architecture', 'flat-latent (2026-11)')!r} is not supported "
+                f"by this version (expects {ARCHITECTURE!r})"
+            )
+        return cls(**values)
 
 
 @dataclass(frozen=True)
 class CorpusConfig:
     seed: int = 0
-    train_melodies: int = 900
-    val_melodies: int = 40
-    test_melodies: int = 100
-    renders_per_melody: int = 6
-    eval_renders_per_melody: int = 4
-    soundfont: str = "merlin"
+    train_scenes: int = 5000
+    val_scenes: int = 120
+    renders_per_scene: int = 4
+    banks: tuple[str, ...] = TRAINING_BANKS
+    held_out_banks: tuple[str, ...] = HELD_OUT_BANKS
+    margin_seconds: float = 0.5
+    mixture_probability: float = 0.15
+    augment_probability: float = 0.7
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,15 +95,20 @@ class CorpusConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 32
-    ae_steps: int = 10000
-    diffusion_steps: int = 4000
+    batch_scenes: int = 16  # two renders of each scene per step
+    ae_steps: int = 12000
+    diffusion_steps: int = 5000
     ae_lr: float = 1e-3
     diffusion_lr: float = 6e-4
     ema_decay: float = 0.999
     latent_noise: float = 0.1
-    label_loss_weight: float = 0.5
-    cycle_loss_weight: float = 0.2  # 0.5 until default-202611220931-s0; lighter leaves room for reconstruction
+    contrastive_weight: float = 1.0
+    instance_weight: float = 0.5
+    label_weight: float = 0.5
+    swap_weight: float = 1.0
+    cycle_weight: float = 0.2
+    negatives_per_batch: int = 6  # synthetic non-music clips (noise, tones, buzz) for the in-domain head
+    max_offset_seconds: float = 0.5
     cond_drop_all: float = 0.1
     cond_drop_slot: float = 0.3
     validate_every: int = 500
@@ -100,21 +130,25 @@ PRESETS: dict[str, Preset] = {
     "default": Preset("default", ModelConfig(), CorpusConfig(), TrainConfig()),
     "tiny": Preset(
         "tiny",
-        ModelConfig(ae_channels=64, dit_width=64, dit_depth=2, dit_heads=2, griffin_lim_iters=8, default_steps=10),
-        CorpusConfig(
-            train_melodies=40,
-            val_melodies=6,
-            test_melodies=8,
-            renders_per_melody=3,
-            eval_renders_per_melody=2,
+        ModelConfig(
+            global_channels=48,
+            global_blocks=2,
+            ae_channels=64,
+            dit_width=64,
+            dit_depth=2,
+            dit_heads=2,
+            griffin_lim_iters=8,
+            default_steps=10,
         ),
+        CorpusConfig(train_scenes=60, val_scenes=8, renders_per_scene=3, banks=("merlin",), held_out_banks=()),
         TrainConfig(
-            batch_size=32,
+            batch_scenes=12,
             ae_steps=250,
             diffusion_steps=250,
             ema_decay=0.95,
             validate_every=125,
             checkpoint_every=250,
+            negatives_per_batch=4,
         ),
     ),
 }

@@ -1,30 +1,27 @@
 """The model as the service sees it: load a checkpoint, encode, decode, generate, vary, transfer.
 
-Interface (all arrays are numpy float32; latents are 512-d, on the sphere of
-radius sqrt(512) because the encoder layer-normalises them)::
+Two latents (see ``model.autoencoder``): the 512-d *global* latent is what the service stores and
+searches; the *joint* latent (global followed by the flattened content) is what the decoder needs.
+Interface (numpy float32 arrays)::
 
-    from service.ml.pipeline import Pipeline, default_checkpoint_path
     p = Pipeline.load(default_checkpoint_path())   # rebuilt from the file alone; eval(), inference mode
-    p.config.sample_rate, p.config.clip_seconds, p.config.latent_dim
-    p.known_tags() -> list[str]
-    p.parse_prompt("piano, minor, 90 bpm") -> ParsedPrompt      # PromptError lists close known tags
-    p.generate(prompts, seeds, steps, guidance_scale) -> (n, 512)
-    p.decode(latents (n, 512)) -> (n, n_samples) waveforms in [-1, 1]
-    p.encode(audio, sample_rate) -> (512,)                       # any length / supported rate
+    p.config.sample_rate, p.config.clip_seconds, p.config.latent_dim, p.config.joint_dim
+    p.encode(audio, sample_rate) -> (512,)                 # any length: windows pooled into one vector
     p.encode_batch(list_of_arrays, sample_rate) -> (n, 512)
-    p.variants(latent, variance, seeds) -> (n, 512)              # partial noise, variance in [0, 1]
-    p.transfer(source_latent, style_latent, strength, seed, style_tags=None) -> (512,)
-    p.predict_tags(latent) -> list[str]                           # family, mode, tempo, drums
-    p.sha256, p.version
+    p.analyse(audio, sample_rate) -> Analysis              # pooled latent, per-window latents, in-domain score
+    p.encode_joint(audio, sample_rate) -> (joint_dim,)     # the first window, for variants and transfers
+    p.generate(prompts, seeds, steps, guidance_scale) -> (n, joint_dim)
+    p.decode(joint (n, joint_dim)) -> (n, n_samples) waveforms in [-1, 1]
+    p.searchable(joint) -> (n, 512)                        # the global part
+    p.variants(joint, variance, seeds) -> (n, joint_dim)   # partial noise, variance in [0, 1]
+    p.transfer(source_joint, style_latent (512,), strength, seed) -> (joint_dim,)
+    p.predict_tags(latent (512,)) -> list[str]             # family, mode, tempo, drums
+    p.sha256, p.version, p.in_domain_threshold
 
-``encode`` averages channels, resamples to ``config.sample_rate``, keeps the
-first ``config.clip_seconds`` (crops longer input, zero-pads shorter input) and
-normalises loudness. Bad input raises the ``ValueError`` subclasses of
-``service.ml.errors`` naming the field, the value and the allowed range.
-
-Determinism: every random draw comes from a generator seeded by the caller's
-seed (Griffin-Lim's initial phase from a fixed seed), so fixed seeds give
-byte-identical latents and audio on the same machine and thread count.
+Bad input raises the ``ValueError`` subclasses of ``service.ml.errors`` naming the field, the value
+and the allowed range. Determinism: every random draw comes from a generator seeded by the caller's
+seed (Griffin-Lim's initial phase from a fixed seed), so fixed seeds give byte-identical latents and
+audio on the same machine and thread count.
 """
 
 from __future__ import annotations
@@ -36,24 +33,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from service.ml import checkpoint, sampler
-from service.ml.audio import MelFrontEnd, prepare
-from service.ml.autoencoder import AutoEncoder
+from service.ml import checkpoint
+from service.ml.audio import MelFrontEnd, Windows, prepare_windows
 from service.ml.config import ModelConfig
-from service.ml.diffusion import Denoiser
+from service.ml.data.instruments import FAMILY_NAMES
 from service.ml.errors import ParameterRangeError, check_range
-from service.ml.instruments import FAMILY_NAMES
-from service.ml.music import MODES
-from service.ml.tags import DRUM_TAGS, SLOTS, TEMPO_CLASSES, ParsedPrompt, known_tags, parse_prompt
+from service.ml.model import sampler
+from service.ml.model.autoencoder import AutoEncoder
+from service.ml.model.diffusion import Denoiser
+from service.ml.tags import DRUM_TAGS, ParsedPrompt, known_tags, parse_prompt
 
 MAX_STEPS = 200
 GUIDANCE_RANGE = (0.0, 20.0)
 MAX_BATCH = 256
+MAX_WINDOWS = 600  # 20 minutes at a 2 s hop
 GRIFFIN_LIM_SEED = 0
-# Style transfer at strength s moves the source by TRANSFER_GAIN * s times the difference between the mean
-# training latents of the two families, then re-noises it to diffusion time TRANSFER_NOISE * s and denoises it
-# towards the style's tags (model card: the family moves with the shift, the melody stays with the residual).
-TRANSFER_GAIN, TRANSFER_NOISE = 1.5, 0.5
+QUIET_WINDOW = 0.1  # a window this much quieter than the loudest counts for less when pooling
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
@@ -63,16 +58,30 @@ def default_checkpoint_path() -> Path:
 
 
 @dataclass(frozen=True)
+class Analysis:
+    latent: np.ndarray  # (512,) pooled over every window
+    in_domain: float  # in [0, 1]: how much the audio sounds like music the model knows
+    in_domain_ok: bool  # in_domain >= the model's calibrated threshold
+    window_latents: np.ndarray  # (w, 512)
+    window_starts: np.ndarray  # seconds
+    window_ends: np.ndarray
+    window_in_domain: np.ndarray  # (w,)
+
+
+@dataclass(frozen=True)
 class LatentStats:
     mean: torch.Tensor
     std: torch.Tensor
+    latent_dim: int
 
     def standardise(self, z: torch.Tensor) -> torch.Tensor:
         return (z - self.mean) / self.std
 
     def restore(self, u: torch.Tensor) -> torch.Tensor:
-        """Back to latent space, projected onto the encoder's layer-normalised sphere."""
-        return F.layer_norm(u * self.std + self.mean, self.mean.shape)
+        """Back to joint space, the global part projected onto the encoder's layer-normalised sphere."""
+        z = u * self.std + self.mean
+        g = F.layer_norm(z[:, : self.latent_dim], (self.latent_dim,))
+        return torch.cat([g, z[:, self.latent_dim :]], dim=1)
 
 
 class Pipeline:
@@ -88,9 +97,8 @@ class Pipeline:
         self.denoiser.load_state_dict(checkpoint.full(payload["denoiser"]))
         self.autoencoder.eval()
         self.denoiser.eval()
-        self.stats = LatentStats(payload["latent_mean"].float(), payload["latent_std"].float())
-        means = payload.get("family_means")  # absent from checkpoints trained before style transfer used it
-        self.family_means = None if means is None else means.float()
+        self.stats = LatentStats(payload["latent_mean"].float(), payload["latent_std"].float(), self.config.latent_dim)
+        self.in_domain_threshold = float(payload["in_domain_threshold"])
         self.frontend = MelFrontEnd(self.config)
 
     @classmethod
@@ -104,147 +112,148 @@ class Pipeline:
     def parse_prompt(self, prompt: str) -> ParsedPrompt:
         return parse_prompt(prompt)
 
-    # audio <-> latent
+    # audio -> latent
+    def encode(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        return self.analyse(audio, sample_rate).latent
+
     def encode_batch(self, clips: list[np.ndarray], sample_rate: int) -> np.ndarray:
         if not 1 <= len(clips) <= MAX_BATCH:
             raise ParameterRangeError("audio", f"{len(clips)} clips given; give 1 to {MAX_BATCH}")
-        prepared = [prepare(c, sample_rate, self.config, field=f"audio[{i}]") for i, c in enumerate(clips)]
-        return self._encode_prepared(prepared)
+        windows = [self._windows(c, sample_rate, f"audio[{i}]") for i, c in enumerate(clips)]
+        latents, scores = self._encode_windows(np.concatenate([w.clips for w in windows]))
+        bounds = np.cumsum([0] + [len(w.clips) for w in windows])
+        return np.stack(
+            [_pool(latents[a:b], scores[a:b], w.rms) for w, a, b in zip(windows, bounds[:-1], bounds[1:], strict=True)]
+        )
 
-    def encode(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        return self._encode_prepared([prepare(audio, sample_rate, self.config)])[0]
+    def analyse(self, audio: np.ndarray, sample_rate: int) -> Analysis:
+        windows = self._windows(audio, sample_rate, "audio")
+        latents, scores = self._encode_windows(windows.clips)
+        loudness = _loudness(windows.rms)
+        score = float(np.sum(loudness * scores) / np.sum(loudness))
+        return Analysis(
+            latent=_pool(latents, scores, windows.rms),
+            in_domain=score,
+            in_domain_ok=score >= self.in_domain_threshold,
+            window_latents=latents,
+            window_starts=windows.starts,
+            window_ends=windows.ends,
+            window_in_domain=scores,
+        )
 
     @torch.inference_mode()
-    def _encode_prepared(self, clips: list[np.ndarray]) -> np.ndarray:
-        log_mel = self.frontend.log_mel(torch.from_numpy(np.stack(clips)))
-        return self.autoencoder.encode(log_mel).numpy().astype(np.float32)
+    def encode_joint(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        clip = self._windows(audio, sample_rate, "audio", max_windows=1).clips
+        log_mel = self.frontend.log_mel(torch.from_numpy(clip))
+        joint = torch.cat([self.autoencoder.encode_global(log_mel), self.autoencoder.encode_content(log_mel)], dim=1)
+        return joint[0].numpy().astype(np.float32)
+
+    def searchable(self, joint: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.asarray(joint, dtype=np.float32)[..., : self.config.latent_dim])
+
+    def _windows(self, audio, sample_rate: int, field: str, max_windows: int = MAX_WINDOWS) -> Windows:
+        return prepare_windows(audio, sample_rate, self.config, field, max_windows=max_windows)
 
     @torch.inference_mode()
-    def decode(self, latents: np.ndarray) -> np.ndarray:
+    def _encode_windows(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        latents, scores = [], []
+        for i in range(0, len(clips), 64):
+            log_mel = self.frontend.log_mel(torch.from_numpy(clips[i : i + 64]))
+            g = self.autoencoder.encode_global(log_mel)
+            latents.append(g)
+            scores.append(torch.sigmoid(self.autoencoder.in_domain_logit(g)))
+        return torch.cat(latents).numpy().astype(np.float32), torch.cat(scores).numpy().astype(np.float64)
+
+    # latent -> audio
+    @torch.inference_mode()
+    def decode(self, joint: np.ndarray) -> np.ndarray:
         """Waveforms, one clip at a time: a clip's audio depends on its latent alone (Griffin-Lim starts from the
         same seeded phase for every clip), and Griffin-Lim runs faster per clip than over a batch on 2 cores."""
-        log_mel = self.autoencoder.decode(self._latents(latents, "latents"))
-        audio = torch.cat([
-            self.frontend.to_audio(one[None], torch.Generator().manual_seed(GRIFFIN_LIM_SEED)) for one in log_mel
-        ])  # fmt: skip
-        return audio.clamp(-1.0, 1.0).numpy().astype(np.float32)
+        log_mel = self._decode_log_mel(self._joint(joint, "latents"))
+        audio = [self.frontend.to_audio(one[None], torch.Generator().manual_seed(GRIFFIN_LIM_SEED)) for one in log_mel]
+        return torch.cat(audio).clamp(-1.0, 1.0).numpy().astype(np.float32)
 
     @torch.inference_mode()
-    def decode_log_mel(self, latents: np.ndarray) -> np.ndarray:
-        return self.autoencoder.decode(self._latents(latents, "latents")).numpy()
+    def decode_log_mel(self, joint: np.ndarray) -> np.ndarray:
+        return self._decode_log_mel(self._joint(joint, "latents")).numpy()
+
+    def _decode_log_mel(self, joint: torch.Tensor) -> torch.Tensor:
+        d = self.config.latent_dim
+        return self.autoencoder.decode(joint[:, :d], joint[:, d:])
 
     # generation
     @torch.inference_mode()
     def generate(
-        self,
-        prompts: list[str],
-        seeds: list[int],
-        steps: int | None = None,
-        guidance_scale: float | None = None,
+        self, prompts: list[str], seeds: list[int], steps: int | None = None, guidance_scale: float | None = None
     ) -> np.ndarray:
-        steps = self._steps(steps)
-        guidance = self._guidance(guidance_scale)
+        steps, guidance = self._steps(steps), self._guidance(guidance_scale)
         self._check_batch(prompts, seeds)
         ids = torch.tensor([parse_prompt(p, field=f"prompts[{i}]").slot_ids() for i, p in enumerate(prompts)])
-        noise = sampler.seeded_noise(seeds, self.config.latent_dim)
+        noise = sampler.seeded_noise(seeds, self.config.joint_dim)
         u = sampler.ddim(self.denoiser, noise, ids, steps, guidance)
         return self.stats.restore(u).numpy().astype(np.float32)
 
     @torch.inference_mode()
-    def variants(self, latent: np.ndarray, variance: float, seeds: list[int], steps: int | None = None) -> np.ndarray:
-        """Re-noise ``latent`` to time ``variance`` (0 = identical, 1 = unrelated); denoise unconditioned."""
+    def variants(self, joint: np.ndarray, variance: float, seeds: list[int], steps: int | None = None) -> np.ndarray:
+        """Re-noise the joint latent to time ``variance`` (0 = identical, 1 = unrelated) and denoise it towards
+        the tags its global latent reads as, so a variant keeps the instrument unless the variance is high."""
         variance = check_range("variance", variance, 0.0, 1.0)
         self._check_batch(seeds, seeds)
-        source = self._latents(latent, "latent").expand(len(seeds), -1)
+        source = self._joint(joint, "latent").expand(len(seeds), -1)
         if variance == 0.0:
             return source.numpy().astype(np.float32).copy()
-        ids = torch.zeros(len(seeds), len(SLOTS), dtype=torch.long)
+        ids = self._predicted_ids(source[:, : self.config.latent_dim])
         return self._partial(source, variance, ids, seeds, self._steps(steps), 1.0)
 
     @torch.inference_mode()
-    def transfer(
-        self,
-        source_latent: np.ndarray,
-        style_latent: np.ndarray,
-        strength: float | None = None,
-        seed: int = 0,
-        style_tags: list[str] | None = None,
-        steps: int | None = None,
-        guidance_scale: float | None = None,
-    ) -> np.ndarray:
-        """Keep the source's melody, mode and tempo; take the style neighbour's instrument and drums.
-
-        The style family comes from ``style_tags`` when known, else is read off the neighbour's latent (as
-        are its drums). The source moves from its family's mean latent towards the style family's, which
-        changes the timbre and keeps the rest of the latent (melody, rhythm); it is then re-noised a little
-        and denoised towards the style's family and drums and the source's own mode and tempo. Checkpoints
-        without family means fall back to re-noising the source to time ``strength``.
-        """
+    def transfer(self, source_joint: np.ndarray, style_latent: np.ndarray, strength: float | None = None) -> np.ndarray:
+        """The source's content (melody, rhythm) played with a global latent moved from the source's towards the
+        style neighbour's by ``strength`` (0 = the source, 1 = the neighbour's sound); deterministic."""
         strength = check_range("strength", self.config.default_strength if strength is None else strength, 0.0, 1.0)
-        source = self._latents(source_latent, "source_latent")
+        source = self._joint(source_joint, "source_joint")
         style = self._latents(style_latent, "style_latent")
-        source_ids = self._predicted_ids(source)
-        ids = self._transfer_ids(source_ids, style, style_tags)
         if strength == 0.0:
             return source[0].numpy().astype(np.float32).copy()
-        steps, guidance = self._steps(steps), self._guidance(guidance_scale)
-        if self.family_means is None:
-            return self._partial(source, strength, ids, [seed], steps, guidance)[0]
-        shift = self.family_means[ids[:, 0] - 1] - self.family_means[source_ids[:, 0] - 1]
-        moved = F.layer_norm(source + TRANSFER_GAIN * strength * shift, (self.config.latent_dim,))
-        return self._partial(moved, TRANSFER_NOISE * strength, ids, [seed], steps, guidance)[0]
+        d = self.config.latent_dim
+        mixed = F.layer_norm(torch.lerp(source[:, :d], style, strength), (d,))
+        return torch.cat([mixed, source[:, d:]], dim=1)[0].numpy().astype(np.float32)
 
     def predict_tags(self, latent: np.ndarray) -> list[str]:
+        """The family and drums tags the label heads read off a global latent."""
         ids = self._predicted_ids(self._latents(latent, "latent"))[0]
-        return [FAMILY_NAMES[ids[0] - 1], MODES[ids[1] - 1], TEMPO_CLASSES[ids[2] - 1], DRUM_TAGS[ids[4] - 1]]
+        return [FAMILY_NAMES[ids[0] - 1], DRUM_TAGS[ids[4] - 1]]
 
     # helpers
-    def _partial(
-        self,
-        source: torch.Tensor,
-        t_start: float,
-        ids: torch.Tensor,
-        seeds: list[int],
-        steps: int,
-        guidance: float,
-    ) -> np.ndarray:
-        noise = sampler.seeded_noise(seeds, self.config.latent_dim)
+    def _partial(self, source, t_start: float, ids, seeds: list[int], steps: int, guidance: float) -> np.ndarray:
+        noise = sampler.seeded_noise(seeds, self.config.joint_dim)
         noisy = sampler.add_noise(self.stats.standardise(source), noise, t_start)
         partial_steps = max(1, round(steps * t_start))
         u = sampler.ddim(self.denoiser, noisy, ids, partial_steps, guidance, t_start=t_start)
         return self.stats.restore(u).numpy().astype(np.float32)
 
     @torch.inference_mode()
-    def _predicted_ids(self, z: torch.Tensor) -> torch.Tensor:
-        """Slot ids read off latents by the label heads; bpm is left unset (0)."""
-        logits = self.autoencoder.label_logits(z)
-        columns = [logits["family"], logits["mode"], logits["tempo"], None, logits["drums"]]
-        ids = [c.argmax(-1) + 1 if c is not None else torch.zeros(len(z), dtype=torch.long) for c in columns]
-        return torch.stack(ids, dim=1)
+    def _predicted_ids(self, g: torch.Tensor) -> torch.Tensor:
+        """Slot ids read off global latents: family and drums by the heads; mode, tempo and bpm live in the
+        content, so they are left unset (0)."""
+        logits = self.autoencoder.label_logits(g)
+        zeros = torch.zeros(len(g), dtype=torch.long)
+        return torch.stack([logits["family"].argmax(-1) + 1, zeros, zeros, zeros, logits["drums"].argmax(-1) + 1], 1)
 
-    def _transfer_ids(
-        self, source_ids: torch.Tensor, style: torch.Tensor, style_tags: list[str] | None
-    ) -> torch.Tensor:
-        """The source's own slot ids (read off its latent) with the style's family and drums."""
-        ids = source_ids.clone()
-        style_ids = self._predicted_ids(style)
-        ids[:, 0], ids[:, 4] = style_ids[:, 0], style_ids[:, 4]
-        if style_tags:
-            parsed = parse_prompt(", ".join(style_tags), field="style_tags")
-            for column in (0, 4):
-                if parsed.slot_ids()[column]:
-                    ids[:, column] = parsed.slot_ids()[column]
-        return ids
+    def _joint(self, joint: np.ndarray, field: str) -> torch.Tensor:
+        return self._vectors(joint, field, self.config.joint_dim)
 
     def _latents(self, latents: np.ndarray, field: str) -> torch.Tensor:
-        array = np.asarray(latents, dtype=np.float32)
+        return self._vectors(latents, field, self.config.latent_dim)
+
+    @staticmethod
+    def _vectors(values: np.ndarray, field: str, dim: int) -> torch.Tensor:
+        array = np.asarray(values, dtype=np.float32)
         if array.ndim == 1:
             array = array[None]
-        if array.ndim != 2 or array.shape[1] != self.config.latent_dim or len(array) == 0:
+        if array.ndim != 2 or array.shape[1] != dim or not 1 <= len(array) <= MAX_BATCH:
             raise ParameterRangeError(
                 field,
-                f"{field} has shape {np.shape(latents)}; expected ({self.config.latent_dim},) or "
-                f"(n, {self.config.latent_dim}) with 1 <= n <= {MAX_BATCH}",
+                f"{field} has shape {np.shape(values)}; expected ({dim},) or (n, {dim}) with 1 <= n <= {MAX_BATCH}",
             )
         if not np.all(np.isfinite(array)):
             raise ParameterRangeError(field, f"{field} contains NaN or infinite values; all must be finite")
@@ -273,3 +282,25 @@ class Pipeline:
                 raise ParameterRangeError(
                     "seeds", f"seeds contains {seed!r}; each seed must be an integer in [0, 2**63 - 1]"
                 )
+
+
+def _loudness(rms: np.ndarray) -> np.ndarray:
+    """1 for every window but those much quieter than the loudest, which count in proportion to their level."""
+    return np.minimum(1.0, rms / (QUIET_WINDOW * max(float(rms.max()), 1e-12))) + 1e-9
+
+
+def _weights(scores: np.ndarray, rms: np.ndarray) -> np.ndarray:
+    """How much each window counts when pooling: its loudness weight times its in-domain score (all windows
+    alike when none sounds like music)."""
+    weights = scores * _loudness(rms)
+    return weights if weights.sum() > 1e-6 else _loudness(rms)
+
+
+def _pool(latents: np.ndarray, scores: np.ndarray, rms: np.ndarray) -> np.ndarray:
+    """One vector for the whole file: the weighted mean of the unit window latents, back on the latent sphere."""
+    if len(latents) == 1:
+        return latents[0]
+    unit = latents / np.linalg.norm(latents, axis=1, keepdims=True)
+    mean = (_weights(scores, rms)[:, None] * unit).sum(0)
+    centred = mean - mean.mean()
+    return (centred / (centred.std() + 1e-6)).astype(np.float32)

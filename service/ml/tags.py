@@ -19,9 +19,9 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from service.ml.data.instruments import FAMILY_NAMES
+from service.ml.data.music import MAX_BPM, MIN_BPM, MODES
 from service.ml.errors import PromptError
-from service.ml.instruments import FAMILY_NAMES
-from service.ml.music import MAX_BPM, MIN_BPM, MODES
 
 TEMPO_CLASSES = ("slow", "medium", "fast")
 DRUM_TAGS = ("no drums", "drums")

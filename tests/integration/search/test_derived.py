@@ -4,11 +4,13 @@ path through a real worker and the tiny model (kinds, parents, latents stored, l
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 import uuid
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from tests.integration.api_helpers import api_client, api_settings, bearer_for, wait_until_finished
 from tests.integration.search.conftest import exact_ids, visible_to
@@ -200,13 +202,19 @@ async def test_transfer_and_variants_through_a_real_worker(database, tiny_model,
             row = owner_conn.execute("SELECT embedding FROM latent_embeddings WHERE generation_id = %s", (gid,))
             return row.fetchone()[0].to_numpy()
 
+        async def joint(gid):
+            """The parent's joint latent as the worker sees it: re-encoded from its stored audio."""
+            audio = await client.get(f"/v1/generations/{gid}/audio", headers=alice)
+            clip, rate = sf.read(io.BytesIO(audio.content), dtype="float32")
+            return pipeline.encode_joint(clip, rate)
+
         transfer = await client.post(f"/v1/generations/{a}/style-transfer", headers=alice,
                                      json={"neighbor_id": c, "strength": 0.7, "seed": 9, "steps": 4})  # fmt: skip
         assert transfer.status_code == 202, transfer.text
         done = await wait_until_finished(client, alice, transfer.json()["id"])
         assert done["status"] == "succeeded", done["error"]
         assert done["links"]["audio"] and done["parent_id"] == a and done["neighbor_id"] == c
-        expected = pipeline.transfer(latent(a), latent(c), 0.7, 9, steps=4)
+        expected = pipeline.searchable(pipeline.transfer(await joint(a), latent(c), 0.7))
         np.testing.assert_allclose(latent(done["id"]), expected, atol=1e-4)
 
         batch = await client.post("/v1/variants", headers=alice, json={
@@ -222,7 +230,9 @@ async def test_transfer_and_variants_through_a_real_worker(database, tiny_model,
         assert len(rows) == 6 and {r[3] for r in rows} == {"variant"}
         for parent in (a, b):
             mine_rows = [r for r in rows if str(r[1]) == parent]
-            expected = pipeline.variants(latent(parent), 0.4, [r[2] for r in mine_rows], steps=4)
+            expected = pipeline.searchable(
+                pipeline.variants(await joint(parent), 0.4, [r[2] for r in mine_rows], steps=4)
+            )
             for row, want in zip(mine_rows, expected, strict=True):
                 np.testing.assert_allclose(latent(row[0]), want, atol=1e-4)
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.ml.audio import MIN_SECONDS, TARGET_RMS, MelFrontEnd, prepare, resample
+from service.ml.audio import MIN_SECONDS, TARGET_RMS, MelFrontEnd, prepare, prepare_windows, resample
 from service.ml.errors import InvalidAudioError
 
 
@@ -84,3 +84,18 @@ def test_mel_inversion_matches_the_mel_it_came_from(tiny_config):
     clipped_pseudo_inverse = torch.clamp(torch.linalg.pinv(frontend.filterbank) @ mel_power, min=0.0)
     assert miss(linear) < 0.5
     assert miss(linear) < miss(clipped_pseudo_inverse) / 2
+
+
+def test_leading_silence_is_trimmed_so_a_later_start_is_the_same_clip(tiny_config):
+    music = tone(3.0, 16_000, 330.0) * np.linspace(1.0, 0.5, 48_000, dtype=np.float32)
+    later = np.concatenate([np.zeros(8_000, dtype=np.float32), music])
+    assert np.array_equal(prepare(music, 16_000, tiny_config), prepare(later, 16_000, tiny_config))
+
+
+def test_long_audio_is_cut_into_overlapping_windows(tiny_config):
+    windows = prepare_windows(np.concatenate([np.zeros(4_000, np.float32), tone(9.0, 16_000)]), 16_000, tiny_config)
+    assert windows.clips.shape == (4, tiny_config.n_samples)  # 9 s: windows at 0, 2, 4 and 6 s (padded)
+    assert np.allclose(windows.starts, [0.25, 2.25, 4.25, 6.25], atol=1e-3)  # times in the given audio
+    assert np.allclose(windows.ends - windows.starts, tiny_config.clip_seconds)
+    assert np.allclose(np.sqrt(np.mean(windows.clips**2, axis=1)), TARGET_RMS, rtol=1e-3)
+    assert prepare_windows(tone(9.0, 16_000), 16_000, tiny_config, max_windows=2).clips.shape[0] == 2

@@ -1,9 +1,11 @@
 import numpy as np
+import pytest
 
-from service.ml import corpus
 from service.ml.config import PRESETS
-from service.ml.instruments import FAMILIES, held_out_program
-from service.ml.music import MAX_BPM, MIN_BPM, compose, realise
+from service.ml.data import corpus
+from service.ml.data.banks import BANKS, training_banks
+from service.ml.data.instruments import FAMILIES, register
+from service.ml.data.music import MAX_BPM, MIN_BPM, compose, realise, realise_parts
 
 TINY = PRESETS["tiny"]
 
@@ -13,36 +15,56 @@ def test_rendering_is_deterministic_and_audible():
     second = corpus.build(TINY.corpus, TINY.model, "validation")
     assert np.array_equal(first.audio, second.audio)
     assert first.labels == second.labels
-    assert first.audio.shape == (len(first.labels), TINY.model.n_samples)
+    margin = int(TINY.corpus.margin_seconds * TINY.model.sample_rate)
+    assert first.audio.shape == (len(first.labels), TINY.model.n_samples + margin)
     assert np.all(np.sqrt(np.mean(first.audio**2, axis=1)) > 1e-3)
 
 
-def test_splits_share_no_melody_and_keep_labels():
-    splits = {name: corpus.build(TINY.corpus, TINY.model, name) for name in ("train", "validation", "test")}
-    melodies = {name: set(split.column("melody_id")) for name, split in splits.items()}
-    assert not melodies["train"] & melodies["validation"]
-    assert not melodies["train"] & melodies["test"]
-    assert not melodies["validation"] & melodies["test"]
-    for label in splits["train"].labels:
-        assert MIN_BPM <= label.bpm <= MAX_BPM and label.mode in ("major", "minor")
-        assert label.program in FAMILIES[label.family]
-        assert label.program != held_out_program(label.family)
-    assert any(label.held_out_program for label in splits["test"].labels)
+def test_a_scene_plays_one_melody_in_one_register_on_several_instruments():
+    clips = corpus.build(TINY.corpus, TINY.model, "train")
+    scenes: dict[int, list] = {}
+    for label in clips.labels:
+        scenes.setdefault(label.scene_id, []).append(label)
+    assert len(scenes) == TINY.corpus.train_scenes
+    for labels in scenes.values():
+        assert len(labels) == TINY.corpus.renders_per_scene
+        assert len({(lab.bpm, lab.mode, lab.key, lab.drums, lab.texture) for lab in labels}) == 1
+        assert len({register(lab.family) for lab in labels}) == 1
+        for label in labels:
+            assert label.program in FAMILIES[label.family] and label.bank == "merlin"
+            assert MIN_BPM <= label.bpm <= MAX_BPM
+    assert any(len({lab.family for lab in labels}) > 1 for labels in scenes.values())
 
 
-def test_at_least_twelve_families():
-    assert len(FAMILIES) >= 12
-    assert all(len(programs) >= 2 for programs in FAMILIES.values())
+def test_splits_share_no_scene():
+    train, validation = (corpus.build(TINY.corpus, TINY.model, name) for name in ("train", "validation"))
+    assert not set(train.column("scene_id")) & set(validation.column("scene_id"))
 
 
-def test_melody_is_key_agnostic_and_realises_in_both_modes():
+def test_held_out_banks_can_never_be_trained_on():
+    with pytest.raises(ValueError, match="held out"):
+        training_banks(("merlin", "fluidr3"))
+    assert BANKS["fluidr3"].role == BANKS["aspirin"].role == "test"
+
+
+def test_melody_parts_and_realisation():
     melody = compose(7, seed=0)
     assert melody == compose(7, seed=0) and melody != compose(8, seed=0)
     major = [e.pitch for e in realise(melody, 0, "major", 120, 60, drums=False)]
     minor = [e.pitch for e in realise(melody, 0, "minor", 120, 60, drums=False)]
     assert len(major) == len(minor) and major != minor
-    with_drums = realise(melody, 0, "major", 120, 60, drums=True)
-    assert any(event.drum for event in with_drums)
+    parts = realise_parts(melody, 0, "major", 120, 60, drums=True)
+    assert parts["lead"] and parts["drums"] and all(e.drum for e in parts["drums"])
+    assert sorted(e.pitch for p in parts.values() for e in p) == sorted(
+        e.pitch for e in realise(melody, 0, "major", 120, 60, drums=True)
+    )
+
+
+def test_test_clips_cover_every_family_of_a_bank():
+    clips = corpus.render_test_clips(BANKS["timgm6mb"], 1, TINY.model)
+    assert set(clips.column("family")) == set(FAMILIES)
+    assert clips.audio.shape == (len(FAMILIES), TINY.model.n_samples)
+    assert {label.scene_id for label in clips.labels} >= {corpus.SPLIT_OFFSETS["test"]}
 
 
 def test_cache_round_trip(ml_cache):
@@ -53,7 +75,7 @@ def test_cache_round_trip(ml_cache):
 
 
 def test_cache_path_changes_with_the_instrument_table(ml_cache, monkeypatch):
-    before = corpus.cache_path(TINY.corpus, TINY.model, "train", None)
-    assert corpus.cache_path(TINY.corpus, TINY.model, "train", None) == before
+    before = corpus.cache_path(TINY.corpus, TINY.model, "train")
+    assert corpus.cache_path(TINY.corpus, TINY.model, "train") == before
     monkeypatch.setitem(corpus.FAMILIES, "piano", (0, 1, 2, 3, 4, 6, 5))
-    assert corpus.cache_path(TINY.corpus, TINY.model, "train", None) != before
+    assert corpus.cache_path(TINY.corpus, TINY.model, "train") != before

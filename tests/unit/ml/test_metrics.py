@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from service.ml import metrics
+from service.ml.evaluation import metrics
 
 # Two tight pairs ("a" near x, "b" near y) and a lone "a" nearest to the "b" pair.
 LATENTS = np.array([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0], [0.1, 0.99], [0.3, 0.95]])

@@ -1,27 +1,37 @@
-from dataclasses import replace
-
 import torch
 
 from service.ml import checkpoint
-from service.ml.autoencoder import AutoEncoder
-from service.ml.config import LEGACY_MODEL_FIELDS, PRESETS, ModelConfig
-from service.ml.diffusion import Denoiser, LinearAttention
-from service.ml.sampler import ddim, seeded_noise
+from service.ml.config import PRESETS, ModelConfig
+from service.ml.model.autoencoder import AutoEncoder
+from service.ml.model.diffusion import Denoiser, LinearAttention
+from service.ml.model.sampler import ddim, seeded_noise
 from service.ml.tags import SLOTS
-from service.ml.training import as_heard
+from service.ml.training.losses import as_heard, info_nce, supervised_contrastive
 
 CONFIG = PRESETS["tiny"].model
 
 
-def test_autoencoder_shapes_and_normalised_latent():
+def test_autoencoder_shapes_and_normalised_global_latent():
     model = AutoEncoder(CONFIG).eval()
     log_mel = torch.randn(3, CONFIG.n_mels, CONFIG.n_frames)
     with torch.no_grad():
-        z = model.encode(log_mel)
-        out = model.decode(z)
-    assert z.shape == (3, CONFIG.latent_dim) and z.dtype == torch.float32
-    assert torch.allclose(z.norm(dim=1), torch.full((3,), CONFIG.latent_dim**0.5), rtol=1e-3)
+        g = model.encode_global(log_mel)
+        content = model.encode_content(log_mel)
+        out = model.decode(g, content)
+    assert g.shape == (3, CONFIG.latent_dim) and content.shape == (3, CONFIG.content_dim)
+    assert torch.allclose(g.norm(dim=1), torch.full((3,), CONFIG.latent_dim**0.5), rtol=1e-3)
     assert out.shape == log_mel.shape
+
+
+def test_global_latent_pools_over_time():
+    model = AutoEncoder(CONFIG).eval()
+    log_mel = torch.randn(1, CONFIG.n_mels, CONFIG.n_frames)
+    with torch.no_grad():
+        base = model.encode_global(log_mel)
+        rolled = model.encode_global(torch.roll(log_mel, 64, dims=-1))  # same frames, another order
+        longer = model.encode_global(torch.cat([log_mel, log_mel], dim=-1))
+    assert torch.nn.functional.cosine_similarity(base, rolled).item() > 0.95
+    assert longer.shape == base.shape
 
 
 def test_denoiser_shape_and_sampler_determinism():
@@ -29,10 +39,10 @@ def test_denoiser_shape_and_sampler_determinism():
     for parameter in model.unembed.parameters():  # non-zero output so the test can see the network
         torch.nn.init.normal_(parameter, std=0.1)
     ids = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 0, 0, 0]])
-    v = model(torch.randn(2, CONFIG.latent_dim), torch.rand(2), ids)
-    assert v.shape == (2, CONFIG.latent_dim)
-    first = ddim(model, seeded_noise([1, 2], CONFIG.latent_dim), ids, 5, 3.0)
-    second = ddim(model, seeded_noise([1, 2], CONFIG.latent_dim), ids, 5, 3.0)
+    v = model(torch.randn(2, CONFIG.joint_dim), torch.rand(2), ids)
+    assert v.shape == (2, CONFIG.joint_dim)
+    first = ddim(model, seeded_noise([1, 2], CONFIG.joint_dim), ids, 5, 3.0)
+    second = ddim(model, seeded_noise([1, 2], CONFIG.joint_dim), ids, 5, 3.0)
     assert torch.equal(first, second)
     assert len(SLOTS) == ids.shape[1]
 
@@ -57,14 +67,27 @@ def test_checkpoint_half_round_trip(tmp_path):
     assert len(checkpoint.sha256(path)) == 64
 
 
-def test_checkpoint_configs_without_newer_fields_rebuild_as_trained():
-    legacy = {k: v for k, v in PRESETS["tiny"].model.to_dict().items() if k not in LEGACY_MODEL_FIELDS}
-    assert ModelConfig.from_dict(legacy) == replace(PRESETS["tiny"].model, **LEGACY_MODEL_FIELDS)
-    assert ModelConfig.from_dict(PRESETS["tiny"].model.to_dict()) == PRESETS["tiny"].model
+def test_configs_of_the_flat_latent_architecture_are_refused_by_name():
+    legacy = {k: v for k, v in CONFIG.to_dict().items() if k != "architecture"}
+    try:
+        ModelConfig.from_dict(legacy)
+    except ValueError as error:
+        assert "architecture" in str(error) and "flat-latent" in str(error)
+    else:
+        raise AssertionError("a config without the architecture field was accepted")
+    assert ModelConfig.from_dict(CONFIG.to_dict()) == CONFIG
 
 
 def test_as_heard_restores_the_energy_loudness_normalisation_would():
-    model = AutoEncoder(PRESETS["tiny"].model)
+    model = AutoEncoder(CONFIG)
     log_mel = torch.randn(2, model.mel_mean.shape[0], 32) - 6.0
     quieter = model.standardise(log_mel - torch.tensor([2.0, 0.5])[:, None, None])
     assert torch.allclose(as_heard(quieter, log_mel, model), log_mel, atol=1e-4)
+
+
+def test_contrastive_losses_prefer_the_right_neighbours():
+    a = torch.randn(6, 16)
+    classes = torch.tensor([0, 0, 0, 1, 1, 1])
+    grouped = torch.cat([a[:1].expand(3, -1), a[3:4].expand(3, -1)]) + 0.01 * torch.randn(6, 16)
+    assert supervised_contrastive(grouped, classes) < supervised_contrastive(a, classes)
+    assert info_nce(a + 0.01 * torch.randn(6, 16), a) < info_nce(a, a.roll(1, dims=0))

@@ -1,7 +1,7 @@
 import pytest
 
+from service.ml.data.instruments import FAMILY_NAMES
 from service.ml.errors import PromptError
-from service.ml.instruments import FAMILY_NAMES
 from service.ml.tags import (
     SLOT_SIZES,
     SLOTS,

@@ -15,9 +15,6 @@ SOUNDFONTS: dict[str, tuple[str, str]] = {
     "timgm6mb": ("pretty_midi", "TimGM6mb.sf2"),
 }
 
-TRAIN_SOUNDFONT = "merlin"
-UNSEEN_SOUNDFONT = "timgm6mb"
-
 
 def soundfont_path(name: str) -> Path:
     """Path of a shipped SoundFont; FileNotFoundError explains which wheel to install."""

@@ -72,16 +72,26 @@ def degree_to_semitones(degree: int, mode: str) -> int:
 
 def realise(melody: Melody, key: int, mode: str, bpm: float, tonic: int, drums: bool) -> list[NoteEvent]:
     """Note events of ``melody`` in the given key (0=C), mode, tempo and register (tonic MIDI note)."""
+    parts = realise_parts(melody, key, mode, bpm, tonic, drums)
+    return sorted([e for part in parts.values() for e in part], key=lambda e: e.start)
+
+
+def realise_parts(
+    melody: Melody, key: int, mode: str, bpm: float, tonic: int, drums: bool
+) -> dict[str, list[NoteEvent]]:
+    """The lead line, the accompaniment and the drums as separate event lists (a mix plays them on different
+    instruments)."""
     beat = 60.0 / bpm
     root = tonic + key - (12 if key > 6 else 0)
-    events = [
+    lead = [
         NoteEvent(on * beat, dur * beat * 0.95, root + degree_to_semitones(deg, mode), 0.8)
         for deg, on, dur in zip(melody.degrees, melody.onsets, melody.durations, strict=True)
     ]
-    events += _accompaniment(melody, root - 12, mode, beat)
-    if drums:
-        events += _drums(beat)
-    return sorted(events, key=lambda e: e.start)
+    return {
+        "lead": lead,
+        "accompaniment": _accompaniment(melody, root - 12, mode, beat),
+        "drums": _drums(beat) if drums else [],
+    }
 
 
 def _accompaniment(melody: Melody, root: int, mode: str, beat: float) -> list[NoteEvent]:

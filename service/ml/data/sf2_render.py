@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import tinysoundfont._tinysoundfont as tsf
 
-from service.ml.music import NoteEvent
+from service.ml.data.music import NoteEvent
 
 MELODIC_CHANNEL, DRUM_CHANNEL = 0, 9
 

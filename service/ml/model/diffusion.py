@@ -1,6 +1,6 @@
-"""Latent diffusion over the 512-d autoencoder latent.
+"""Latent diffusion over the joint (global, content) latent of the autoencoder.
 
-The latent is cut into ``latent_tokens`` tokens; a small transformer with
+The joint vector is cut into tokens of ``token_dim`` numbers; a small transformer with
 linear attention (plain torch) predicts v (Salimans & Ho) under a cosine noise
 schedule. Time and tags condition every block through adaptive layer norm
 (DiT's adaLN); the tag embedding is the sum of one learned embedding per slot,
@@ -72,13 +72,13 @@ def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torc
 
 
 class Denoiser(nn.Module):
-    """v-prediction network: (noisy latent, t, slot ids) -> v, all (batch, latent_dim)."""
+    """v-prediction network: (noisy joint latent, t, slot ids) -> v, all (batch, joint_dim)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         width = config.dit_width
-        self.tokens = config.latent_tokens
-        self.token_dim = config.latent_dim // config.latent_tokens
+        self.token_dim = config.token_dim
+        self.tokens = config.joint_dim // config.token_dim
         self.embed = nn.Linear(self.token_dim, width)
         self.position = nn.Parameter(torch.randn(1, self.tokens, width) * 0.02)
         self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))

@@ -1,12 +1,19 @@
 """Audio augmentation for training clips, so the model does not fit one SoundFont's samples.
 
-Applied to rendered audio: EQ tilt, synthetic room reverb, background noise and
-gain. Pitch (tuning) and tempo jitter are applied at render time by the corpus.
+Applied to rendered audio, as real uploads differ from clean renders: EQ tilt, synthetic room
+reverb, background noise, a lower sample rate (band limit), an MP3 round trip and gain. Pitch
+(tuning) is applied at render time by the corpus; start offsets when training crops a clip.
 """
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
+import soundfile
+
+CODEC_PROBABILITY = 0.15
+BAND_LIMIT_PROBABILITY = 0.15
 
 
 def augment(audio: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
@@ -15,7 +22,30 @@ def augment(audio: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np
         out = reverb(out, sample_rate, rt60=rng.uniform(0.2, 1.2), wet=rng.uniform(0.1, 0.5), rng=rng)
     if rng.random() < 0.5:
         out = add_noise(out, snr_db=rng.uniform(20.0, 45.0), rng=rng)
+    if rng.random() < BAND_LIMIT_PROBABILITY:
+        out = band_limit(out, sample_rate, rng.uniform(3000.0, 7000.0))
+    if rng.random() < CODEC_PROBABILITY:
+        out = mp3_round_trip(out, sample_rate)
     return (out * 10 ** (rng.uniform(-12.0, 0.0) / 20)).astype(np.float32)
+
+
+def band_limit(audio: np.ndarray, sample_rate: int, cutoff_hz: float) -> np.ndarray:
+    """What a lower sample rate leaves: nothing above ``cutoff_hz``."""
+    spectrum = np.fft.rfft(audio)
+    spectrum[np.fft.rfftfreq(audio.size, 1.0 / sample_rate) > cutoff_hz] = 0.0
+    return np.fft.irfft(spectrum, n=audio.size)
+
+
+def mp3_round_trip(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Encode to MP3 and back (libsndfile), keeping the length; the encoder's delay is part of the point."""
+    buffer = io.BytesIO()
+    peak = max(1.0, float(np.abs(audio).max()))
+    soundfile.write(buffer, (audio / peak).astype(np.float32), sample_rate, format="MP3")
+    buffer.seek(0)
+    decoded, _ = soundfile.read(buffer, dtype="float32")
+    out = np.zeros_like(audio)
+    out[: min(audio.size, decoded.size)] = decoded[: audio.size] * peak
+    return out
 
 
 def eq_tilt(audio: np.ndarray, sample_rate: int, db_per_octave: float) -> np.ndarray:

