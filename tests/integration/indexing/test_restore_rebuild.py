@@ -11,11 +11,13 @@ from tests.integration.test_cli import external, soundalike
 pytestmark = pytest.mark.slow
 
 
-def test_restore_rebuilds_the_mirrors(database, app_conn, demo, index_dir, tmp_path):
+def test_restore_rebuilds_the_mirrors(database, owner_conn, app_conn, demo, index_dir, tmp_path):
     env = {**external(database), "SOUNDALIKE_STORAGE_INDEX_DIR": str(index_dir)}
     dump = tmp_path / "before.dump"
     assert soundalike("backup", str(dump), env=env).returncode == 0
     insert_latent(app_conn, demo, seed=42)
+    for conn in (app_conn, owner_conn):  # a restore refuses to run while other sessions use the database
+        conn.close()
     synced = soundalike("index", "sync", "--model", "demo", env=env)
     assert "301 vectors" in synced.stdout, synced.stderr
 

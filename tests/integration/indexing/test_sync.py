@@ -122,7 +122,8 @@ def test_out_of_order_commit_is_not_missed(database, app_conn, demo, index_dir):
     sync_model(database.app_url, index_dir, demo)
     with psycopg.connect(urls.libpq_url(database.app_url)) as slow:
         early = insert_latent(slow, demo, seed=10)  # takes its id and xid now, commits last
-        late = insert_latent(app_conn, demo, seed=11)  # autocommit: committed at once
+        # Another owner: one owner's generation writes are serialised by the events log's advisory lock.
+        late = insert_latent(app_conn, demo, owner="bob", seed=11)  # autocommit: committed at once
         assert late > early
         sync_model(database.app_url, index_dir, demo)
         got = mirrored_ids(index_dir, demo)
@@ -134,7 +135,8 @@ def test_out_of_order_commit_is_not_missed(database, app_conn, demo, index_dir):
 
 
 def test_concurrent_writers_with_interleaved_syncs_lose_nothing(database, app_conn, demo, index_dir):
-    """Several writers, each holding its transaction open for a while, while syncs run in between."""
+    """Several writers, each holding its transaction open for a while, while syncs run in between (one owner
+    each: the events log serialises one owner's generation writes)."""
     sync_model(database.app_url, index_dir, demo)
     inserted: list[int] = []
     lock = threading.Lock()
@@ -144,7 +146,7 @@ def test_concurrent_writers_with_interleaved_syncs_lose_nothing(database, app_co
         with psycopg.connect(urls.libpq_url(database.app_url)) as conn:
             go.wait()
             for i in range(10):
-                ids = [insert_latent(conn, demo, seed=1000 * n + i) for _ in range(3)]
+                ids = [insert_latent(conn, demo, owner=f"writer-{n}", seed=1000 * n + i) for _ in range(3)]
                 if i % 3 == n % 3:
                     set_generation(conn, ids[0], "archived_at")
                     ids = ids[1:]
