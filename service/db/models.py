@@ -362,6 +362,7 @@ class ClusterAssignment(Base):
     x: Mapped[float] = mapped_column(REAL)
     y: Mapped[float] = mapped_column(REAL)
 
+
 # -- live events (revision 0006_events) --------------------------------------------------------------------
 
 EVENT_TYPES = ("generation", "batch")
