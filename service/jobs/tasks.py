@@ -9,10 +9,10 @@ import procrastinate
 
 from service.domain import events, failures, lifecycle, production, reencode
 from service.jobs import recovery
-from service.jobs.webhooks import register_webhook_tasks
 from service.jobs.instrument import measured
 from service.jobs.queue import GENERATE_TASK, GENERATION_QUEUE, REENCODE_QUEUE, REENCODE_TASK
 from service.jobs.runtime import Runtime
+from service.jobs.webhooks import register_webhook_tasks
 from service.settings import JobsSettings
 
 MAINTENANCE_QUEUE = "maintenance"
