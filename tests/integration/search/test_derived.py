@@ -257,7 +257,27 @@ async def test_transfer_and_variants_through_a_real_worker(database, tiny_model,
 
 
 @pytest.mark.slow
-async def test_variants_survive_a_killed_worker_without_duplicates(database, catalogue, tmp_path, owner_conn):
+def give_audio(owner_conn, pipeline, blob_dir, generation_ids: list[str]) -> None:
+    """Store generated audio for catalogue items (they only have latents): a variant re-encodes its source's
+    audio to get the melody back."""
+    from service.domain.audio import to_wav
+    from service.storage import BlobStore
+
+    store = BlobStore(blob_dir, blob_dir.parent / "archive")
+    rate = pipeline.config.sample_rate
+    clips = pipeline.decode(pipeline.generate(["piano"] * len(generation_ids), list(range(len(generation_ids))), 4))
+    for generation_id, clip in zip(generation_ids, clips, strict=True):
+        blob = store.put(to_wav(clip, rate), ".wav")
+        owner_conn.execute(
+            "INSERT INTO audio_assets (generation_id, uri, sha256, bytes, sample_rate, duration_seconds, format) "
+            "VALUES (%s, %s, %s, %s, %s, %s, 'wav')",
+            (generation_id, blob.uri, blob.sha256, blob.bytes, rate, len(clip) / rate),
+        )
+
+
+async def test_variants_survive_a_killed_worker_without_duplicates(
+    database, catalogue, tiny_model, tmp_path, owner_conn
+):
     """A worker SIGKILLed mid-chunk: the sweep retries the job, finished rows are skipped, each variant is made
     exactly once."""
     import signal
@@ -265,9 +285,10 @@ async def test_variants_survive_a_killed_worker_without_duplicates(database, cat
     from tests.integration.test_worker_recovery import start_worker, wait_for_status
 
     settings = api_settings(database, tmp_path, variant_chunk_size=4)
+    sources = [str(i.id) for i in visible_to(catalogue.items, "alice") if i.owner == "alice" and not i.deleted][:2]
+    give_audio(owner_conn, tiny_model["pipeline"], tmp_path / "blobs", sources)
     async with api_client(database, settings, worker=False) as client:
         alice = await bearer_for(client, "alice", "creator")
-        sources = [str(i.id) for i in visible_to(catalogue.items, "alice") if i.owner == "alice"][:2]
         batch = (await client.post("/v1/variants", headers=alice, json={
             "ids": sources, "n_per_source": 4, "variance": 1.0, "steps": 200, "seed": 3})).json()  # fmt: skip
         first = batch["generation_ids"][0]
