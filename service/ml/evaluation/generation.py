@@ -37,7 +37,7 @@ def reconstruction(pipeline: Pipeline, clips: ClipSet, joint: np.ndarray) -> dic
         "mean_spectrum_baseline_l1": baseline,
         "log_mel_l1_ratio": l1 / baseline,
         "log_mel_l1_after_griffin_lim": float(np.abs(log_mel(audio, pipeline.frontend).numpy() - original).mean()),
-        "cycle_cosine": float(np.mean(_cosine(heard, pipeline.searchable(joint)))),
+        "cycle_cosine": float(np.mean(metrics.cosine(heard, pipeline.searchable(joint)))),
     }
 
 
@@ -99,7 +99,9 @@ def variants(pipeline: Pipeline, joint: np.ndarray, variances) -> dict:
     curve = []
     for variance in variances:
         cosines = [
-            _cosine(pipeline.searchable(pipeline.variants(z, variance, [1, 2])), pipeline.searchable(z)[None]).mean()
+            metrics.cosine(
+                pipeline.searchable(pipeline.variants(z, variance, [1, 2])), pipeline.searchable(z)[None]
+            ).mean()
             for z in joint
         ]
         curve.append({"variance": float(variance), "mean_cosine_to_source": float(np.mean(cosines))})
@@ -148,7 +150,3 @@ def _closer_to_source(pipeline: Pipeline, output: np.ndarray, clips: ClipSet, so
         return (chroma + onsets) / 2
 
     return similarity(source) > similarity(style)
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, axis=-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))

@@ -22,14 +22,14 @@ def precision_at_k(
     """
     if queries is None:
         return float(neighbour_precision(latents, labels, k).mean())
-    similarity = _unit(queries) @ _unit(latents).T
+    similarity = unit(queries) @ unit(latents).T
     return float(_label_hits(similarity, labels, query_labels, k).mean())
 
 
 def neighbour_precision(latents: np.ndarray, labels: list, k: int = 10) -> np.ndarray:
     """Per latent, the fraction of its k cosine-nearest *other* latents that share its label."""
-    unit = _unit(latents)
-    similarity = unit @ unit.T
+    rows = unit(latents)
+    similarity = rows @ rows.T
     np.fill_diagonal(similarity, -np.inf)
     return _label_hits(similarity, labels, labels, k)
 
@@ -40,8 +40,14 @@ def _label_hits(similarity: np.ndarray, index_labels: list, query_labels: list, 
     return hits.mean(axis=1)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows (or the last axis) scaled to length 1."""
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two equally shaped (or broadcastable) sets of vectors."""
+    return np.sum(unit(a) * unit(b), axis=-1)
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -22,6 +22,7 @@ import torch
 
 from service.ml.audio import normalise_loudness, resample
 from service.ml.data.negatives import coloured_noise
+from service.ml.evaluation import metrics
 from service.ml.evaluation.sets import ClipSet, band_summary
 from service.ml.pipeline import Pipeline
 
@@ -48,7 +49,7 @@ def transforms(pipeline: Pipeline, clips: ClipSet) -> dict:
         baseline = clips.zscore(band_summary(pipeline, at_model_rate))
         report[name] = {
             "self_nearest_rate": _self_nearest(latents, clips.latents),
-            "median_self_similarity": float(np.median(_cosine(latents, clips.latents))),
+            "median_self_similarity": float(np.median(metrics.cosine(latents, clips.latents))),
             "baseline_self_nearest_rate": _self_nearest(baseline, clips.baseline),
         }
     report["mp3_bitrate_kbps"] = _mp3_bitrate(clips.audio[0], rate)
@@ -58,7 +59,7 @@ def transforms(pipeline: Pipeline, clips: ClipSet) -> dict:
 def long_files(pipeline: Pipeline, clips: ClipSet, speech: list[np.ndarray], files_per_family: int) -> dict:
     rate = pipeline.config.sample_rate
     families = sorted(set(clips.column("family")))
-    centroids = np.stack([_unit(clips.latents[clips.families == f]).mean(0) for f in families])
+    centroids = np.stack([metrics.unit(clips.latents[clips.families == f]).mean(0) for f in families])
     baseline_centroids = np.stack([clips.baseline[clips.families == f].mean(0) for f in families])
     rng = np.random.default_rng(0)
     report = {}
@@ -71,7 +72,7 @@ def long_files(pipeline: Pipeline, clips: ClipSet, speech: list[np.ndarray], fil
                 if variant != "clean":
                     audio = _add_interruptions(audio, speech, rate, rng)
                 latent = pipeline.encode(audio, rate)
-                hits.append(families[int(np.argmax(centroids @ _unit(latent[None])[0]))] == family)
+                hits.append(families[int(np.argmax(centroids @ metrics.unit(latent[None])[0]))] == family)
                 summary = clips.zscore(_file_band_summary(pipeline, audio, clips.audio.shape[1]))[0]
                 baseline_hits.append(
                     families[int(np.argmin(np.linalg.norm(baseline_centroids - summary, axis=1)))] == family
@@ -135,33 +136,26 @@ def speech_clips(sample_rate: int, count: int) -> list[np.ndarray]:
 
 
 def _self_nearest(queries: np.ndarray, index: np.ndarray) -> float:
-    similarity = _unit(queries) @ _unit(index).T
+    similarity = metrics.unit(queries) @ metrics.unit(index).T
     return float(np.mean(np.argmax(similarity, axis=1) == np.arange(len(queries))))
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(_unit(a) * _unit(b), axis=1)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def _delay(audio: np.ndarray, ms: int, rate: int) -> np.ndarray:
     return np.concatenate([np.zeros(int(rate * ms / 1000), dtype=np.float32), audio])
 
 
-def _mp3(audio: np.ndarray, rate: int) -> np.ndarray:
+def _mp3_bytes(audio: np.ndarray, rate: int) -> bytes:
     buffer = io.BytesIO()
     soundfile.write(buffer, audio, rate, format="MP3", bitrate_mode="CONSTANT", compression_level=MP3_BITRATE_LEVEL)
-    buffer.seek(0)
-    return soundfile.read(buffer, dtype="float32")[0]
+    return buffer.getvalue()
+
+
+def _mp3(audio: np.ndarray, rate: int) -> np.ndarray:
+    return soundfile.read(io.BytesIO(_mp3_bytes(audio, rate)), dtype="float32")[0]
 
 
 def _mp3_bitrate(audio: np.ndarray, rate: int) -> float:
-    buffer = io.BytesIO()
-    soundfile.write(buffer, audio, rate, format="MP3", bitrate_mode="CONSTANT", compression_level=MP3_BITRATE_LEVEL)
-    return len(buffer.getvalue()) * 8 / (len(audio) / rate) / 1000
+    return len(_mp3_bytes(audio, rate)) * 8 / (len(audio) / rate) / 1000
 
 
 def _stereo_44k1(audio: np.ndarray, rate: int) -> np.ndarray:
