@@ -12,11 +12,8 @@ from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware.rate_limit import RateLimitConfig
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from service import __version__
 from service.api.auth import PUBLIC_PATHS, authentication_middleware, provide_caller
 from service.api.clusters import ClustersController, MapController
 from service.api.events import EventsController
@@ -27,6 +24,7 @@ from service.api.imports import ImportController
 from service.api.me import MeController
 from service.api.metrics import MetricsController, request_metrics
 from service.api.models import ModelController
+from service.api.openapi_docs import openapi_config
 from service.api.problems import EXCEPTION_HANDLERS
 from service.api.search import PathController, SearchController
 from service.api.sessions import replicas_lifespan, request_session
@@ -103,17 +101,7 @@ def create_app(database_url: str, settings: Settings | None = None, run_worker_i
         state=State({"settings": settings, "key_cache": KeyCache(settings.auth.key_cache_seconds)}),
         exception_handlers=EXCEPTION_HANDLERS,
         template_config=TEMPLATES,
-        openapi_config=OpenAPIConfig(
-            title="Soundalike",
-            version=__version__,
-            description="Generate music, find clips that sound alike, restyle and regenerate variants. "
-            "Errors are RFC 9457 problem details.",
-            path="/schema",
-            components=Components(
-                security_schemes={"apiKey": SecurityScheme(type="http", scheme="bearer", description="API key")}
-            ),
-            security=[{"apiKey": []}],
-        ),
+        openapi_config=openapi_config(),
         debug=settings.server.debug,
         request_max_body_size=settings.storage.max_upload_bytes + UPLOAD_OVERHEAD_BYTES,
     )

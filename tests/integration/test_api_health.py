@@ -1,5 +1,7 @@
 """Health, readiness and OpenAPI through the real app and the real database."""
 
+import re
+
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
@@ -50,3 +52,24 @@ async def test_unknown_path_is_a_problem_document(settings, database):
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["status"] == 404
+
+
+async def test_schema_pages_load_nothing_from_outside_the_app(settings, database):
+    """/schema works offline: every script, style and icon a docs page names is served by the app itself."""
+    async with AsyncTestClient(create_app(database.app_url, settings)) as client:
+        for page in ("/schema", "/schema/swagger"):
+            response = await client.get(page)
+            assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+            html = response.text
+            assert "SwaggerUIBundle" in html and "validatorUrl: null" in html
+            assets = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", html)
+            assert len(assets) == 4, assets  # the bundle, the preset, the stylesheet, the icon
+            for url in assets:
+                assert not re.match(r"(?i)^(https?:)?//", url), f"{page} loads {url} from outside the app"
+                asset = await client.get(url)
+                assert asset.status_code == 200 and len(asset.content) > 0, url
+            assert not re.search(r"(?i)@import|url\(\s*['\"]?(https?:)?//", html)
+        stylesheet = (await client.get("/schema/swagger-ui/swagger-ui.css")).text
+        assert not re.search(r"(?i)@import|url\(\s*['\"]?(https?:)?//", stylesheet)
+        assert (await client.get("/schema/openapi.json")).json()["info"]["title"] == "Soundalike"
+        assert (await client.get("/schema/redoc")).status_code == 404  # the CDN-only UIs are not served
