@@ -1,7 +1,7 @@
 """Instrument sample banks: where each comes from, its licence, its role, and how to play it.
 
-Three kinds: SoundFonts shipped in PyPI wheels, SoundFonts from Debian packages, and the
-WebAudioFont banks of a local ``surikov/webaudiofontdata`` checkout (``SOUNDALIKE_WAF_DIR``,
+Four kinds: SoundFonts shipped in PyPI wheels, SoundFonts from Debian packages, Debian's freepats
+GUS patches, and the WebAudioFont banks of a local ``surikov/webaudiofontdata`` checkout (``SOUNDALIKE_WAF_DIR``,
 read for training only; nothing is downloaded). ``role`` says what a bank may be used for:
 FluidR3_GM and everything built from it is the declared cross-bank test set and never trained on.
 """
@@ -13,19 +13,20 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from service.ml.data import sf2_render, waf
+from service.ml.data import gus, sf2_render, waf
 from service.ml.data.music import NoteEvent
 from service.ml.data.soundfonts import soundfont_path
 
 WAF_ENV = "SOUNDALIKE_WAF_DIR"
 WAF_COMMIT = "23ca907d4370a04fd89ca483a92915e4d6159ab9"
 DEBIAN_SF2 = Path("/usr/share/sounds/sf2")
+FREEPATS = Path("/usr/share/midi/freepats")
 
 
 @dataclass(frozen=True)
 class Bank:
     name: str
-    kind: str  # "sf2" | "waf"
+    kind: str  # "sf2" | "waf" | "gus"
     role: str  # "train" | "test"
     source: str
     license: str
@@ -34,6 +35,8 @@ class Bank:
     def path(self) -> Path:
         if self.kind == "waf":
             return waf_root()
+        if self.kind == "gus":
+            return FREEPATS
         if self.source.startswith("PyPI"):
             return soundfont_path(self.location)
         return DEBIAN_SF2 / self.location
@@ -47,14 +50,25 @@ class Bank:
     def has_program(self, program: int) -> bool:
         if self.kind == "waf":
             return waf.preset_path(self.path(), self.location, program) is not None
+        if self.kind == "gus":
+            return gus.patch_path(self.path(), program) is not None
         return True
 
     def render(self, events: list[NoteEvent], program: int, sample_rate: int, n_samples: int, tuning: float = 0.0):
-        """Mono float32 audio; drum events are dropped for WebAudioFont banks (the caller renders them)."""
+        """Mono float32 audio; drum events are dropped for sampled banks (the caller renders them)."""
         if self.kind == "sf2":
             return sf2_render.render(events, program, self.path(), sample_rate, n_samples, tuning)
         melodic = [e for e in events if not e.drum]
-        return waf.render(melodic, waf_zones(self.location, program), sample_rate, n_samples, tuning)
+        return waf.render(melodic, self.zones(program), sample_rate, n_samples, tuning)
+
+    def zones(self, program: int) -> tuple[waf.Zone, ...]:
+        """The sampled zones of ``program`` (WebAudioFont and GUS banks)."""
+        if self.kind == "gus":
+            path = gus.patch_path(self.path(), program)
+            if path is None:
+                raise FileNotFoundError(f"{self.path()} has no patch for GM program {program}")
+            return gus.read_patch(path)
+        return waf_zones(self.location, program)
 
 
 def waf_root() -> Path:
@@ -91,6 +105,14 @@ BANKS: dict[str, Bank] = {
             "Debian opl3-soundfont 1.0-4 (OPL-3_FM_128M.sf2)",
             "CC-BY-SA-4.0",
             "OPL-3_FM_128M.sf2",
+        ),
+        Bank(
+            "freepats",
+            "gus",
+            "train",
+            "Debian freepats 20060219-4 (GUS patches, Tone_000)",
+            "GPL-2+ with a composition exception",
+            "Tone_000",
         ),
         _waf("GeneralUserGS", "train", "GeneralUser GS licence (S. Christian Collins); repository MIT"),
         _waf("JCLive", "train", UNSTATED),

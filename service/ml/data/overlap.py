@@ -12,7 +12,7 @@ import hashlib
 from functools import lru_cache
 
 from service.ml.data import waf
-from service.ml.data.banks import BANKS, Bank, waf_zones
+from service.ml.data.banks import BANKS, Bank
 from service.ml.data.instruments import FAMILIES
 from service.ml.data.sf2 import SoundFont2
 
@@ -23,7 +23,7 @@ def program_keys(bank: Bank, programs: tuple[int, ...]) -> dict[int, set[Key]]:
     """GM program -> the identity keys of every sample it can play."""
     if bank.kind == "sf2":
         return _sf2_keys(bank.name, programs)
-    return {p: _zone_keys(waf_zones(bank.location, p)) for p in programs if bank.has_program(p)}
+    return {p: _zone_keys(bank.zones(p)) for p in programs if bank.has_program(p)}
 
 
 @lru_cache(maxsize=16)

@@ -1,11 +1,11 @@
-"""Sample-bank readers: the WebAudioFont sampler, the SoundFont 2 reader and the overlap guard."""
+"""Sample-bank readers: the WebAudioFont sampler, the GUS patch and SoundFont 2 readers, the overlap guard."""
 
 import base64
 
 import numpy as np
 import pytest
 
-from service.ml.data import overlap, waf
+from service.ml.data import gus, overlap, waf
 from service.ml.data.banks import BANKS
 from service.ml.data.music import NoteEvent
 from service.ml.data.sf2 import SoundFont2
@@ -76,3 +76,42 @@ def test_overlap_guard_finds_the_samples_merlin_and_timgm6mb_share():
 @pytest.mark.parametrize("name", ["merlin", "timgm6mb"])
 def test_pip_banks_are_available_everywhere(name):
     assert BANKS[name].available()
+
+
+def gus_patch(tmp_path, hz: float = 440.0, sixteen_bit: bool = True, program: int = 40):
+    """A one-sample GUS patch of 0.5 s of a looped sine, rooted at ``hz``, in a freepats-like tree."""
+    sine = np.sin(2 * np.pi * hz * np.arange(RATE // 2) / RATE)
+    if sixteen_bit:
+        data, mode, width = (0.5 * sine * 32767).astype("<i2").tobytes(), 1 | 4, 2
+    else:
+        data, mode, width = (0.5 * sine * 127).astype(np.int8).tobytes(), 4, 1
+    loop = (RATE // 4 * width, (RATE // 4 + int(round(RATE / hz)) * 40) * width)
+    header = gus.MAGIC + b"ID#000002\x00" + bytes(60) + bytes([1, 14, 0]) + bytes(2 + 2 + 4 + 36)
+    instrument = bytes(2 + 16 + 4) + bytes([1]) + bytes(40)
+    layer = bytes(6) + bytes([1]) + bytes(40)
+    fields = gus.SAMPLE_HEADER.pack(b"sine\x00\x00\x00", 0, len(data), *loop, RATE, 8_176, 12_543_854, int(hz * 1000))
+    sample = fields + bytes(gus.MODE_OFFSET - len(fields)) + bytes([mode]) + bytes(gus.SAMPLE_BYTES - 56)
+    folder = tmp_path / "Tone_000"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{program:03d}_Test.pat"
+    path.write_bytes(header + instrument + layer + sample + data)
+    return path
+
+
+@pytest.mark.parametrize("sixteen_bit", [True, False])
+def test_gus_patches_play_at_their_pitch_and_loop(tmp_path, sixteen_bit):
+    path = gus_patch(tmp_path, sixteen_bit=sixteen_bit)
+    assert gus.patch_path(tmp_path, 40) == path and gus.patch_path(tmp_path, 41) is None
+    (zone,) = gus.read_patch(path)
+    assert zone.looped and zone.sample_rate == RATE and zone.root_cents == pytest.approx(6900, abs=0.1)
+    assert zone.loop_start == RATE // 4 and (zone.key_low, zone.key_high) == (0, 127)
+    audio = waf.render([NoteEvent(0.0, 1.5, 81, 1.0)], (zone,), RATE, 2 * RATE)
+    assert abs(peak_hz(audio[:RATE]) - 880.0) < 10.0
+    assert np.sqrt(np.mean(audio[int(0.9 * RATE) : int(1.4 * RATE)] ** 2)) > 0.1
+
+
+def test_a_file_that_is_not_a_gus_patch_is_refused(tmp_path):
+    path = tmp_path / "000_Bad.pat"
+    path.write_bytes(b"RIFF" + bytes(200))
+    with pytest.raises(ValueError, match="not a GUS patch"):
+        gus.read_patch(path)
