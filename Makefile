@@ -8,7 +8,7 @@ CLI := $(VENV)/bin/soundalike
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install chromium run test test-fast lint migrate bench backup restore notebooks clean
+.PHONY: help install chromium redis run test test-fast lint migrate bench backup restore notebooks clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,13 +26,16 @@ install: $(STAMP) ## create .venv and install everything
 chromium: ## install Debian's chromium for the browser tests when it is missing (apt; CI runs as root)
 	@command -v chromium >/dev/null || { apt-get update && apt-get install -y chromium; }
 
+redis: ## install Debian's redis-server for the shared-state tests when it is missing (apt; CI runs as root)
+	@command -v redis-server >/dev/null || { apt-get update && apt-get install -y redis-server; }
+
 run: $(STAMP) ## serve the API on 127.0.0.1:8000 (embedded PostgreSQL unless SOUNDALIKE_DATABASE_URL is set)
 	$(CLI) serve
 
-test: $(STAMP) chromium ## run the whole suite (slow tests included) against a throw-away embedded PostgreSQL
+test: $(STAMP) chromium redis ## run the whole suite (slow tests included) against a throw-away embedded PostgreSQL
 	$(PY) -m pytest -m "slow or not slow" -q
 
-test-fast: $(STAMP) ## run the suite without the slow tests
+test-fast: $(STAMP) redis ## run the suite without the slow tests
 	$(PY) -m pytest -q
 
 lint: $(STAMP) ## ruff check + format check

@@ -11,10 +11,9 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.middleware.rate_limit import RateLimitConfig
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from service.api.auth import PUBLIC_PATHS, authentication_middleware, provide_caller
+from service.api.auth import authentication_middleware, provide_caller
 from service.api.clusters import ClustersController, MapController
 from service.api.events import EventsController
 from service.api.generations import GenerationController
@@ -26,14 +25,15 @@ from service.api.metrics import MetricsController, request_metrics
 from service.api.models import ModelController
 from service.api.openapi_docs import openapi_config
 from service.api.problems import EXCEPTION_HANDLERS
+from service.api.rate_limit import rate_limit
 from service.api.search import PathController, SearchController
 from service.api.sessions import replicas_lifespan, request_session
 from service.api.tags import TagsController
 from service.api.variants import DerivedController
 from service.api.webhooks import WebhookController
-from service.domain.api_keys import KeyCache
 from service.domain.events import EventHub
 from service.domain.ports import JobQueue
+from service.domain.shared_state import SharedState
 from service.jobs.app import create_job_app, opened
 from service.jobs.queue import ProcrastinateQueue
 from service.jobs.runtime import Runtime
@@ -85,6 +85,7 @@ def create_app(database_url: str, settings: Settings | None = None, run_worker_i
             finally:
                 await _stop(worker)
                 await app.state.event_hub.close()
+                await app.state.shared.close()
                 await runtime.close()
 
     app = Litestar(
@@ -96,9 +97,13 @@ def create_app(database_url: str, settings: Settings | None = None, run_worker_i
             "caller": Provide(provide_caller, sync_to_thread=False),
             "jobs": Provide(provide_jobs, sync_to_thread=False),
         },
-        middleware=[request_metrics().middleware, authentication_middleware, _rate_limit(settings).middleware],
+        middleware=[
+            request_metrics().middleware,
+            authentication_middleware,
+            rate_limit(settings.server.rate_limit_per_minute).middleware,
+        ],
         lifespan=[runtime_lifespan, replicas_lifespan(settings.database)],
-        state=State({"settings": settings, "key_cache": KeyCache(settings.auth.key_cache_seconds)}),
+        state=State({"settings": settings}),
         exception_handlers=EXCEPTION_HANDLERS,
         template_config=TEMPLATES,
         openapi_config=openapi_config(),
@@ -106,19 +111,10 @@ def create_app(database_url: str, settings: Settings | None = None, run_worker_i
         request_max_body_size=settings.storage.max_upload_bytes + UPLOAD_OVERHEAD_BYTES,
     )
     app.state.query_parameter_names = query_parameter_names(app)
+    # shared with every API process through SOUNDALIKE_CACHE_URL (service.domain.shared_state), else in-process
+    app.state.shared = SharedState.create(settings.cache.url, settings.cache.prefix, settings.auth.key_cache_seconds)
+    app.state.key_cache = app.state.shared.key_cache
     return app
-
-
-def _rate_limit(settings: Settings) -> RateLimitConfig:
-    def per_key(request: Request) -> str:
-        user = request.scope.get("user")
-        return f"key:{user.key_id}" if user is not None else f"ip:{request.client.host if request.client else '?'}"
-
-    return RateLimitConfig(
-        rate_limit=("minute", settings.server.rate_limit_per_minute),
-        identifier_for_request=per_key,
-        exclude=PUBLIC_PATHS,
-    )
 
 
 def _report_stopped(worker: asyncio.Task) -> None:

@@ -277,19 +277,28 @@ def keys_list() -> None:
 @keys.command("revoke")
 @click.argument("key_id", type=int)
 def keys_revoke(key_id: int) -> None:
-    """Revoke key KEY_ID (serving processes stop accepting it within SOUNDALIKE_AUTH_KEY_CACHE_SECONDS)."""
+    """Revoke key KEY_ID (serving processes refuse it at once with SOUNDALIKE_CACHE_URL, else within
+    SOUNDALIKE_AUTH_KEY_CACHE_SECONDS)."""
     from service.domain import api_keys
+    from service.domain.shared_state import SharedState
+
+    settings = get_settings()
 
     async def revoke(session):
-        done = await api_keys.revoke_key(session, key_id)
-        await session.commit()
-        return done
+        shared = SharedState.create(settings.cache.url, settings.cache.prefix, settings.auth.key_cache_seconds)
+        try:
+            return await api_keys.revoke_key(session, key_id, shared.key_cache if shared.shared else None)
+        finally:
+            await shared.close()
 
     with database() as handle:
         if not run_in_session(handle, revoke):
             raise SoundalikeError(f"no active key with id {key_id} (see `soundalike keys list`)")
-    seconds = get_settings().auth.key_cache_seconds
-    click.echo(f"key {key_id} revoked; running servers refuse it within {seconds:g} s (their key cache)")
+    if settings.cache.url:
+        click.echo(f"key {key_id} revoked and dropped from the shared key cache; running servers refuse it now")
+    else:
+        seconds = settings.auth.key_cache_seconds
+        click.echo(f"key {key_id} revoked; running servers refuse it within {seconds:g} s (their key cache)")
 
 
 # -- database ---------------------------------------------------------------------------------------------

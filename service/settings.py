@@ -1,5 +1,5 @@
-"""Settings, grouped by concern (database, server, storage, auth, model, jobs), read once from the environment
-(``SOUNDALIKE_`` prefix) and ``.env``.
+"""Settings, grouped by concern (database, server, storage, auth, model, jobs, cache, ...), read once from the
+environment (``SOUNDALIKE_`` prefix) and ``.env``.
 
 Each group has its own prefix, so ``SOUNDALIKE_DATABASE_URL`` sets ``settings.database.url``.
 Profiles (``SOUNDALIKE_ENV``): ``dev`` (default), ``test`` and ``prod``; ``prod`` refuses unsafe defaults.
@@ -107,6 +107,15 @@ class AuthSettings(BaseSettings):
     )
 
 
+class CacheSettings(BaseSettings):
+    model_config = _group("CACHE")
+
+    url: str | None = Field(
+        None, description="redis:// URL of a Redis-compatible server shared by the API processes; unset: in-process"
+    )
+    prefix: str = Field("soundalike:", description="Prefix of every key this deployment writes to that server")
+
+
 class EventsSettings(BaseSettings):
     model_config = _group("EVENTS")
 
@@ -140,6 +149,7 @@ class Settings(BaseSettings):
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     events: EventsSettings = Field(default_factory=EventsSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
 
     def check_profile(self) -> None:
         """Refuse configurations that are unsafe for the chosen profile."""

@@ -27,6 +27,7 @@ class Readiness(msgspec.Struct):
     pgvector: str
     schema: str
     worker: str  # the in-process job worker: "running", or "none" when this process runs no worker
+    cache: str  # rate limits and key cache: "redis" (SOUNDALIKE_CACHE_URL answers) or "in-process"
 
 
 class HealthController(Controller):
@@ -38,7 +39,8 @@ class HealthController(Controller):
 
     @get(
         "/ready",
-        summary="Readiness: database reachable, pgvector present, migrations at head, in-process worker alive",
+        summary="Readiness: database reachable, pgvector present, migrations at head, in-process worker alive, "
+        "shared cache answering",
         responses={503: ResponseSpec(Problem, description="Not ready; `detail` says why and what to do")},
     )
     async def ready(self, db_engine: NamedDependency[AsyncEngine], state: State) -> Readiness:
@@ -49,7 +51,8 @@ class HealthController(Controller):
                 found = await conn.run_sync(check_ready)
         except DBAPIError as exc:
             raise DatabaseError(f"database unreachable: {str(exc.orig).strip().splitlines()[0]}") from None
-        return Readiness(status="ready", worker="none" if worker is None else "running", **found)
+        cache = await state.shared.ping()
+        return Readiness(status="ready", worker="none" if worker is None else "running", cache=cache, **found)
 
 
 def _refuse_a_stopped(worker: asyncio.Task | None) -> None:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -69,7 +70,7 @@ async def create_key(session: AsyncSession, secret: str, owner: str, role: str, 
 
 
 async def authenticate(sessions: async_sessionmaker[AsyncSession], secret: str, key: str,
-                       cache: KeyCache) -> Caller | None:  # fmt: skip
+                       cache: CallerCache) -> Caller | None:  # fmt: skip
     """The caller a key belongs to, or None for an unknown or revoked key; a key in ``cache`` skips the lookup."""
     if not key.startswith(KEY_PREFIX):
         return None
@@ -78,31 +79,48 @@ async def authenticate(sessions: async_sessionmaker[AsyncSession], secret: str, 
 
 
 async def live_caller(
-    sessions: async_sessionmaker[AsyncSession], cache: KeyCache, cache_key: str, which: ColumnElement[bool]
+    sessions: async_sessionmaker[AsyncSession], cache: CallerCache, cache_key: str, which: ColumnElement[bool]
 ) -> Caller | None:
     """The caller of the unrevoked key ``which`` selects (None when there is none), remembered in ``cache``
     under ``cache_key``."""
-    caller = cache.get(cache_key)
+    caller = await cache.get(cache_key)
     if caller is None:
         async with sessions() as session:
             row = await session.scalar(select(ApiKey).where(which, ApiKey.revoked_at.is_(None)))
         caller = Caller(owner=row.owner, role=row.role, key_id=row.id) if row else None
         if caller is not None:
-            cache.put(cache_key, caller)
+            await cache.put(cache_key, caller)
     return caller
+
+
+def session_cache_key(key_id: int) -> str:
+    """Where the callers of browser sessions made from key ``key_id`` are cached (``web_sessions``)."""
+    return f"session-key:{key_id}"
+
+
+class CallerCache(Protocol):
+    """Checked keys by cache key (a key's hash, or ``session_cache_key``): ``KeyCache`` in one process, or
+    ``shared_state.RedisKeyCache`` shared by all."""
+
+    async def get(self, cache_key: str) -> Caller | None: ...
+
+    async def put(self, cache_key: str, caller: Caller) -> None: ...
+
+    async def forget(self, *cache_keys: str) -> None: ...
 
 
 class KeyCache:
     """Keys a serving process authenticated in the last ``ttl`` seconds, by hash, so a request skips the key
-    lookup (a pool checkout, a ping and a SELECT: half the app's cost of a search). The price: a revocation made
-    elsewhere (``soundalike keys revoke``) reaches a serving process within ``ttl`` seconds, not at once.
+    lookup (a pool checkout, a ping and a SELECT: half the app's cost of a search). The price, without a shared
+    cache (``SOUNDALIKE_CACHE_URL``): a revocation made elsewhere (``soundalike keys revoke``) reaches a serving
+    process within ``ttl`` seconds, not at once.
     Unknown keys are never cached, so a new key works at once; ``ttl`` 0 turns the cache off."""
 
     def __init__(self, ttl: float, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl, self.max_entries, self.clock = ttl, max_entries, clock
         self._entries: dict[str, tuple[Caller, float]] = {}
 
-    def get(self, key_hash: str) -> Caller | None:
+    async def get(self, key_hash: str) -> Caller | None:
         entry = self._entries.get(key_hash)
         if entry is None:
             return None
@@ -112,19 +130,31 @@ class KeyCache:
             return None
         return caller
 
-    def put(self, key_hash: str, caller: Caller) -> None:
+    async def put(self, key_hash: str, caller: Caller) -> None:
         if self.ttl <= 0:
             return
         if len(self._entries) >= self.max_entries:
             self._entries.clear()  # many distinct keys in one ttl: start afresh rather than track ages
         self._entries[key_hash] = (caller, self.clock() + self.ttl)
 
+    async def forget(self, *cache_keys: str) -> None:
+        for cache_key in cache_keys:
+            self._entries.pop(cache_key, None)
 
-async def revoke_key(session: AsyncSession, key_id: int) -> bool:
-    result = await session.execute(
-        update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=datetime.now(UTC))
+
+async def revoke_key(session: AsyncSession, key_id: int, cache: CallerCache | None = None) -> bool:
+    """Revoke key ``key_id`` and commit; then drop it from ``cache`` (with a shared cache every serving process
+    refuses it from the next request on). False when there is no active key with that id."""
+    key_hash = await session.scalar(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+        .returning(ApiKey.key_hash)
     )
-    return result.rowcount == 1
+    await session.commit()
+    if key_hash is not None and cache is not None:
+        await cache.forget(key_hash, session_cache_key(key_id))
+    return key_hash is not None
 
 
 async def list_keys(session: AsyncSession) -> list[ApiKey]:

@@ -1,8 +1,9 @@
 """Browser sessions: an API key exchanged once for a signed, expiring token kept in an HttpOnly cookie.
 
 The token is ``<key id>.<expiry unix time>.<HMAC-SHA256>`` under the server's auth secret; it holds no key and
-no secret. Every use re-checks that the key it was made from is not revoked (through the process's key cache,
-so within ``auth.key_cache_seconds``). The key itself is only ever sent in a POST body, never in a URL.
+no secret. Every use re-checks that the key it was made from is not revoked (through the key cache: at once with
+a shared cache, else within ``auth.key_cache_seconds``). The key itself is only ever sent in a POST body, never
+in a URL.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.models import ApiKey
-from service.domain.api_keys import Caller, KeyCache, authenticate, live_caller
+from service.domain.api_keys import Caller, CallerCache, authenticate, live_caller, session_cache_key
 
 COOKIE_NAME = "soundalike_session"
 SESSION_SECONDS = 12 * 3600
@@ -41,7 +42,7 @@ def token_key_id(secret: str, token: str, now: float | None = None) -> int | Non
 
 
 async def sign_in(
-    sessions: async_sessionmaker[AsyncSession], secret: str, key: str, cache: KeyCache
+    sessions: async_sessionmaker[AsyncSession], secret: str, key: str, cache: CallerCache
 ) -> tuple[Caller, str] | None:
     """The caller and a session token for a valid API key; None for an unknown or revoked one."""
     caller = await authenticate(sessions, secret, key.strip(), cache)
@@ -49,10 +50,10 @@ async def sign_in(
 
 
 async def caller_for_token(
-    sessions: async_sessionmaker[AsyncSession], secret: str, token: str, cache: KeyCache
+    sessions: async_sessionmaker[AsyncSession], secret: str, token: str, cache: CallerCache
 ) -> Caller | None:
     """The caller behind a session cookie, or None (bad token, expired, or the key was revoked)."""
     key_id = token_key_id(secret, token)
     if key_id is None:
         return None
-    return await live_caller(sessions, cache, f"session-key:{key_id}", ApiKey.id == key_id)
+    return await live_caller(sessions, cache, session_cache_key(key_id), ApiKey.id == key_id)

@@ -74,21 +74,24 @@ async def test_revoked_key_stops_working_once_the_key_cache_forgets_it(client, s
     assert response.status_code == 401 and "revoked" in response.json()["detail"]
 
 
-def test_key_cache_keeps_callers_for_ttl_only():
+async def test_key_cache_keeps_callers_for_ttl_only():
     now = [0.0]
     cache = api_keys.KeyCache(2.0, max_entries=2, clock=lambda: now[0])
     alice, bob, carol = Caller("alice", "reader", 1), Caller("bob", "admin", 2), Caller("carol", "reader", 3)
-    cache.put("a", alice)
-    cache.put("b", bob)
+    await cache.put("a", alice)
+    await cache.put("b", bob)
     now[0] = 1.9
-    assert cache.get("a") == alice and cache.get("b") == bob and cache.get("x") is None
-    cache.put("c", carol)  # over max_entries: the cache starts afresh
-    assert cache.get("a") is None and cache.get("c") == carol
+    assert await cache.get("a") == alice and await cache.get("b") == bob and await cache.get("x") is None
+    await cache.put("c", carol)  # over max_entries: the cache starts afresh
+    assert await cache.get("a") is None and await cache.get("c") == carol
+    await cache.forget("c", "never-cached")
+    assert await cache.get("c") is None
+    await cache.put("c", carol)
     now[0] = 1.9 + 2.0
-    assert cache.get("c") is None
+    assert await cache.get("c") is None
     off = api_keys.KeyCache(0.0)
-    off.put("a", alice)
-    assert off.get("a") is None
+    await off.put("a", alice)
+    assert await off.get("a") is None
 
 
 async def test_keys_are_stored_hashed(client, settings, owner_conn):
