@@ -221,6 +221,11 @@ class Endpoints:
     def cancel(self, generation_id: uuid.UUID | str) -> Generation:
         return self._send(Call("POST", f"/v1/generations/{generation_id}/cancel", Generation))
 
+    def set_visibility(self, generation_id: uuid.UUID | str, visibility: str) -> Generation:
+        """Make one of the caller's items ``public`` or ``private`` (an admin: anyone's)."""
+        body = {"visibility": visibility}
+        return self._send(Call("PATCH", f"/v1/generations/{generation_id}", Generation, body=body))
+
     def delete(self, generation_id: uuid.UUID | str) -> None:
         return self._send(Call("DELETE", f"/v1/generations/{generation_id}"))
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, Request, Response, delete, get, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 from litestar.params import FromQuery, JSONBody, Parameter
@@ -46,6 +46,13 @@ class GenerationCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     model: Annotated[str | None, Meta(description="Model alias; the default model when absent")] = None
     batch_size: Annotated[int, Meta(ge=1, le=8, description="Clips to make (seeds seed, seed+1, ...)")] = 1
     visibility: Visibility = "private"
+
+
+class GenerationUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # a plain str, checked by the domain, so an unknown value is a 422 naming the field (the enum is documented)
+    visibility: Annotated[
+        str, Meta(description="`private` or `public`", extra_json_schema={"enum": ["private", "public"]})
+    ]
 
 
 class GenerationsAccepted(msgspec.Struct):
@@ -201,6 +208,22 @@ class GenerationController(Controller):
         jobs: JobsDep,
     ) -> Generation:
         await domain.cancel(db_session, jobs, caller, generation_id)
+        return to_generation(await domain.get_view(db_session, caller, generation_id))
+
+    @patch(
+        "/{generation_id:uuid}",
+        guards=[requires_role("creator")],
+        summary="Change an item's visibility (its owner, or an admin)",
+        responses={404: NOT_FOUND, 422: ResponseSpec(Problem, description="visibility is not private or public")},
+    )
+    async def update_generation(
+        self,
+        generation_id: GenerationId,
+        data: JSONBody[GenerationUpdate],
+        caller: CallerDep,
+        db_session: SessionDep,
+    ) -> Generation:
+        await domain.set_visibility(db_session, caller, generation_id, data.visibility)
         return to_generation(await domain.get_view(db_session, caller, generation_id))
 
     @delete(

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, case, func, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.models import ArchivedLatent, AudioAsset, Generation, LatentEmbedding, Model
+from service.db.models import VISIBILITIES, ArchivedLatent, AudioAsset, Generation, LatentEmbedding, Model
 from service.domain.api_keys import Caller
 from service.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, QueueFull
 from service.domain.model_lookup import resolve_model
@@ -216,6 +216,22 @@ async def soft_delete(session: AsyncSession, jobs: JobQueue, caller: Caller, gen
     await session.commit()
     job_id, _ = found
     await cancel_job_if_done(session, jobs, job_id)
+
+
+async def set_visibility(session: AsyncSession, caller: Caller, generation_id: uuid.UUID, visibility: str) -> None:
+    """Make the caller's own item (an admin: anyone's) public or private. Searches, listings, clusters and the
+    map read the visibility from the row, so the change holds for the next request."""
+    if visibility not in VISIBILITIES:
+        raise InvalidInput("visibility", f"visibility must be one of {', '.join(VISIBILITIES)}; got {visibility!r}")
+    result = await session.execute(
+        update(Generation)
+        .where(Generation.id == generation_id, owned_by(caller))
+        .values(visibility=visibility)
+        .returning(Generation.id)
+    )
+    if result.one_or_none() is None:
+        raise NotFound(f"no generation {generation_id}")
+    await session.commit()
 
 
 async def audio_asset(session: AsyncSession, caller: Caller, generation_id: uuid.UUID) -> AudioAsset:

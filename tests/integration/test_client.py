@@ -45,6 +45,10 @@ def test_typed_results_and_problem_details(server, key, owner_conn, model_id):
         item = client.generation(generation_id)
         assert (str(item.id), item.status, item.model.alias, item.tags) == (generation_id, "pending", "m", ["piano"])
         assert [str(g.id) for g in client.generations(limit=5).items] == [generation_id]
+        assert (item.visibility, client.set_visibility(generation_id, "public").visibility) == ("private", "public")
+        with pytest.raises(InvalidRequest) as bad_visibility:
+            client.set_visibility(generation_id, "secret")
+        assert "visibility" in bad_visibility.value.field_errors
         with pytest.raises(NotFound) as missing:
             client.generation(uuid.uuid4())
         assert missing.value.status == 404 and "no generation" in missing.value.detail

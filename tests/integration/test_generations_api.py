@@ -127,6 +127,39 @@ async def test_private_items_are_404_to_others_public_items_are_visible(client):
     assert (await client.delete(f"/v1/generations/{public}", headers=client.bob)).status_code == 404
 
 
+async def test_the_owner_or_an_admin_changes_visibility_others_cannot(client):
+    generation_id = (await client.post("/v1/generations", json=GOOD, headers=client.alice)).json()["ids"][0]
+    url = f"/v1/generations/{generation_id}"
+    assert (await client.get(url, headers=client.bob)).status_code == 404
+    made_public = await client.patch(url, json={"visibility": "public"}, headers=client.alice)
+    assert made_public.status_code == 200 and made_public.json()["visibility"] == "public"
+    assert (await client.get(url, headers=client.bob)).json()["visibility"] == "public"
+    # another creator sees it now but may not change it (404, as for cancel and delete); a reader may change nothing
+    assert (await client.patch(url, json={"visibility": "private"}, headers=client.bob)).status_code == 404
+    assert (await client.patch(url, json={"visibility": "private"}, headers=client.reader)).status_code == 403
+    assert (await client.get(url, headers=client.alice)).json()["visibility"] == "public"
+    made_private = await client.patch(url, json={"visibility": "private"}, headers=client.admin)
+    assert made_private.status_code == 200 and made_private.json()["visibility"] == "private"
+    assert (await client.get(url, headers=client.bob)).status_code == 404
+    assert (await client.patch(url, json={"visibility": "public"}, headers=client.bob)).status_code == 404
+
+
+async def test_a_bad_visibility_is_422_naming_it(client):
+    generation_id = (await client.post("/v1/generations", json=GOOD, headers=client.alice)).json()["ids"][0]
+    url = f"/v1/generations/{generation_id}"
+    bad = await client.patch(url, json={"visibility": "secret"}, headers=client.alice)
+    assert bad.status_code == 422, bad.text
+    [error] = bad.json()["errors"]
+    assert error["field"] == "visibility" and "private, public" in error["message"]
+    unknown_field = await client.patch(url, json={"visibility": "public", "owner": "bob"}, headers=client.alice)
+    assert unknown_field.status_code == 400 and unknown_field.json()["errors"][0]["field"] == "owner"
+    unknown_item = await client.patch(
+        f"/v1/generations/{uuid.uuid4()}", json={"visibility": "public"}, headers=client.alice
+    )
+    assert unknown_item.status_code == 404
+    assert (await client.get(url, headers=client.alice)).json()["visibility"] == "private"
+
+
 async def test_cancel_then_cancel_again_conflicts(client, owner_conn):
     generation_id = (await client.post("/v1/generations", json=GOOD, headers=client.alice)).json()["ids"][0]
     cancelled = await client.post(f"/v1/generations/{generation_id}/cancel", headers=client.alice)
