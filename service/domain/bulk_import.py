@@ -72,10 +72,18 @@ def import_folder(conn: psycopg.Connection, store: BlobStore, pipeline, model_id
                   on_batch: Callable[[int], None] = lambda n: None,
                   followers: Callable[[int], Any] | None = None) -> ImportReport:  # fmt: skip
     """``followers(model_id)``: the pipeline of a re-encode target of ``model_id`` (default: loaded from the
-    registry's checkpoint, hash checked), for items that must land in its space too."""
+    registry's checkpoint, hash checked), for items that must land in its space too.
+
+    Each batch commits its own transaction, so ``conn`` must not be inside one: a transaction around the whole
+    import would hide every batch until the end and hold the import's locks all along (the re-encode lock of
+    ``model_id``, the owner's events lock), so a re-encode or a generation of the owner started meanwhile waits
+    for the last file."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise ValueError("import_folder commits a transaction per batch: call it outside a transaction")
     report = ImportReport()
     followers = followers or FollowerPipelines(conn)
-    metadata = model_metadata(conn, model_id)
+    with conn.transaction():  # a read outside one would open the transaction every batch then nests in
+        metadata = model_metadata(conn, model_id)
     for batch in _chunks(files, batch_size):
         decoded = _decode(batch, limits, report)
         encoded = _encode(pipeline, metadata, decoded, report)

@@ -45,3 +45,40 @@ def test_folder_import(database, tiny_model, tmp_path, owner_conn):
 def test_empty_folder_is_an_error(database, tmp_path):
     result = soundalike("import", str(tmp_path), "--owner", "x", env=external(database))
     assert result.returncode == 1 and "no .wav, .flac, .ogg, .mp3 files" in result.stderr
+
+
+def test_each_batch_commits_on_the_connection_the_cli_opens(database, settings, tiny_model, tmp_path, owner_conn):
+    """`soundalike import` hands a plain (not autocommit) psycopg connection to import_folder. A read before the
+    first batch once opened a transaction there that every batch then nested in as a savepoint: nothing was
+    committed before the last file, and the re-encode lock of the model was held all along, so a re-encode
+    started meanwhile (benchmarks/reencode.py did) waited on an import that waited on it."""
+    from service.db.engine import connect_sync
+    from service.domain import reencode
+    from service.domain.bulk_import import audio_files, import_folder
+    from service.domain.imports import ImportOptions
+    from service.storage import BlobStore
+
+    folder = tmp_path / "catalogue"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"track{i}.wav").write_bytes(clip_bytes(seconds=1 + i / 4, rate=16000)[0])
+    seen = []
+
+    def after_batch(count: int) -> None:
+        imported = owner_conn.execute("SELECT count(*) FROM generations WHERE kind = 'import'").fetchone()[0]
+        free = owner_conn.execute(
+            "SELECT pg_try_advisory_xact_lock(%s::int, %s::int)", (reencode.LOCK_SOURCE, tiny_model["id"])
+        ).fetchone()[0]
+        seen.append((imported, free))
+
+    store = BlobStore(tmp_path / "blobs", tmp_path / "archive")
+    with connect_sync(database.app_url) as conn:
+        report = import_folder(conn, store, tiny_model["pipeline"], tiny_model["id"], "label", audio_files(folder),
+                               ImportOptions(), settings.storage, batch_size=2, on_batch=after_batch)  # fmt: skip
+        assert report.imported == 4
+        assert seen == [(2, True), (4, True)], "each batch is committed and leaves the re-encode lock free"
+
+        conn.execute("SELECT 1")  # a transaction the caller opened: refused, not silently nested in
+        with pytest.raises(ValueError, match="outside a transaction"):
+            import_folder(conn, store, tiny_model["pipeline"], tiny_model["id"], "label", audio_files(folder),
+                          ImportOptions(), settings.storage)  # fmt: skip
