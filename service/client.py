@@ -294,6 +294,11 @@ class Endpoints:
     def test_webhook(self, webhook_id: uuid.UUID | str) -> Delivery:
         return self._send(Call("POST", f"/v1/webhooks/{webhook_id}/test", Delivery))
 
+    def rotate_webhook_secret(self, webhook_id: uuid.UUID | str, grace_seconds: int | None = None) -> WebhookCreated:
+        """A new signing secret; the replaced one keeps signing for ``grace_seconds`` (the server default: 24 h)."""
+        body = dropped_nones({"grace_seconds": grace_seconds})
+        return self._send(Call("POST", f"/v1/webhooks/{webhook_id}/rotate-secret", WebhookCreated, body=body))
+
     def deliveries(self, webhook_id: uuid.UUID | str, limit: int = 20, before: int | None = None) -> DeliveryPage:
         params = {"limit": limit, "before": before}
         return self._send(Call("GET", f"/v1/webhooks/{webhook_id}/deliveries", DeliveryPage, params=params))

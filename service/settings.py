@@ -96,6 +96,9 @@ class JobsSettings(BaseSettings):
     webhook_attempts: int = Field(6, ge=1, description="Tries of one webhook delivery before it is marked failed")
     webhook_backoff_seconds: int = Field(4, ge=1, description="Retry n of a delivery waits this ** n seconds")
     webhook_timeout_seconds: float = Field(10.0, gt=0, description="How long a receiver may take to answer")
+    webhook_allow_private_hosts: bool = Field(
+        False, description="Webhooks may go to loopback, private, link-local and multicast addresses (tests, a LAN)"
+    )
 
 
 class AuthSettings(BaseSettings):

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, delete, get, post
+from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 from msgspec import Meta
@@ -32,6 +33,17 @@ class WebhookCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     description: Annotated[str, Meta(max_length=200)] | None = None
 
 
+class SecretRotation(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    grace_seconds: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=webhooks.MAX_GRACE_SECONDS,
+            description="How long the replaced secret keeps signing beside the new one (0: it stops at once)",
+        ),
+    ] = webhooks.DEFAULT_GRACE_SECONDS
+
+
 class Webhook(msgspec.Struct):
     id: uuid.UUID
     url: str
@@ -39,6 +51,7 @@ class Webhook(msgspec.Struct):
     description: str | None
     created_at: datetime
     deliveries_url: str
+    previous_secret_expires_at: datetime | None  # after a rotation: until then the replaced secret signs too
 
 
 class WebhookCreated(Webhook):
@@ -73,6 +86,7 @@ def to_webhook(row: WebhookRow) -> dict[str, Any]:
         "description": row.description,
         "created_at": row.created_at,
         "deliveries_url": f"/v1/webhooks/{row.id}/deliveries",
+        "previous_secret_expires_at": row.previous_secret_expires_at if row.previous_secret else None,
     }
 
 
@@ -89,11 +103,17 @@ class WebhookController(Controller):
     @post(
         status_code=201,
         summary="Register a URL for the caller's generation and batch events (signed with the returned secret)",
-        responses={422: ResponseSpec(Problem, description="Not an http(s) URL, unknown event types, too many")},
+        responses={
+            422: ResponseSpec(
+                Problem, description="Not an http(s) URL, a host that is not public, unknown event types, too many"
+            )
+        },
     )
-    async def create(self, data: JSONBody[WebhookCreate], caller: CallerDep, db_session: SessionDep) -> WebhookCreated:
+    async def create(
+        self, data: JSONBody[WebhookCreate], caller: CallerDep, db_session: SessionDep, state: State
+    ) -> WebhookCreated:
         request = webhooks.NewWebhook(url=data.url, events=tuple(data.events), description=data.description)
-        row = await webhooks.create(db_session, caller, request)
+        row = await webhooks.create(db_session, caller, request, state.settings.jobs.webhook_allow_private_hosts)
         return WebhookCreated(**to_webhook(row), secret=row.secret)
 
     @get(summary="The caller's webhooks")
@@ -111,6 +131,23 @@ class WebhookController(Controller):
     )
     async def delete_webhook(self, webhook_id: WebhookId, caller: CallerDep, db_session: SessionDep) -> None:
         await webhooks.delete(db_session, caller, webhook_id)
+
+    @post(
+        "/{webhook_id:uuid}/rotate-secret",
+        status_code=200,
+        summary="A new signing secret; the replaced one keeps signing beside it for grace_seconds",
+        responses={404: NOT_FOUND},
+    )
+    async def rotate_secret(
+        self,
+        webhook_id: WebhookId,
+        caller: CallerDep,
+        db_session: SessionDep,
+        data: JSONBody[SecretRotation | None] = None,
+    ) -> WebhookCreated:
+        grace = (data or SecretRotation()).grace_seconds
+        row = await webhooks.rotate_secret(db_session, caller, webhook_id, grace)
+        return WebhookCreated(**to_webhook(row), secret=row.secret)
 
     @post(
         "/{webhook_id:uuid}/test", status_code=202, summary="Queue a signed test delivery", responses={404: NOT_FOUND}

@@ -23,11 +23,15 @@ def register_webhook_tasks(app: procrastinate.App, jobs: JobsSettings, queue: st
         retry_exceptions=[DeliveryFailed],
     )
 
+    settings = webhooks.DeliverySettings(
+        max_attempts=jobs.webhook_attempts,
+        timeout_seconds=jobs.webhook_timeout_seconds,
+        allow_private_hosts=jobs.webhook_allow_private_hosts,
+    )
+
     async def deliver(context: procrastinate.JobContext, delivery_id: int) -> str:
         runtime = context.additional_context["runtime"]
-        attempt = await webhooks.deliver(
-            runtime.sessions, delivery_id, context.job.attempts + 1, jobs.webhook_attempts, jobs.webhook_timeout_seconds
-        )
+        attempt = await webhooks.deliver(runtime.sessions, delivery_id, context.job.attempts + 1, settings)
         if attempt.retry:
             raise DeliveryFailed(attempt.error or "no answer")
         return attempt.status

@@ -14,11 +14,13 @@ from service.settings import DatabaseSettings, JobsSettings, Settings, StorageSe
 
 
 def api_settings(database, tmp_path, **jobs) -> Settings:
+    """Test settings; webhooks may go to 127.0.0.1, where the tests' receivers listen."""
+    jobs = {"heartbeat_seconds": 1, "stalled_after_seconds": 3, "webhook_allow_private_hosts": True, **jobs}
     return Settings(
         env="test",
         database=DatabaseSettings(url=database.app_url, migration_url=database.migration_url),
         storage=StorageSettings(blob_dir=tmp_path / "blobs", archive_dir=tmp_path / "archive"),
-        jobs=JobsSettings(heartbeat_seconds=1, stalled_after_seconds=3, **jobs),
+        jobs=JobsSettings(**jobs),
     )
 
 

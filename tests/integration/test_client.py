@@ -103,6 +103,8 @@ def test_webhooks_through_the_client(server, key):
         assert created.secret.startswith("whsec_") and created.events == ["batch"]
         assert [w.id for w in client.webhooks()] == [created.id] and not hasattr(client.webhooks()[0], "secret")
         assert client.test_webhook(created.id).type == "ping"
+        rotated = client.rotate_webhook_secret(created.id, grace_seconds=0)
+        assert rotated.secret != created.secret and rotated.previous_secret_expires_at is None
         assert client.deliveries(created.id).items[0].type == "ping"
         client.delete_webhook(created.id)
         assert client.webhooks() == []

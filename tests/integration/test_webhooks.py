@@ -14,9 +14,10 @@ import httpx
 import pytest
 
 from service.app import create_app
+from service.domain import webhooks
 from service.domain.webhooks import SIGNATURE_HEADER, verify_signature
 from service.settings import JobsSettings
-from tests.integration.api_helpers import api_settings
+from tests.integration.api_helpers import api_client, api_settings, bearer_for
 from tests.integration.live_server import insert_key, live_server
 
 
@@ -58,7 +59,13 @@ def receiver(*statuses: int) -> Iterator[Receiver]:
 
 @pytest.fixture
 def app_url(database, tmp_path, model_id):
-    jobs = JobsSettings(heartbeat_seconds=1, webhook_attempts=3, webhook_backoff_seconds=1, webhook_timeout_seconds=5)
+    jobs = JobsSettings(
+        heartbeat_seconds=1,
+        webhook_attempts=3,
+        webhook_backoff_seconds=1,
+        webhook_timeout_seconds=5,
+        webhook_allow_private_hosts=True,  # the receivers listen on 127.0.0.1
+    )
     settings = api_settings(database, tmp_path).model_copy(update={"jobs": jobs})
     with live_server(create_app(database.app_url, settings, run_worker_in_process=True)) as url:
         yield url
@@ -190,3 +197,98 @@ def test_bad_registrations_name_the_field(clients):
     assert wrong_event.status_code == 400 and wrong_event.json()["errors"][0]["field"] == "events[0]"
     assert clients["carol"].post("/v1/webhooks", json={"url": "http://127.0.0.1/x"}).status_code == 403
     assert alice.get("/v1/webhooks").json() == []
+
+
+def test_the_secret_rotates_and_the_replaced_one_signs_through_its_grace_window(clients):
+    alice = clients["alice"]
+    with receiver(200) as hook:
+        webhook = register(alice, hook.url)
+        first = webhook["secret"]
+        rotated = alice.post(f"/v1/webhooks/{webhook['id']}/rotate-secret", json={"grace_seconds": 3600})
+        assert rotated.status_code == 200, rotated.text
+        second = rotated.json()["secret"]
+        assert second.startswith("whsec_") and second != first and rotated.json()["previous_secret_expires_at"]
+        alice.post(f"/v1/webhooks/{webhook['id']}/test")
+        settled(alice, webhook["id"], 1)
+        # no grace: the replaced secret stops at once (and the one before it, still in its window, too)
+        third = alice.post(f"/v1/webhooks/{webhook['id']}/rotate-secret", json={"grace_seconds": 0}).json()
+        assert third["previous_secret_expires_at"] is None
+        alice.post(f"/v1/webhooks/{webhook['id']}/test")
+        settled(alice, webhook["id"], 2)
+    [(during, body_during), (after, body_after)] = [(h[SIGNATURE_HEADER], b) for h, b in hook.requests]
+    assert verify_signature(second, during, body_during) and verify_signature(first, during, body_during)
+    assert verify_signature(third["secret"], after, body_after)
+    assert not verify_signature(second, after, body_after) and not verify_signature(first, after, body_after)
+    assert "secret" not in alice.get(f"/v1/webhooks/{webhook['id']}").json()
+
+    default = alice.post(f"/v1/webhooks/{webhook['id']}/rotate-secret")  # no body: the default grace (24 h)
+    assert default.status_code == 200 and default.json()["previous_secret_expires_at"]
+    too_long = alice.post(f"/v1/webhooks/{webhook['id']}/rotate-secret", json={"grace_seconds": 10**7})
+    assert too_long.status_code == 400 and too_long.json()["errors"][0]["field"] == "grace_seconds"
+    assert clients["bob"].post(f"/v1/webhooks/{webhook['id']}/rotate-secret").status_code == 404
+    assert clients["carol"].post(f"/v1/webhooks/{webhook['id']}/rotate-secret").status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://127.0.0.1:8000/hook", "loopback"),
+        ("http://localhost/hook", "loopback"),
+        ("http://[::1]/hook", "loopback"),
+        ("http://[::ffff:127.0.0.1]/hook", "loopback"),
+        ("https://10.1.2.3/hook", "private"),
+        ("http://192.168.0.10/hook", "private"),
+        ("http://169.254.169.254/latest/meta-data", "link-local"),
+        ("http://224.0.0.1/hook", "multicast"),
+        ("http://0.0.0.0/hook", "unspecified"),
+        ("http://100.64.0.1/hook", "not a public address"),
+    ],
+)
+async def test_hosts_that_are_not_public_are_refused_by_default(database, tmp_path, model_id, url, reason):
+    settings = api_settings(database, tmp_path, webhook_allow_private_hosts=False)
+    async with api_client(database, settings, worker=False) as client:
+        alice = await bearer_for(client, "alice", "creator")
+        response = await client.post("/v1/webhooks", json={"url": url}, headers=alice)
+        assert response.status_code == 422, response.text
+        [error] = response.json()["errors"]
+        assert error["field"] == "url" and reason in error["message"]
+        assert "SOUNDALIKE_JOBS_WEBHOOK_ALLOW_PRIVATE_HOSTS" in error["message"]
+        assert (await client.get("/v1/webhooks", headers=alice)).json() == []
+
+
+async def test_a_public_address_is_taken_and_schemes_stay_refused(database, tmp_path, model_id):
+    settings = api_settings(database, tmp_path, webhook_allow_private_hosts=False)
+    async with api_client(database, settings, worker=False) as client:
+        alice = await bearer_for(client, "alice", "creator")
+        public = await client.post("/v1/webhooks", json={"url": "https://93.184.216.34/hook"}, headers=alice)
+        assert public.status_code == 201, public.text
+        for url in ("ftp://93.184.216.34/hook", "file:///etc/passwd", "gopher://93.184.216.34/"):
+            refused = await client.post("/v1/webhooks", json={"url": url}, headers=alice)
+            assert refused.status_code == 422 and "http:// or https://" in refused.json()["errors"][0]["message"]
+
+
+async def test_each_delivery_checks_the_address_again(database, tmp_path, model_id):
+    """A webhook whose host resolves to a loopback address by the time of delivery (registered while allowed,
+    or a name whose answer changed) gets nothing: the delivery fails at once, without a retry."""
+    settings = api_settings(database, tmp_path)  # allowed when registered...
+    async with api_client(database, settings, worker=False) as client:
+        alice = await bearer_for(client, "alice", "creator")
+        with receiver(200) as hook:
+            webhook = (await client.post("/v1/webhooks", json={"url": hook.url}, headers=alice)).json()
+            first = (await client.post(f"/v1/webhooks/{webhook['id']}/test", headers=alice)).json()
+            refusing = webhooks.DeliverySettings(max_attempts=6, timeout_seconds=5, allow_private_hosts=False)
+            sessions = client.app.state.sessionmaker
+            attempt = await webhooks.deliver(sessions, first["id"], 1, refusing)  # ...not when delivered
+            assert (attempt.status, attempt.retry, attempt.refused) == ("failed", False, True)
+            assert hook.requests == []
+            [logged] = (await client.get(f"/v1/webhooks/{webhook['id']}/deliveries", headers=alice)).json()["items"]
+            assert (
+                logged["status"] == "failed"
+                and "refused" in logged["last_error"]
+                and "loopback" in logged["last_error"]
+            )
+
+            second = (await client.post(f"/v1/webhooks/{webhook['id']}/test", headers=alice)).json()
+            allowing = webhooks.DeliverySettings(max_attempts=6, timeout_seconds=5, allow_private_hosts=True)
+            assert (await webhooks.deliver(sessions, second["id"], 1, allowing)).status == "succeeded"
+            assert len(hook.requests) == 1
