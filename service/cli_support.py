@@ -45,14 +45,14 @@ def run_in_session(handle: DatabaseHandle, work: Callable[[AsyncSession], Awaita
 def register_shipped_model(handle: DatabaseHandle) -> str:
     """Register the checkpoint shipped in the package as the built-in model (idempotent, every start-up)."""
     from service.domain import registry
+    from service.domain.checkpoints import spec_of
     from service.ml.pipeline import Pipeline, default_checkpoint_path
 
     path = default_checkpoint_path()
     if not path.exists():
         return f"no shipped checkpoint at {path}; register a model with `soundalike models add PATH --alias NAME`"
     pipeline = Pipeline.load(path)
-    config = pipeline.config
-    spec = registry.ModelSpec(config.latent_dim, config.sample_rate, config.clip_seconds, pipeline.in_domain_threshold)
+    spec = spec_of(pipeline)
 
     async def register(session: AsyncSession) -> str:
         result = await registry.register_builtin(session, path, version=pipeline.version, spec=spec)

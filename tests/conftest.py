@@ -132,12 +132,18 @@ def tiny_pipeline(tiny_checkpoint):
 
 
 def register_test_model(owner_conn, pipeline, checkpoint: Path, alias: str, default: bool) -> dict:
-    """A trained test model in the registry under ``alias`` (also its source id)."""
+    """A trained test model in the registry under ``alias`` (also its source id), with the metadata the
+    registry records of a checkpoint (its in-domain threshold and sampling defaults)."""
+    from psycopg.types.json import Jsonb
+
+    from service.domain.checkpoints import spec_of
+    from service.domain.registry import recorded_metadata
+
     config = pipeline.config
     row = owner_conn.execute(
         "INSERT INTO models (source_id, alias, source_type, version, checkpoint_path, checkpoint_sha256, "
-        "latent_dim, sample_rate, clip_seconds, is_default) VALUES (%s, %s, 'local', %s, %s, %s, %s, %s, %s, %s) "
-        "RETURNING id",
+        "latent_dim, sample_rate, clip_seconds, is_default, metadata) "
+        "VALUES (%s, %s, 'local', %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
         (
             alias,
             alias,
@@ -148,6 +154,7 @@ def register_test_model(owner_conn, pipeline, checkpoint: Path, alias: str, defa
             config.sample_rate,
             config.clip_seconds,
             default,
+            Jsonb(recorded_metadata(spec_of(pipeline))),
         ),
     ).fetchone()
     return {"id": row[0], "alias": alias, "pipeline": pipeline}

@@ -20,20 +20,22 @@ from service.api.problems import Problem
 from service.api.schemas import Generation, Seed, Visibility, to_generation
 from service.api.search import SearchFilter, SearchRequest
 from service.domain import generations, lineage, variants
-from service.domain.variants import DEFAULT_TRANSFER_STRENGTH, NEAR_DUPLICATE_SIMILARITY
+from service.domain.variants import NEAR_DUPLICATE_SIMILARITY
 
 Steps = Annotated[int, Meta(ge=1, le=200, description="Diffusion sampling steps (the model's default when absent)")]
+TransferSteps = Annotated[int, Meta(ge=1, le=200, description="Ignored: a style transfer runs no sampler (steps 0)")]
 BAD_INPUT = ResponseSpec(Problem, description="A value out of range, sources of two models, over the cap")
 
 
 class StyleTransferCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     neighbor_id: Annotated[uuid.UUID | None, Meta(description="The clip whose timbre to take")] = None
     neighbor_rank: Annotated[int | None, Meta(description="Else the k-th nearest visible neighbour (default 1)")] = None
-    strength: Annotated[float, Meta(description="0-1: 0 keeps the source, more takes more of the style's timbre")] = (
-        DEFAULT_TRANSFER_STRENGTH
-    )
+    strength: Annotated[
+        float | None,
+        Meta(description="0-1: 0 keeps the source, more takes more of the style's timbre (the model's default)"),
+    ] = None
     seed: Seed | None = None
-    steps: Steps | None = None
+    steps: TransferSteps | None = None
     filter: Annotated[SearchFilter, Meta(description="Filters for choosing the neighbour by rank")] = msgspec.field(
         default_factory=SearchFilter
     )

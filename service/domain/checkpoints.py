@@ -11,10 +11,12 @@ from __future__ import annotations
 import pickle
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from service.db.models import LATENT_DIM
+from service.domain import sampling
 from service.domain.registry import InvalidModelInput, ModelSpec
 
 TEST_SAMPLE_RATE = 16000
@@ -50,7 +52,19 @@ def inspect(path: Path) -> ModelSpec:
     if latent.shape != (LATENT_DIM,) or not np.isfinite(latent).all():
         what = f"{latent.shape} values, not a finite {LATENT_DIM}-d latent"
         raise InvalidModelInput(FIELD, f"{path.name} encoded its test clip into {what}")
-    return ModelSpec(config.latent_dim, config.sample_rate, config.clip_seconds, pipeline.in_domain_threshold)
+    return spec_of(pipeline)
+
+
+def spec_of(pipeline: Any) -> ModelSpec:
+    """What the registry records of a loaded checkpoint: its shape, in-domain threshold and sampling defaults."""
+    config = pipeline.config
+    return ModelSpec(
+        config.latent_dim,
+        config.sample_rate,
+        config.clip_seconds,
+        pipeline.in_domain_threshold,
+        sampling.of_config(config),
+    )
 
 
 def load_failure(exc: BaseException) -> str:

@@ -17,6 +17,7 @@ from sqlalchemy import ColumnElement, Select, and_, case, func, select, true, up
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import VISIBILITIES, ArchivedLatent, AudioAsset, Generation, LatentEmbedding, Model
+from service.domain import sampling
 from service.domain.api_keys import Caller
 from service.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, QueueFull
 from service.domain.model_lookup import resolve_model
@@ -33,7 +34,7 @@ RETRY_AFTER_SECONDS = 10
 @dataclass(frozen=True)
 class TextToMusic:
     prompt: str
-    steps: int | None = None  # None: the model's defaults (its checkpoint config)
+    steps: int | None = None  # None: the model's defaults (service.domain.sampling), recorded in params
     guidance_scale: float | None = None
     batch_size: int = 1
     seed: int | None = None
@@ -74,7 +75,12 @@ async def request_text_to_music(session: AsyncSession, jobs: JobQueue, caller: C
     seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED - request.batch_size)
     if seed + request.batch_size - 1 > MAX_SEED:
         raise InvalidInput("seed", f"seed + batch_size - 1 must be <= {MAX_SEED}; got seed={seed}")
-    params = {"prompt": request.prompt, "steps": request.steps, "guidance_scale": request.guidance_scale}
+    defaults = sampling.of_model(model.metadata_)
+    params = {
+        "prompt": request.prompt,
+        "steps": defaults.steps if request.steps is None else request.steps,
+        "guidance_scale": defaults.guidance_scale if request.guidance_scale is None else request.guidance_scale,
+    }
     rows = [
         Generation(owner=caller.owner, model_id=model.id, kind="text2music", status="pending", seed=seed + i,
                    params={**params, "batch_index": i}, visibility=request.visibility, tags=list(parsed.tags))

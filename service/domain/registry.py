@@ -30,7 +30,7 @@ from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import LATENT_DIM, Generation, LatentEmbedding, Model
-from service.domain import segments
+from service.domain import sampling, segments
 from service.errors import SoundalikeError
 
 READY, LOADING, RUNNING, FAILED, ARCHIVED = "READY", "LOADING", "RUNNING", "FAILED", "ARCHIVED"
@@ -245,6 +245,7 @@ class ModelSpec:
     sample_rate: int | None = None
     clip_seconds: float | None = None
     in_domain_threshold: float | None = None  # the checkpoint's calibrated threshold (service.domain.segments)
+    defaults: sampling.SamplingDefaults | None = None  # the checkpoint's sampling defaults (service.domain.sampling)
 
     def validate(self) -> ModelSpec:
         if self.latent_dim <= 0:
@@ -303,13 +304,21 @@ def _checkpoint_model(
 
 
 def recorded_metadata(spec: ModelSpec) -> dict[str, Any]:
-    """What the registry records of a checkpoint in the model's metadata: its calibrated in-domain threshold."""
-    return {} if spec.in_domain_threshold is None else {segments.THRESHOLD_KEY: spec.in_domain_threshold}
+    """What the registry records of a checkpoint in the model's metadata: its calibrated in-domain threshold and
+    its sampling defaults."""
+    recorded: dict[str, Any] = {}
+    if spec.in_domain_threshold is not None:
+        recorded[segments.THRESHOLD_KEY] = spec.in_domain_threshold
+    if spec.defaults is not None:
+        recorded[sampling.DEFAULTS_KEY] = spec.defaults.as_metadata()
+    return recorded
 
 
 def check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
     if problem := segments.threshold_problem(metadata or {}):
         raise InvalidModelInput(f"metadata.{segments.THRESHOLD_KEY}", problem)
+    if problem := sampling.defaults_problem(metadata or {}):
+        raise InvalidModelInput(f"metadata.{sampling.DEFAULTS_KEY}", problem)
     return metadata or {}
 
 
@@ -494,10 +503,14 @@ def _record_missing(row: Model, spec: ModelSpec) -> None:
 
 
 async def update_metadata(session: AsyncSession, ref: str | int, metadata: dict[str, Any]) -> Model:
-    """Merge ``metadata`` into the model's JSONB metadata (a key set to None is removed)."""
+    """Merge ``metadata`` into the model's JSONB metadata (a key set to None is removed; ``defaults`` is merged
+    key by key, so ``{"defaults": {"steps": 30}}`` keeps the recorded guidance and strength)."""
     check_metadata(metadata)
     row = await get_model(session, ref)
     merged = {**row.metadata_, **metadata}
+    key = sampling.DEFAULTS_KEY
+    if isinstance(metadata.get(key), dict) and isinstance(row.metadata_.get(key), dict):
+        merged[key] = {**row.metadata_[key], **metadata[key]}
     row.metadata_ = {k: v for k, v in merged.items() if v is not None}
     return await _saved(session, row)
 

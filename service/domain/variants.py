@@ -17,25 +17,23 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import Batch, Generation, Model
-from service.domain import clusters, reencode, search
+from service.domain import clusters, reencode, sampling, search
 from service.domain.api_keys import Caller
 from service.domain.errors import Conflict, InvalidInput, NotFound
 from service.domain.generations import MAX_SEED, cancel_job_if_done, enqueue, ensure_queue_room
 from service.domain.ports import JobQueue
 from service.domain.visibility import owned_by
-from service.ml.config import ModelConfig
 from service.ml.tags import with_instruments_of
 
 MAX_PER_SOURCE = 16
 NEAR_DUPLICATE_SIMILARITY = 0.999
-DEFAULT_TRANSFER_STRENGTH = ModelConfig.default_strength  # the models' default (model card)
 
 
 @dataclass(frozen=True)
 class StyleTransfer:
     neighbor_id: uuid.UUID | None = None
     neighbor_rank: int | None = None
-    strength: float = DEFAULT_TRANSFER_STRENGTH
+    strength: float | None = None  # None: the model's default (service.domain.sampling)
     seed: int | None = None
     steps: int | None = None
     filter: search.SearchFilter = search.SearchFilter()
@@ -76,7 +74,8 @@ class BatchView:
 
 async def request_style_transfer(session: AsyncSession, jobs: JobQueue, caller: Caller, source_id: uuid.UUID,
                                  request: StyleTransfer, queue_limit: int) -> Generation:  # fmt: skip
-    _range("strength", request.strength, 0.0, 1.0)
+    if request.strength is not None:
+        _range("strength", request.strength, *sampling.STRENGTH_RANGE)
     _range("near_duplicate_similarity", request.near_duplicate_similarity, -1.0, 1.0)
     if request.neighbor_id is not None and request.neighbor_rank is not None:
         raise InvalidInput("neighbor_rank", "give neighbor_id or neighbor_rank, not both")
@@ -92,7 +91,9 @@ async def request_style_transfer(session: AsyncSession, jobs: JobQueue, caller: 
         rank = 1 if request.neighbor_rank is None else request.neighbor_rank
         neighbor_id = await nth_neighbour(session, caller, model, vectors[0], source_id, rank, request)
     await ensure_queue_room(session, 1, queue_limit)
-    params = {"strength": request.strength, "steps": request.steps, "neighbor_rank": rank}
+    strength = sampling.of_model(model.metadata_).strength if request.strength is None else request.strength
+    # a transfer runs no sampler: it records its effective strength, and steps 0 whatever the request said
+    params = {"strength": strength, "steps": sampling.TRANSFER_STEPS, "neighbor_rank": rank}
     tags = await tags_of(session, [source_id, neighbor_id])
     row = Generation(owner=caller.owner, model_id=model.id, kind="style_transfer", status="pending",
                      seed=_seed(request.seed, 1), params=params, parent_id=source_id, neighbor_id=neighbor_id,
@@ -147,7 +148,8 @@ async def request_variants(session: AsyncSession, jobs: JobQueue, caller: Caller
     rows = [
         Generation(owner=caller.owner, model_id=models[source].id, kind="variant", status="pending",
                    seed=seed + s * request.n_per_source + k, parent_id=source, batch_id=batch.id,
-                   params={"variance": request.variance, "steps": request.steps, "variant_index": k},
+                   params={"variance": request.variance, "steps": _steps(request.steps, models[source]),
+                           "guidance_scale": sampling.VARIANT_GUIDANCE, "variant_index": k},
                    visibility=request.visibility, tags=source_tags[source])
         for s, source in enumerate(sources) for k in range(request.n_per_source)
     ]  # fmt: skip
@@ -200,6 +202,10 @@ def _usable(model: Model) -> None:
 def _range(field: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
         raise InvalidInput(field, f"{field} must be in [{low:g}, {high:g}]; got {value}")
+
+
+def _steps(steps: int | None, model: Model) -> int:
+    return sampling.of_model(model.metadata_).steps if steps is None else steps
 
 
 def _seed(seed: int | None, count: int) -> int:

@@ -4,6 +4,7 @@ import uuid
 
 import pytest
 
+from service.ml.config import ModelConfig
 from tests.integration.api_helpers import api_client, api_settings, bearer_for
 
 GOOD = {"prompt": "guitar, major", "seed": 1, "steps": 4}
@@ -237,3 +238,31 @@ async def test_bad_list_parameters_name_the_field(client, query, field):
 async def test_unknown_generation_is_404(client):
     response = await client.get(f"/v1/generations/{uuid.uuid4()}", headers=client.alice)
     assert response.status_code == 404 and response.json()["title"] == "Not Found"
+
+
+async def test_a_generation_records_the_effective_steps_guidance_and_seed(client, owner_conn, tiny_model):
+    """Omitted steps, guidance and seed are filled in at creation: the model's recorded defaults, a drawn seed."""
+    config = tiny_model["pipeline"].config
+    assert config.default_steps != ModelConfig.default_steps  # the checkpoint's own default, not the class's
+
+    async def create(prompt: str) -> dict:
+        accepted = await client.post("/v1/generations", json={"prompt": prompt}, headers=client.alice)
+        assert accepted.status_code == 202, accepted.text
+        generation_id = accepted.json()["ids"][0]
+        shown = (await client.get(f"/v1/generations/{generation_id}", headers=client.alice)).json()
+        row = owner_conn.execute("SELECT params, seed FROM generations WHERE id = %s", (generation_id,)).fetchone()
+        assert (shown["params"], shown["seed"]) == tuple(row)
+        assert isinstance(shown["seed"], int)
+        return shown["params"]
+
+    params = await create("guitar, major")
+    assert (params["steps"], params["guidance_scale"]) == (config.default_steps, config.default_guidance)
+
+    patch = {"metadata": {"defaults": {"steps": 7, "guidance_scale": 2.5}}}
+    assert (await client.patch("/v1/models/tiny", json=patch, headers=client.admin)).status_code == 200
+    params = await create("piano, minor")
+    assert (params["steps"], params["guidance_scale"]) == (7, 2.5)
+
+    owner_conn.execute("UPDATE models SET metadata = '{}'")  # a row the registry wrote before it recorded defaults
+    params = await create("piano, minor")
+    assert (params["steps"], params["guidance_scale"]) == (ModelConfig.default_steps, ModelConfig.default_guidance)

@@ -95,8 +95,13 @@ async def test_add_a_checkpoint(client, keys, real_checkpoint, tiny_pipeline):
         "new", "v3", "local", True,
     )  # fmt: skip
     assert created["checkpoint_sha256"] == registry.sha256_file(path)
-    # the checkpoint's calibrated in-domain threshold is recorded in the registry next to the client's metadata
-    assert created["metadata"] == {"note": "x", "in_domain_threshold": tiny_pipeline.in_domain_threshold}
+    # the checkpoint's calibrated in-domain threshold and sampling defaults are recorded next to the client's metadata
+    config = tiny_pipeline.config
+    defaults = {"steps": config.default_steps, "guidance_scale": config.default_guidance,
+                "strength": config.default_strength}  # fmt: skip
+    assert created["metadata"] == {
+        "note": "x", "in_domain_threshold": tiny_pipeline.in_domain_threshold, "defaults": defaults
+    }  # fmt: skip
     config = tiny_pipeline.config  # what the file says, not what a client claims
     assert (created["sample_rate"], created["clip_seconds"]) == (config.sample_rate, config.clip_seconds)
 
@@ -182,6 +187,23 @@ async def test_patch_records_a_valid_in_domain_threshold_only(client, keys, two_
         )
     response = await client.patch("/v1/models/b", headers=admin, json={"metadata": {"in_domain_threshold": 0.25}})
     assert response.status_code == 200 and response.json()["metadata"] == {"in_domain_threshold": 0.25}
+
+
+async def test_patch_checks_sampling_defaults_and_merges_them_key_by_key(client, keys, two_models):
+    admin = keys["admin"]
+    for bad, message in (
+        ({"steps": 0}, "defaults.steps must be an integer in [1, 200]"),
+        ({"guidance_scale": 21}, "defaults.guidance_scale must be a number in [0.0, 20.0]"),
+        ({"strength": "x"}, "defaults.strength must be a number in [0.0, 1.0]"),
+        ({"temperature": 1}, "defaults has unknown keys ['temperature']"),
+        ([25], "defaults must be an object"),
+    ):
+        response = await client.patch("/v1/models/b", headers=admin, json={"metadata": {"defaults": bad}})
+        assert_problem(response, 400, message, field="metadata.defaults")
+    set_both = {"metadata": {"defaults": {"steps": 12, "strength": 0.5}}}
+    assert (await client.patch("/v1/models/b", headers=admin, json=set_both)).status_code == 200
+    response = await client.patch("/v1/models/b", headers=admin, json={"metadata": {"defaults": {"steps": 30}}})
+    assert response.status_code == 200 and response.json()["metadata"]["defaults"] == {"steps": 30, "strength": 0.5}
 
 
 async def test_patch_renames_sets_default_archives_and_merges_metadata(client, keys, two_models):

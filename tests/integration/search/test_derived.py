@@ -55,7 +55,7 @@ async def test_style_transfer_picks_the_ranked_neighbour(client, owner_conn):
     assert filtered.json()["neighbor_id"] == str(exact_ids(minor, source.vector, 1, exclude=[source.id])[0])
 
 
-async def test_near_duplicates_are_skipped(client, owner_conn):
+async def test_near_duplicates_are_skipped(client, owner_conn, tiny_model):
     source = mine(client)[1]
     visible = visible_to(client.catalogue.items, "alice")
     nearest = exact_ids(visible, source.vector, 2, exclude=[source.id])
@@ -65,9 +65,12 @@ async def test_near_duplicates_are_skipped(client, owner_conn):
     )  # fmt: skip
     response = await client.post(f"/v1/generations/{source.id}/style-transfer", headers=client.alice, json={})
     assert response.json()["neighbor_id"] == str(nearest[1])
+    # no strength given: the checkpoint's default is recorded; a transfer runs no sampler steps
+    params = response.json()["params"]
+    assert (params["strength"], params["steps"]) == (tiny_model["pipeline"].config.default_strength, 0)
 
 
-async def test_variants_batch_progress_and_cancel(client, owner_conn):
+async def test_variants_batch_progress_and_cancel(client, owner_conn, tiny_model):
     sources = mine(client)[:3]
     response = await client.post("/v1/variants", headers=client.alice, json={
         "ids": [str(s.id) for s in sources], "n_per_source": 4, "variance": 0.4, "seed": 100})  # fmt: skip
@@ -75,9 +78,12 @@ async def test_variants_batch_progress_and_cancel(client, owner_conn):
     batch = response.json()
     assert batch["status"] == "pending" and batch["total"] == 12 and batch["pending"] == 12
     rows = owner_conn.execute(
-        "SELECT parent_id, seed, kind, job_id, params->>'variance' FROM generations WHERE batch_id = %s ORDER BY seed",
+        "SELECT parent_id, seed, kind, job_id, params->>'variance', params->'steps', params->'guidance_scale' "
+        "FROM generations WHERE batch_id = %s ORDER BY seed",
         (batch["id"],),
     ).fetchall()
+    # no steps given: each row records the checkpoint's default, and the guidance variants are denoised with
+    assert {(r[5], r[6]) for r in rows} == {(tiny_model["pipeline"].config.default_steps, 1.0)}
     assert [r[1] for r in rows] == list(range(100, 112))
     assert [r[0] for r in rows] == [s.id for s in sources for _ in range(4)]
     assert {r[2] for r in rows} == {"variant"} and {r[4] for r in rows} == {"0.4"}
