@@ -24,6 +24,7 @@ from service.api.me import MeController
 from service.api.metrics import MetricsController, request_metrics
 from service.api.models import ModelController
 from service.api.openapi_docs import openapi_config
+from service.api.presets import DefaultsController, PresetController
 from service.api.problems import EXCEPTION_HANDLERS
 from service.api.rate_limit import rate_limit
 from service.api.search import PathController, SearchController
@@ -46,6 +47,8 @@ UPLOAD_OVERHEAD_BYTES = 64 * 1024  # multipart framing and form fields around an
 ROUTES = [
     HealthController,
     MeController,
+    DefaultsController,
+    PresetController,
     GenerationController,
     ImportController,
     ModelController,

@@ -18,10 +18,23 @@ from msgspec import Meta
 from service.api.audio_response import audio_response
 from service.api.auth import requires_role
 from service.api.deps import CallerDep, GenerationId, JobsDep, SessionDep
+from service.api.presets import PresetRef, generation_ask
 from service.api.problems import Problem
-from service.api.schemas import Generation, Seed, Visibility, generation_url, to_generation
+from service.api.schemas import (
+    BatchSize,
+    Generation,
+    GuidanceScale,
+    ModelAlias,
+    Prompt,
+    Seed,
+    Steps,
+    Visibility,
+    generation_url,
+    to_generation,
+)
 from service.db.models import GENERATION_KINDS, GENERATION_STATUSES
 from service.domain import generations as domain
+from service.domain import presets
 from service.domain.api_keys import Caller
 
 MAX_WAIT_SECONDS = 60
@@ -29,23 +42,16 @@ POLL_SECONDS = 0.2
 
 
 class GenerationCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    prompt: Annotated[
-        str,
-        Meta(
-            min_length=1,
-            max_length=500,
-            description="Comma-separated tags (GET /v1/tags)",
-            examples=["piano, minor, slow, 80 bpm"],
-        ),
-    ]
+    """A field left out comes from ``preset``, then the caller's defaults (GET /v1/me/defaults), then the model."""
+
+    prompt: Prompt | None = None  # required unless the preset has one
     seed: Seed | None = None
-    steps: Annotated[int, Meta(ge=1, le=200, description="Diffusion sampling steps (model default)")] | None = None
-    guidance_scale: Annotated[float, Meta(ge=0.0, le=20.0, description="Classifier-free guidance (model default)")] | (
-        None
-    ) = None
-    model: Annotated[str | None, Meta(description="Model alias; the default model when absent")] = None
-    batch_size: Annotated[int, Meta(ge=1, le=8, description="Clips to make (seeds seed, seed+1, ...)")] = 1
-    visibility: Visibility = "private"
+    steps: Steps | None = None
+    guidance_scale: GuidanceScale | None = None
+    model: ModelAlias | None = None
+    batch_size: BatchSize | None = None
+    visibility: Annotated[Visibility, Meta(description="Of the clips made; private when absent")] | None = None
+    preset: PresetRef | None = None
 
 
 class GenerationUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -106,7 +112,7 @@ class GenerationController(Controller):
         state: State,
         wait: Annotated[int, Parameter(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for the result")] = 0,
     ) -> Response[GenerationsAccepted | GenerationBatch]:
-        request = domain.TextToMusic(**msgspec.structs.asdict(data))
+        request = await presets.text_to_music(db_session, caller, generation_ask(data))
         rows = await domain.request_text_to_music(db_session, jobs, caller, request, state.settings.jobs.queue_limit)
         ids = [row.id for row in rows]
         if wait and (finished := await _wait_for(state, caller, ids, wait)):

@@ -14,6 +14,21 @@ from service.domain.generations import MAX_SEED, GenerationView, timings
 Visibility = Literal["private", "public"]
 Seed = Annotated[int, Meta(ge=0, le=MAX_SEED, description="Random seed; the same seed gives the same clip")]
 
+# generation fields a request, a preset (/v1/presets) and the caller's defaults (/v1/me/defaults) share
+Prompt = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=500,
+        description="Comma-separated tags (GET /v1/tags)",
+        examples=["piano, minor, slow, 80 bpm"],
+    ),
+]
+Steps = Annotated[int, Meta(ge=1, le=200, description="Diffusion sampling steps (model default)")]
+GuidanceScale = Annotated[float, Meta(ge=0.0, le=20.0, description="Classifier-free guidance (model default)")]
+ModelAlias = Annotated[str, Meta(description="Model alias; the default model when absent")]
+BatchSize = Annotated[int, Meta(ge=1, le=8, description="Clips to make (seeds seed, seed+1, ...); 1 when absent")]
+
 
 class ModelRef(msgspec.Struct):
     id: int

@@ -435,3 +435,43 @@ class WebhookDelivery(Base):
     created_at: Mapped[datetime] = created_at_column()
     last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class GenerationFieldsMixin:
+    """Generation request fields a preset or an owner's defaults fill in when a request leaves them out
+    (NULL: not set; revision 0011)."""
+
+    steps: Mapped[int | None] = mapped_column(Integer)
+    guidance_scale: Mapped[float | None] = mapped_column(Double)
+    model: Mapped[str | None] = mapped_column(Text)  # a model alias, resolved when the request is made
+    batch_size: Mapped[int | None] = mapped_column(Integer)
+
+
+class Preset(GenerationFieldsMixin, Base):
+    """A named prompt + parameter set ("style template"); a public one anyone may list and apply."""
+
+    __tablename__ = "presets"
+    __table_args__ = (
+        CheckConstraint(one_of("visibility", VISIBILITIES), name="visibility"),
+        UniqueConstraint("owner", "name"),
+        Index("ix_presets_visibility_created_at", "visibility", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, server_default=func.gen_random_uuid())
+    owner: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    prompt: Mapped[str | None] = mapped_column(Text)
+    visibility: Mapped[str] = mapped_column(Text, server_default=text("'private'"))
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class GenerationDefaults(GenerationFieldsMixin, Base):
+    """One owner's defaults for the generation fields its requests (and presets) leave out."""
+
+    __tablename__ = "generation_defaults"
+    __table_args__ = (CheckConstraint(one_of("visibility", VISIBILITIES), name="visibility"),)
+
+    owner: Mapped[str] = mapped_column(Text, primary_key=True)
+    visibility: Mapped[str | None] = mapped_column(Text)  # of the clips a request makes
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)

@@ -40,6 +40,12 @@ class InvalidInput(DomainError):
         self.source = source
 
 
+class MissingInput(InvalidInput):
+    """A required value is absent (and nothing could fill it in); 400 like any body without a required field."""
+
+    status = 400
+
+
 class QueueFull(DomainError):
     status = 429
 

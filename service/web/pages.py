@@ -112,6 +112,10 @@ class WebController(Controller):
     async def like(self, request: Request, generation_id: FromPath[uuid.UUID]) -> Template | Redirect:
         return await render(request, "like.html", "like", source_id=str(generation_id), tags=tag_vocabulary())
 
+    @get("/like")
+    async def like_file(self, request: Request) -> Template | Redirect:
+        return await render(request, "upload.html", "upload", tags=tag_vocabulary())
+
     @get("/map")
     async def music_map(self, request: Request) -> Template | Redirect:
         return await render(request, "map.html", "map")

@@ -111,7 +111,7 @@ def test_a_bad_prompt_shows_the_problem(page):
     assert "prompt" in status.inner_text()
 
 
-def test_library_lists_filters_and_deletes(page, site, shots):
+def test_library_lists_filters_changes_visibility_and_deletes(page, site, shots):
     generate(site, "guitar, major, 100 bpm", 2)
     page.goto("/library")
     cards = page.locator("#library .card")
@@ -123,6 +123,11 @@ def test_library_lists_filters_and_deletes(page, site, shots):
         "() => [...document.querySelectorAll('#library .card-tags')].every(t => t.textContent.includes('guitar'))"
     )
     page.screenshot(path=shots / "explorer-library.png", full_page=True)
+    first = page.locator("#library .card").first
+    first.get_by_label("Visibility").select_option("public")
+    page.wait_for_function("() => document.querySelector('#library .card').dataset.visibility === 'public'")
+    with api(site) as client:
+        assert client.get(f"/v1/generations/{first.get_attribute('data-id')}").json()["visibility"] == "public"
     page.once("dialog", lambda dialog: dialog.accept())
     guitar = page.locator("#library .card").count()
     page.locator("#library .card").first.get_by_role("button", name="Delete").click()
@@ -155,6 +160,25 @@ def test_sounds_like_restyle_and_variants(page, site, shots):
     page.locator("#variants .card[data-status='succeeded']").nth(3).wait_for()
     assert "succeeded: 4 of 4 done" in page.locator("#batch-text").inner_text()
     page.screenshot(path=shots / "explorer-sounds-like.png", full_page=True)
+
+
+def test_sounds_like_an_uploaded_file(page, site, tmp_path):
+    source, *_ = generate(site, "mallet, major, 120 bpm", 2)
+    with api(site) as client:
+        clip = tmp_path / "my clip.wav"
+        clip.write_bytes(client.get(f"/v1/generations/{source['id']}/audio").content)
+    page.get_by_role("link", name="Sounds like a file").click()
+    page.wait_for_url("**/like")
+    page.get_by_label("Audio file").set_input_files(clip)
+    page.get_by_label("How many").fill("3")
+    page.get_by_role("button", name="Find what sounds like it").click()
+    neighbours = page.locator("#neighbours .card")
+    neighbours.first.wait_for()
+    assert neighbours.count() == 3
+    assert all("similarity" in text for text in neighbours.all_inner_texts())
+    verdict = page.locator("#verdict")
+    assert verdict.is_visible() and "in-domain" in verdict.inner_text()
+    assert audio_duration(page, "#neighbours .card audio") == pytest.approx(4.0, abs=0.01)
 
 
 def test_map_renders_points_and_a_click_plays_one(page, site, shots):

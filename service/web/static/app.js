@@ -34,7 +34,9 @@ class ApiError extends Error {
 
 async function api(method, path, body) {
   const options = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
-  if (body !== undefined) {
+  if (body instanceof FormData) {
+    options.body = body; // multipart: the browser sets the Content-Type with its boundary
+  } else if (body !== undefined) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
   }
@@ -103,7 +105,8 @@ function card(item, options = {}) {
   const tags = item.tags && item.tags.length ? item.tags.join(", ") : item.kind;
   const meta = [item.kind, item.model && item.model.alias, item.seed !== null ? `seed ${item.seed}` : null]
     .filter(Boolean).join(" · ");
-  const node = el("li", { class: "card", "data-id": item.id, "data-status": item.status },
+  const node = el("li", { class: "card", "data-id": item.id, "data-status": item.status,
+    "data-visibility": item.visibility },
     el("div", { class: "card-head" },
       el("strong", { class: "card-tags", text: tags }),
       el("span", { class: `badge badge-${item.status}`, text: item.status })),
@@ -129,6 +132,12 @@ function actions(item, options) {
     const id = `select-${options.scope || "x"}-${item.id}`;
     bar.append(el("label", { for: id, class: "select" },
       el("input", { type: "checkbox", id, onchange: (e) => options.onSelect(item, e.target.checked) }), " Select"));
+  }
+  if (options.onVisibility) {
+    const id = `visibility-${item.id}`;
+    const choices = ["private", "public"].map((v) => el("option", { value: v, text: v, selected: v === item.visibility }));
+    bar.append(el("label", { for: id, class: "select" }, "Visibility ",
+      el("select", { id, class: "visibility", onchange: (e) => options.onVisibility(item, e.target) }, ...choices)));
   }
   if (options.onDelete) {
     bar.append(el("button", { type: "button", class: "danger", text: "Delete", onclick: () => options.onDelete(item) }));
@@ -216,13 +225,24 @@ pages.library = () => {
     list.querySelector(`[data-id="${item.id}"]`).remove();
     say("Deleted.");
   });
+  const setVisibility = guarded(async (item, select) => {
+    try {
+      const updated = await api("PATCH", `/v1/generations/${item.id}`, { visibility: select.value });
+      item.visibility = updated.visibility;
+      select.closest(".card").dataset.visibility = updated.visibility;
+      say(`Now ${updated.visibility}: ${item.tags.join(", ") || item.id}.`);
+    } catch (error) {
+      select.value = item.visibility; // the control shows what the server holds
+      throw error;
+    }
+  });
   const load = guarded(async (fresh) => {
     if (fresh) {
       cursor = null;
       list.replaceChildren();
     }
     const page = await api("GET", `/v1/generations?${query()}`);
-    for (const item of page.items) list.append(card(item, { onDelete: remove }));
+    for (const item of page.items) list.append(card(item, { onDelete: remove, onVisibility: setVisibility }));
     cursor = page.next_cursor;
     more.hidden = !cursor;
     if (fresh && !page.items.length) say("Nothing here yet: generate something first.");
@@ -307,6 +327,42 @@ const showLineage = guarded(async (id) => {
     found.descendants.length ? el("ul", {}, ...found.descendants.map(entry)) : el("p", { text: "— (nothing yet)" }));
   $("#lineage").replaceChildren(tree);
 });
+
+// Sounds like an uploaded file: the file goes to POST /v1/search as multipart, the rest of the query as JSON.
+pages.upload = () => {
+  const form = $("#upload-form");
+  bindOutput("diversity");
+  form.addEventListener("submit", guarded(async (event) => {
+    event.preventDefault();
+    const f = form.elements;
+    if (!f.file.files.length) throw new Error("Choose an audio file first.");
+    const tagsAny = splitTags(f.tags_any.value);
+    const query = withoutNulls({ limit: Number(f.limit.value), diversity: Number(f.diversity.value),
+      filter: tagsAny.length ? { tags_any: tagsAny } : null,
+      audio_query: f.windows.checked ? "windows" : null });
+    const body = new FormData();
+    body.append("file", f.file.files[0]);
+    body.append("query", JSON.stringify(query));
+    say(`Listening to ${f.file.files[0].name}…`);
+    const found = await api("POST", "/v1/search", body);
+    showVerdict(found.in_domain);
+    showNeighbours(found, {});
+  }));
+};
+
+function showVerdict(verdict) {
+  const box = $("#verdict");
+  if (!verdict) {
+    box.hidden = true;
+    return;
+  }
+  box.hidden = false;
+  box.dataset.ok = String(verdict.ok);
+  box.textContent = verdict.ok
+    ? `Sounds like music to the model (in-domain ${verdict.score.toFixed(2)} ≥ ${verdict.threshold.toFixed(2)}).`
+    : `Not music to the model (in-domain ${verdict.score.toFixed(2)} < ${verdict.threshold.toFixed(2)}): `
+      + "even the nearest clips are unlikely to sound alike.";
+}
 
 function showNeighbours(found, options) {
   const box = $("#neighbours");
