@@ -27,6 +27,7 @@ import msgspec
 
 from service.api.generations import GenerationPage, GenerationsAccepted, Latent
 from service.api.me import Me
+from service.api.presets import GenerationDefaults, Preset, PresetPage
 from service.api.schemas import Generation
 from service.api.search import SearchResponse, SongPath
 from service.api.variants import BatchStatus, LineageResponse
@@ -174,15 +175,17 @@ class Endpoints:
 
     def generate(
         self,
-        prompt: str,
+        prompt: str | None = None,
         *,
         seed: int | None = None,
         steps: int | None = None,
         guidance_scale: float | None = None,
-        batch_size: int = 1,
+        batch_size: int | None = None,
         model: str | None = None,
-        visibility: str = "private",
+        visibility: str | None = None,
+        preset: str | uuid.UUID | None = None,
     ) -> Accepted:
+        """Queue clips; what is left out comes from ``preset``, then the caller's defaults, then the model."""
         body = dropped_nones(
             {
                 "prompt": prompt,
@@ -192,9 +195,34 @@ class Endpoints:
                 "batch_size": batch_size,
                 "model": model,
                 "visibility": visibility,
+                "preset": None if preset is None else str(preset),
             }
         )
         return self._send(Call("POST", "/v1/generations", Accepted, body=body))
+
+    def create_preset(self, name: str, **fields: Any) -> Preset:
+        """Save a preset: ``prompt``, ``steps``, ``guidance_scale``, ``model``, ``batch_size``, ``description``,
+        ``visibility`` (private or public)."""
+        body = dropped_nones({"name": name, **fields})
+        return self._send(Call("POST", "/v1/presets", Preset, body=body))
+
+    def presets(self, owner: str | None = None, limit: int = 20, cursor: str | None = None) -> PresetPage:
+        params = {"owner": owner, "limit": limit, "cursor": cursor}
+        return self._send(Call("GET", "/v1/presets", PresetPage, params=params))
+
+    def preset(self, preset_id: uuid.UUID | str) -> Preset:
+        return self._send(Call("GET", f"/v1/presets/{preset_id}", Preset))
+
+    def delete_preset(self, preset_id: uuid.UUID | str) -> None:
+        return self._send(Call("DELETE", f"/v1/presets/{preset_id}"))
+
+    def defaults(self) -> GenerationDefaults:
+        return self._send(Call("GET", "/v1/me/defaults", GenerationDefaults))
+
+    def set_defaults(self, **fields: Any) -> GenerationDefaults:
+        """Replace the caller's generation defaults (``steps``, ``guidance_scale``, ``model``, ``batch_size``,
+        ``visibility``); a field left out is cleared."""
+        return self._send(Call("PUT", "/v1/me/defaults", GenerationDefaults, body=dropped_nones(fields)))
 
     def generations(
         self,

@@ -108,3 +108,27 @@ def test_webhooks_through_the_client(server, key):
         assert client.deliveries(created.id).items[0].type == "ping"
         client.delete_webhook(created.id)
         assert client.webhooks() == []
+
+
+def test_presets_and_defaults_through_the_client(server, key):
+    name = f"lofi-{uuid.uuid4().hex[:8]}"
+    with Client(server, key) as client:
+        preset = client.create_preset(name, prompt="piano, minor", steps=7, model="m", visibility="public")
+        assert (preset.name, preset.steps, preset.guidance_scale) == (name, 7, None)
+        assert client.preset(preset.id) == preset and preset.id in [p.id for p in client.presets().items]
+        assert client.set_defaults(batch_size=2, visibility="public").batch_size == 2
+        assert (client.defaults().visibility, client.defaults().steps) == ("public", None)
+        accepted = client.generate(preset=preset.id, seed=3)
+        made = [client.generation(i) for i in accepted.ids]
+        assert [(g.params["prompt"], g.params["steps"], g.visibility) for g in made] == [
+            ("piano, minor", 7, "public")
+        ] * 2
+        with pytest.raises(Conflict):
+            client.create_preset(name)
+        client.set_defaults()
+        client.delete_preset(preset.id)
+        with pytest.raises(NotFound):
+            client.preset(preset.id)
+        with pytest.raises(InvalidRequest) as no_prompt:
+            client.generate(seed=1)
+        assert "prompt" in no_prompt.value.field_errors
