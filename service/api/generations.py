@@ -18,6 +18,7 @@ from msgspec import Meta
 from service.api.audio_response import audio_response
 from service.api.auth import requires_role
 from service.api.deps import CallerDep, GenerationId, JobsDep, SessionDep
+from service.api.openapi_docs import one_of
 from service.api.presets import PresetRef, generation_ask
 from service.api.problems import Problem
 from service.api.schemas import (
@@ -135,8 +136,14 @@ class GenerationController(Controller):
             Parameter(max_items=100, description="Only these generations (visible ones, any owner): poll many at once"),
         ] = None,
         owner: Annotated[str | None, Parameter(min_length=1, description="Admin keys: this owner's items")] = None,
-        status: Annotated[str | None, Parameter(description=f"One of {', '.join(GENERATION_STATUSES)}")] = None,
-        kind: Annotated[str | None, Parameter(description=f"One of {', '.join(GENERATION_KINDS)}")] = None,
+        status: Annotated[
+            str | None,
+            Parameter(description=f"One of {', '.join(GENERATION_STATUSES)}", schema_extra=one_of(GENERATION_STATUSES)),
+        ] = None,
+        kind: Annotated[
+            str | None,
+            Parameter(description=f"One of {', '.join(GENERATION_KINDS)}", schema_extra=one_of(GENERATION_KINDS)),
+        ] = None,
         tags: Annotated[list[str] | None, Parameter(description="Items carrying all these tags")] = None,
         model: Annotated[str | None, Parameter(description="Model alias")] = None,
         created_after: FromQuery[datetime | None] = None,

@@ -32,6 +32,7 @@ class Readiness(msgspec.Struct):
 
 class HealthController(Controller):
     tags = ["health"]
+    security = [{}]  # public: no key needed (an empty requirement overrides the document's bearer key)
 
     @get("/health", summary="Liveness: the process answers")
     async def health(self) -> Health:

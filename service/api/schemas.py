@@ -9,10 +9,13 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from service.api.openapi_docs import bounds
 from service.domain.generations import MAX_SEED, GenerationView, timings
 
 Visibility = Literal["private", "public"]
-Seed = Annotated[int, Meta(ge=0, le=MAX_SEED, description="Random seed; the same seed gives the same clip")]
+Seed = Annotated[
+    int, Meta(ge=0, le=MAX_SEED, description="Random seed; the same seed gives the same clip"), bounds(0, MAX_SEED)
+]
 
 # generation fields a request, a preset (/v1/presets) and the caller's defaults (/v1/me/defaults) share
 Prompt = Annotated[

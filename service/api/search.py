@@ -17,9 +17,10 @@ from litestar.params import QueryParameter
 from msgspec import Meta
 
 from service.api.deps import CallerDep, SessionDep
+from service.api.openapi_docs import bounds, items
 from service.api.problems import Problem, field_in_message
 from service.api.schemas import Generation, Visibility, generation_url, to_generation
-from service.db.models import GENERATION_KINDS
+from service.db.models import GENERATION_KINDS, LATENT_DIM
 from service.domain import generations
 from service.domain import search as domain
 from service.domain.imports import analyse_clip, decode_upload
@@ -61,16 +62,20 @@ class SearchFilter(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class SearchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     generation_id: Annotated[uuid.UUID | None, Meta(description="Search like this generation (itself excluded)")] = None
-    vector: Annotated[list[float] | None, Meta(description="A raw latent of the searched model")] = None
+    vector: Annotated[list[float] | None, Meta(description="A raw latent of the searched model"), items(LATENT_DIM)] = (
+        None
+    )
     positive: Annotated[list[uuid.UUID], Meta(description="Liked examples")] = []
     negative: Annotated[list[uuid.UUID], Meta(description="Disliked examples (with positive)")] = []
     strategy: Literal["average_vector", "best_score"] = "average_vector"
     model: Annotated[str | None, Meta(description="Model alias; a generation id fixes it; default model")] = None
     filter: SearchFilter = msgspec.field(default_factory=SearchFilter)
-    limit: int = 10
+    limit: Annotated[int, bounds(1, domain.MAX_LIMIT)] = 10
     cursor: str | None = None
-    score_threshold: Annotated[float | None, Meta(description="Minimum cosine similarity")] = None
-    diversity: Annotated[float | None, Meta(description="MMR: 0 = relevance only, 1 = diversity only")] = None
+    score_threshold: Annotated[float | None, Meta(description="Minimum cosine similarity"), bounds(-1.0, 1.0)] = None
+    diversity: Annotated[
+        float | None, Meta(description="MMR: 0 = relevance only, 1 = diversity only"), bounds(0.0, 1.0)
+    ] = None
     exact: Annotated[bool, Meta(description="Exact scan for evaluation (admin only)")] = False
     group_by: Annotated[
         Literal["cluster", "item", "none"] | None,
@@ -80,7 +85,9 @@ class SearchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             "(the nearest windows)"
         ),
     ] = None
-    group_size: Annotated[int, Meta(description="Hits per group with group_by, windows per item (1-10)")] = 3
+    group_size: Annotated[
+        int, Meta(description="Hits per group with group_by, windows per item (1-10)"), bounds(1, domain.MAX_GROUP_SIZE)
+    ] = 3
     segments: Annotated[
         bool, Meta(description="Search the windows of long files: hits carry the matching (start, end) windows")
     ] = False
@@ -274,7 +281,13 @@ class PathController(Controller):
         db_session: SessionDep,
         start: Annotated[uuid.UUID, QueryParameter(name="from", description="The first track")],
         end: Annotated[uuid.UUID, QueryParameter(name="to", description="The last track")],
-        steps: Annotated[int, QueryParameter(description="Tracks in the path, both ends included (3-50)")] = 10,
+        steps: Annotated[
+            int,
+            QueryParameter(
+                description="Tracks in the path, both ends included (3-50)",
+                schema_extra={"minimum": domain.MIN_PATH_STEPS, "maximum": domain.MAX_PATH_STEPS},
+            ),
+        ] = 10,
     ) -> SongPath:
         model, stops = await domain.song_path(db_session, caller, start, end, steps)
         views = {v.row.id: v for v in await generations.get_views(db_session, caller, [s.generation_id for s in stops])}

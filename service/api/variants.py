@@ -16,11 +16,13 @@ from msgspec import Meta
 from service.api.auth import requires_role
 from service.api.deps import CallerDep, GenerationId, JobsDep, SessionDep
 from service.api.generations import NOT_FOUND
+from service.api.openapi_docs import bounds
 from service.api.problems import Problem
 from service.api.schemas import Generation, Seed, Visibility, to_generation
 from service.api.search import SearchFilter, SearchRequest
 from service.domain import generations, lineage, variants
-from service.domain.variants import NEAR_DUPLICATE_SIMILARITY
+from service.domain.search import MAX_LIMIT
+from service.domain.variants import MAX_PER_SOURCE, NEAR_DUPLICATE_SIMILARITY
 
 Steps = Annotated[int, Meta(ge=1, le=200, description="Diffusion sampling steps (the model's default when absent)")]
 TransferSteps = Annotated[int, Meta(ge=1, le=200, description="Ignored: a style transfer runs no sampler (steps 0)")]
@@ -29,19 +31,22 @@ BAD_INPUT = ResponseSpec(Problem, description="A value out of range, sources of 
 
 class StyleTransferCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     neighbor_id: Annotated[uuid.UUID | None, Meta(description="The clip whose timbre to take")] = None
-    neighbor_rank: Annotated[int | None, Meta(description="Else the k-th nearest visible neighbour (default 1)")] = None
+    neighbor_rank: Annotated[
+        int | None, Meta(description="Else the k-th nearest visible neighbour (default 1)"), bounds(1, MAX_LIMIT)
+    ] = None
     strength: Annotated[
         float | None,
         Meta(description="0-1: 0 keeps the source, more takes more of the style's timbre (the model's default)"),
+        bounds(0.0, 1.0),
     ] = None
     seed: Seed | None = None
     steps: TransferSteps | None = None
     filter: Annotated[SearchFilter, Meta(description="Filters for choosing the neighbour by rank")] = msgspec.field(
         default_factory=SearchFilter
     )
-    near_duplicate_similarity: Annotated[float, Meta(description="Neighbours at least this similar are skipped")] = (
-        NEAR_DUPLICATE_SIMILARITY
-    )
+    near_duplicate_similarity: Annotated[
+        float, Meta(description="Neighbours at least this similar are skipped"), bounds(-1.0, 1.0)
+    ] = NEAR_DUPLICATE_SIMILARITY
     visibility: Visibility = "private"
 
 
@@ -50,8 +55,10 @@ class VariantsCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     search: Annotated[SearchRequest | None, Meta(description="Or: the results of this search are the sources")] = None
     cluster_id: Annotated[int | None, Meta(description="Or: the visible members of this cluster")] = None
     cluster_limit: Annotated[int, Meta(ge=1, description="With cluster_id: its N most central members")] | None = None
-    n_per_source: Annotated[int, Meta(description="Variants per source, 1-16")] = 4
-    variance: Annotated[float, Meta(description="0 = identical, 1 = unrelated (retake variance)")] = 0.3
+    n_per_source: Annotated[int, Meta(description="Variants per source, 1-16"), bounds(1, MAX_PER_SOURCE)] = 4
+    variance: Annotated[float, Meta(description="0 = identical, 1 = unrelated (retake variance)"), bounds(0.0, 1.0)] = (
+        0.3
+    )
     seed: Seed | None = None
     steps: Steps | None = None
     visibility: Visibility = "private"
