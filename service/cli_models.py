@@ -20,13 +20,19 @@ def _run(work):
         return run_in_session(handle, work)
 
 
-def _committing(operation, *args):
-    async def work(session):
-        row = await operation(session, *args)
-        await session.commit()
-        return row
+def _commit_after(operation, *args):
+    """``operation(session, *args)``, committed, as work for ``run_in_session``."""
 
-    return _run(work)
+    async def work(session):
+        result = await operation(session, *args)
+        await session.commit()
+        return result
+
+    return work
+
+
+def _committing(operation, *args):
+    return _run(_commit_after(operation, *args))
 
 
 @click.group("models")
@@ -139,10 +145,48 @@ def set_default_command(ref: str) -> None:
 
 @models_group.command("archive")
 @click.argument("ref")
-def archive_command(ref: str) -> None:
-    """Archive REF: its data stays, it takes no new generations and leaves default search."""
-    row = _committing(registry.archive, ref)
-    click.echo(f"model {row.alias!r} archived (data kept; `soundalike models unarchive {row.alias}` undoes it)")
+@click.option("--keep-latents", is_flag=True, help="Keep REF's latents (its space stays searchable by name).")
+@click.option(
+    "--backup-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the backup taken before dropping goes [SOUNDALIKE_STORAGE_BACKUP_DIR, var/backups].",
+)
+def archive_command(ref: str, keep_latents: bool, backup_dir: Path | None) -> None:
+    """Archive REF: it takes no new work, and its latents are dropped after a backup of the database (items
+    keep their latents in other spaces; refused while an item has a latent only in REF's). Move the catalogue
+    first with `soundalike models reencode --from REF --to NEW`."""
+    if keep_latents:
+        row = _committing(registry.archive, ref)
+        click.echo(f"model {row.alias!r} archived (data kept; `soundalike models unarchive {row.alias}` undoes it)")
+        return
+    from datetime import UTC, datetime
+
+    from service.db import backup as backups
+    from service.domain import model_archive
+    from service.settings import get_settings
+
+    async def plan(session):
+        row, size = await model_archive.plan(session, ref)
+        alias = row.alias
+        await session.rollback()  # a check: nothing is archived or dropped before the backup
+        return alias, size
+
+    with database() as handle:
+        alias, size = run_in_session(handle, plan)
+        backup = None
+        if not size.empty:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            folder = backup_dir or get_settings().storage.backup_dir
+            backup = backups.backup(handle.migration_url, folder / f"before-archive-{alias}-{stamp}.dump").path
+        row, size = run_in_session(handle, _commit_after(model_archive.archive_dropping_latents, ref, backup))
+    if size.empty:
+        click.echo(f"model {row.alias!r} archived (it had no latents; `soundalike models unarchive {row.alias}`)")
+        return
+    click.echo(
+        f"model {row.alias!r} archived; dropped its {size.latents} latents and {size.segments} segment windows "
+        f"(backup {backup}; `soundalike restore {backup}` brings them back)"
+    )
 
 
 @models_group.command("unarchive")

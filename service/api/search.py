@@ -24,6 +24,7 @@ from service.db.models import GENERATION_KINDS, LATENT_DIM
 from service.domain import generations
 from service.domain import search as domain
 from service.domain.imports import analyse_clip, decode_upload
+from service.domain.model_archive import ensure_searchable
 from service.domain.model_lookup import resolve_model
 
 Kind = Literal[GENERATION_KINDS]  # type: ignore[valid-type]
@@ -259,7 +260,7 @@ class SearchController(Controller):
         clip = await asyncio.to_thread(
             decode_upload, raw, upload.filename, limits.max_upload_bytes, limits.max_upload_seconds
         )
-        model = await resolve_model(db_session, query.model)
+        model = ensure_searchable(await resolve_model(db_session, query.model))
         audio = await analyse_clip(state.models, model, clip, upload.filename)
         return to_response(await domain.search(db_session, caller, query, audio=audio))
 

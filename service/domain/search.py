@@ -22,6 +22,7 @@ from service.db.models import ArchivedLatent, AudioAsset, Generation, LatentEmbe
 from service.domain import clusters, registry, search_cursors
 from service.domain.api_keys import Caller
 from service.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from service.domain.model_archive import ensure_searchable
 from service.domain.model_lookup import resolve_model
 from service.domain.segments import Analysed, InDomain
 from service.domain.visibility import visible_to
@@ -324,7 +325,7 @@ async def resolve_target(session: AsyncSession, caller: Caller, query: SearchQue
                          audio_latent: np.ndarray | None) -> Target:  # fmt: skip
     """The model and query vector(s); ids must be visible (404 otherwise) and have latents in one model's space
     (the ``model`` asked for, else the one ``latents_of`` picks)."""
-    named = await resolve_model(session, query.model) if query.model else None
+    named = ensure_searchable(await resolve_model(session, query.model)) if query.model else None
     if query.generation_id is not None:
         model, vectors = await latents_of(session, caller, [query.generation_id], "generation_id", named)
         return Target(model, vectors[0], exclude=(query.generation_id,))
