@@ -10,17 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 ARCHITECTURE = "global-content/1"
-TRAINING_BANKS = (
-    "merlin",
-    "a320u",
-    "opl3",
-    "freepats",
-    "generalusergs",
-    "jclive",
-    "chaos",
-    "sblive",
-    "soundblasterold",
-)
+TRAINING_BANKS = ("merlin", "a320u", "opl3", "generalusergs", "jclive", "chaos", "sblive", "soundblasterold")
 HELD_OUT_BANKS = ("fluidr3", "fluidr3_waf", "aspirin")
 
 
@@ -106,7 +96,7 @@ class CorpusConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     batch_scenes: int = 16  # two renders of each scene per step
-    ae_steps: int = 15000
+    ae_steps: int = 12000
     diffusion_steps: int = 5000
     ae_lr: float = 1e-3
     diffusion_lr: float = 6e-4
