@@ -181,7 +181,9 @@ def test_sounds_like_an_uploaded_file(page, site, tmp_path):
     assert audio_duration(page, "#neighbours .card audio") == pytest.approx(4.0, abs=0.01)
 
 
-def test_map_renders_points_and_a_click_plays_one(page, site, shots):
+@pytest.fixture(scope="module")
+def clustered(site) -> None:
+    """The site's clips (and six more) clustered, so the map has points."""
     from indexing.clustering import cluster_model
     from indexing.source import resolve_model
     from indexing.sync import connect
@@ -193,6 +195,8 @@ def test_map_renders_points_and_a_click_plays_one(page, site, shots):
         model = resolve_model(conn, "default")
     cluster_model(url, site["tmp"] / "index", model, k=2)
 
+
+def test_map_renders_points_and_a_click_plays_one(page, site, shots, clustered):
     page.goto("/map")
     page.get_by_text("clips of model default").wait_for()
     x, y = page.evaluate(FIRST_PAINTED_POINT)
@@ -207,6 +211,34 @@ def test_map_renders_points_and_a_click_plays_one(page, site, shots):
         " return a.src.includes('/audio') && a.readyState >= 1 && Math.abs(a.duration - 4) < 0.01 && !a.paused; }"
     )
     assert page.locator("#now-playing").inner_text().startswith("Playing:")
+
+
+def test_a_lasso_selects_points_and_makes_variants_of_them(page, site, clustered):
+    page.goto("/map")
+    info = page.get_by_text("clips of model default")
+    info.wait_for()
+    points = int(info.inner_text().split()[0])
+    page.get_by_role("button", name="Lasso").click()
+    assert page.get_by_role("button", name="Lasso").get_attribute("aria-pressed") == "true"
+    page.evaluate("() => document.querySelector('#map').scrollIntoView({block: 'center'})")  # all of it in view
+    box = page.locator("#map").bounding_box()
+    left, top, right, bottom = box["x"] + 2, box["y"] + 2, box["x"] + box["width"] - 2, box["y"] + box["height"] - 2
+    page.mouse.move(left, top)
+    page.mouse.down()  # on the map; the lasso runs around it, outside (a browser may skip a move's last point)
+    for x, y in ((left - 30, top - 30), (right + 30, top - 30), (right + 30, bottom + 30), (left - 30, bottom + 30)):
+        page.mouse.move(x, y, steps=8)
+    page.mouse.move(left - 30, top - 30, steps=8)
+    page.mouse.up()
+    assert page.locator("#lasso-count").inner_text() == str(points)  # around the whole map: every point
+    assert not page.evaluate("() => document.querySelector('#map-audio').src")  # a lasso plays nothing
+
+    page.get_by_label("Variants per clip").fill("1")
+    page.get_by_role("button", name="Make variants of the selection").click()
+    page.wait_for_function(
+        f"() => {{ const p = document.querySelector('#batch-progress');"
+        f" return p.dataset.status === 'succeeded' && p.value === p.max && p.max === {points}; }}"
+    )
+    assert f"succeeded: {points} of {points} done" in page.locator("#batch-text").inner_text()
 
 
 # The page coordinates of the centre of the first coloured disc on the map canvas.

@@ -398,6 +398,19 @@ function showBatch(batch) {
 
 pages.map = () => {
   const view = new MusicMap($("#map"), $("#map-tip"));
+  const lasso = $("#lasso");
+  lasso.addEventListener("click", () => view.setLassoMode(lasso.getAttribute("aria-pressed") !== "true"));
+  view.onSelection = (ids) => { $("#lasso-count").textContent = String(ids.length); };
+  view.onLassoMode = (on) => lasso.setAttribute("aria-pressed", String(on));
+  const variance = bindOutput("variance");
+  $("#lasso-form").addEventListener("submit", guarded(async (event) => {
+    event.preventDefault();
+    if (!view.selected.size) throw new Error("Draw a lasso around some points first.");
+    await liveEvents();
+    const body = { ids: [...view.selected], n_per_source: Number($("#n_per_source").value),
+      variance: Number(variance.value) };
+    showBatch(await api("POST", "/v1/variants", body));
+  }));
   const load = guarded(async () => {
     const model = $("#map-model").value.trim();
     view.setPoints([]);
@@ -438,13 +451,22 @@ class MusicMap {
     this.tags = new Map();
     this.path = [];
     this.pathStart = null;
+    this.selected = new Set(); // generation ids inside the last lasso
+    this.lassoMode = false;
+    this.lasso = null; // the polygon being drawn, in canvas pixels
+    this.onSelection = () => {};
+    this.onLassoMode = () => {};
     this.reset();
     canvas.addEventListener("mousemove", (e) => this.hover(e));
+    window.addEventListener("pointermove", (e) => this.lassoMove(e)); // a lasso may leave the canvas
     canvas.addEventListener("mouseleave", () => { this.tip.hidden = true; });
     canvas.addEventListener("click", (e) => this.click(e));
     canvas.addEventListener("wheel", (e) => this.wheel(e), { passive: false });
     canvas.addEventListener("mousedown", (e) => this.dragStart(e));
-    window.addEventListener("mouseup", () => { this.drag = null; });
+    window.addEventListener("mouseup", () => {
+      this.drag = null;
+      if (this.lasso) this.lassoEnd();
+    });
     canvas.addEventListener("keydown", (e) => this.key(e));
     window.addEventListener("resize", () => this.draw());
   }
@@ -457,6 +479,8 @@ class MusicMap {
 
   setPoints(points) {
     this.points = points;
+    this.selected = new Set();
+    this.onSelection([]);
     const xs = points.map((p) => p.x);
     const ys = points.map((p) => p.y);
     this.bounds = points.length
@@ -499,7 +523,47 @@ class MusicMap {
       ctx.fill();
     }
     this.drawPath(ctx);
+    this.drawSelection(ctx);
     this.drawHighlight(ctx);
+  }
+
+  drawSelection(ctx) {
+    ctx.strokeStyle = "#111";
+    ctx.lineWidth = 1.5;
+    ctx.beginPath();
+    for (const p of this.points) {
+      if (!this.selected.has(p.generation_id)) continue;
+      const [x, y] = this.toScreen(p);
+      ctx.moveTo(x + 5, y);
+      ctx.arc(x, y, 5, 0, 2 * Math.PI);
+    }
+    ctx.stroke();
+    if (!this.lasso || this.lasso.length < 2) return;
+    ctx.setLineDash([5, 4]);
+    ctx.beginPath();
+    this.lasso.forEach(([x, y], i) => (i === 0 ? ctx.moveTo(x, y) : ctx.lineTo(x, y)));
+    ctx.closePath();
+    ctx.stroke();
+    ctx.setLineDash([]);
+  }
+
+  setLassoMode(on) {
+    this.lassoMode = on;
+    this.canvas.style.cursor = on ? "crosshair" : "default";
+    this.onLassoMode(on);
+    say(on ? "Lasso: drag around the points to select." : "Lasso off: drag moves the map.");
+  }
+
+  lassoEnd() {
+    const polygon = this.lasso;
+    this.lasso = null;
+    if (polygon.length >= 3) {
+      const inside = this.points.filter((p) => insidePolygon(this.toScreen(p), polygon));
+      this.selected = new Set(inside.map((p) => p.generation_id));
+      this.onSelection([...this.selected]);
+      say(`${this.selected.size} clips selected.`);
+    }
+    this.draw();
   }
 
   drawPath(ctx) {
@@ -556,11 +620,21 @@ class MusicMap {
     return this.tags.get(point.generation_id);
   }
 
+  // The browser delivers at most one move per frame; the moves it merged into it trace the lasso too.
+  lassoMove(e) {
+    if (!this.lasso) return;
+    for (const move of e.getCoalescedEvents ? e.getCoalescedEvents() : [e]) this.lasso.push(this.eventPosition(move));
+    this.lasso.push(this.eventPosition(e));
+    this.moved = true;
+    this.draw();
+  }
+
   hover(e) {
+    if (this.lasso) return undefined;
     if (this.drag) return this.dragMove(e);
     const [x, y] = this.eventPosition(e);
     const point = this.nearest(x, y);
-    this.canvas.style.cursor = point ? "pointer" : "default";
+    this.canvas.style.cursor = point ? "pointer" : this.lassoMode ? "crosshair" : "default";
     if (!point) {
       this.tip.hidden = true;
       return undefined;
@@ -627,6 +701,11 @@ class MusicMap {
   }
 
   dragStart(e) {
+    if (this.lassoMode) {
+      this.lasso = [this.eventPosition(e)];
+      this.moved = false;
+      return;
+    }
     this.drag = { x: e.clientX, y: e.clientY, panX: this.panX, panY: this.panY };
     this.moved = false;
   }
@@ -649,6 +728,7 @@ class MusicMap {
       this.draw();
     } else if (e.key === "+" || e.key === "=") this.zoomAt(1.25, width / 2, height / 2);
     else if (e.key === "-") this.zoomAt(0.8, width / 2, height / 2);
+    else if (e.key === "l" || e.key === "L") this.setLassoMode(!this.lassoMode);
     else if (e.key === "0") {
       this.reset();
       this.draw();
@@ -658,6 +738,17 @@ class MusicMap {
     } else return;
     e.preventDefault();
   }
+}
+
+// Whether a point lies inside a polygon (ray casting: an odd number of edge crossings to its right).
+function insidePolygon([x, y], polygon) {
+  let inside = false;
+  for (let i = 0, j = polygon.length - 1; i < polygon.length; j = i++) {
+    const [xi, yi] = polygon[i];
+    const [xj, yj] = polygon[j];
+    if ((yi > y) !== (yj > y) && x < ((xj - xi) * (y - yi)) / (yj - yi) + xi) inside = !inside;
+  }
+  return inside;
 }
 
 document.addEventListener("DOMContentLoaded", () => {
