@@ -280,14 +280,19 @@ def keys_revoke(key_id: int) -> None:
     """Revoke key KEY_ID (serving processes refuse it at once with SOUNDALIKE_CACHE_URL, else within
     SOUNDALIKE_AUTH_KEY_CACHE_SECONDS)."""
     from service.domain import api_keys
-    from service.domain.shared_state import SharedState
+    from service.domain.shared_state import CacheUnavailable, SharedState
 
     settings = get_settings()
+    seconds = settings.auth.key_cache_seconds
 
     async def revoke(session):
-        shared = SharedState.create(settings.cache.url, settings.cache.prefix, settings.auth.key_cache_seconds)
+        shared = SharedState.create(settings.cache.url, settings.cache.prefix, seconds)
         try:
             return await api_keys.revoke_key(session, key_id, shared.key_cache if shared.shared else None)
+        except CacheUnavailable as exc:  # raised after the commit: the key is revoked all the same
+            raise SoundalikeError(
+                f"key {key_id} revoked, but {exc}; running servers refuse it within {seconds:g} s"
+            ) from None
         finally:
             await shared.close()
 
@@ -297,7 +302,6 @@ def keys_revoke(key_id: int) -> None:
     if settings.cache.url:
         click.echo(f"key {key_id} revoked and dropped from the shared key cache; running servers refuse it now")
     else:
-        seconds = settings.auth.key_cache_seconds
         click.echo(f"key {key_id} revoked; running servers refuse it within {seconds:g} s (their key cache)")
 
 

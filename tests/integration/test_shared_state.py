@@ -16,6 +16,7 @@ from service.domain import api_keys, web_sessions
 from service.domain.shared_state import RedisRateLimiter, SharedState
 from service.settings import AuthSettings, CacheSettings, ServerSettings, Settings
 from tests.integration.api_helpers import api_settings
+from tests.integration.test_cli import assert_one_line_error, external, soundalike
 
 BASE_URL = "http://testserver.local"
 
@@ -130,3 +131,16 @@ async def test_an_unreachable_cache_is_a_503_problem(database, empty_tables, tmp
     assert response.status_code == 503 and "SOUNDALIKE_CACHE_URL" in response.json()["detail"]
     assert response.headers["content-type"].startswith("application/problem+json")
     assert ready.status_code == 503
+
+
+def test_revoking_while_the_cache_is_down_says_the_key_is_revoked_all_the_same(database, empty_tables, owner_conn):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**external(database), "SOUNDALIKE_CACHE_URL": f"redis://127.0.0.1:{port}/0"}
+    created = soundalike("keys", "create", "--role", "reader", "--owner", "rita", env=env)
+    key_id = created.stdout.split()[1]
+    revoked = soundalike("keys", "revoke", key_id, env=env)
+    assert_one_line_error(revoked, f"key {key_id} revoked, but the shared cache", "refuse it within 5 s")
+    row = owner_conn.execute("SELECT revoked_at FROM api_keys WHERE id = %s", (int(key_id),)).fetchone()
+    assert row[0] is not None
