@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import uuid
 
 import redis.asyncio as redis
@@ -16,7 +15,7 @@ from service.domain import api_keys, web_sessions
 from service.domain.shared_state import RedisRateLimiter, SharedState
 from service.settings import AuthSettings, CacheSettings, ServerSettings, Settings
 from tests.integration.api_helpers import api_settings
-from tests.integration.test_cli import assert_one_line_error, external, soundalike
+from tests.integration.test_cli import _free_port, assert_one_line_error, external, soundalike
 
 BASE_URL = "http://testserver.local"
 
@@ -121,9 +120,7 @@ async def test_concurrent_hits_from_two_clients_get_distinct_counts(redis_url):
 
 
 async def test_an_unreachable_cache_is_a_503_problem(database, empty_tables, tmp_path):
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_port()  # nothing listens there
     settings = cluster_settings(database, tmp_path, f"redis://127.0.0.1:{port}/0")
     async with AsyncTestClient(create_app(database.app_url, settings), timeout=60) as client:
         response = await client.get("/v1/me", headers=bearer(await new_key(client, "rita")))
@@ -134,9 +131,7 @@ async def test_an_unreachable_cache_is_a_503_problem(database, empty_tables, tmp
 
 
 def test_revoking_while_the_cache_is_down_says_the_key_is_revoked_all_the_same(database, empty_tables, owner_conn):
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_port()  # nothing listens there
     env = {**external(database), "SOUNDALIKE_CACHE_URL": f"redis://127.0.0.1:{port}/0"}
     created = soundalike("keys", "create", "--role", "reader", "--owner", "rita", env=env)
     key_id = created.stdout.split()[1]
