@@ -32,6 +32,7 @@ from service.api.sessions import replicas_lifespan, request_session
 from service.api.tags import TagsController
 from service.api.variants import DerivedController
 from service.api.webhooks import WebhookController
+from service.domain.api_keys import KeyCache
 from service.domain.events import EventHub
 from service.domain.ports import JobQueue
 from service.domain.shared_state import SharedState
@@ -77,6 +78,8 @@ def create_app(database_url: str, settings: Settings | None = None, run_worker_i
         app.state.update(engine=runtime.engine, sessionmaker=runtime.sessions, store=runtime.store,
                          models=runtime.models, jobs=ProcrastinateQueue(job_app))  # fmt: skip
         app.state.event_hub = EventHub(database_url, settings.database.connect_timeout)
+        if isinstance(app.state.key_cache, KeyCache):  # in-process: revocations arrive by NOTIFY
+            app.state.event_hub.follow_revocations(app.state.key_cache.drop)
         async with opened(job_app, database_url, settings.database) as job_pool:
             app.state.job_pool = job_pool
             worker = asyncio.create_task(run_worker(job_app, runtime, False)) if run_worker_in_process else None

@@ -277,8 +277,7 @@ def keys_list() -> None:
 @keys.command("revoke")
 @click.argument("key_id", type=int)
 def keys_revoke(key_id: int) -> None:
-    """Revoke key KEY_ID (serving processes refuse it at once with SOUNDALIKE_CACHE_URL, else within
-    SOUNDALIKE_AUTH_KEY_CACHE_SECONDS)."""
+    """Revoke key KEY_ID (serving processes refuse it at once: the shared cache, else a NOTIFY they listen for)."""
     from service.domain import api_keys
     from service.domain.shared_state import CacheUnavailable, SharedState
 
@@ -302,7 +301,7 @@ def keys_revoke(key_id: int) -> None:
     if settings.cache.url:
         click.echo(f"key {key_id} revoked and dropped from the shared key cache; running servers refuse it now")
     else:
-        click.echo(f"key {key_id} revoked; running servers refuse it within {seconds:g} s (their key cache)")
+        click.echo(f"key {key_id} revoked; running servers drop it from their key caches now (NOTIFY)")
 
 
 # -- database ---------------------------------------------------------------------------------------------

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.models import API_KEY_ROLES, ApiKey
 
 KEY_PREFIX = "sk_"
 DISPLAY_PREFIX_LENGTH = 10
+REVOKED_CHANNEL = "soundalike_key_revoked"  # payload: a revoked key's cache keys; each process's EventHub listens
 ROLE_RANK = {role: rank for rank, role in enumerate(API_KEY_ROLES)}  # reader < creator < admin
 
 
@@ -111,9 +112,9 @@ class CallerCache(Protocol):
 
 class KeyCache:
     """Keys a serving process authenticated in the last ``ttl`` seconds, by hash, so a request skips the key
-    lookup (a pool checkout, a ping and a SELECT: half the app's cost of a search). The price, without a shared
-    cache (``SOUNDALIKE_CACHE_URL``): a revocation made elsewhere (``soundalike keys revoke``) reaches a serving
-    process within ``ttl`` seconds, not at once.
+    lookup (a pool checkout, a ping and a SELECT: half the app's cost of a search). A revocation made elsewhere
+    (``soundalike keys revoke``) reaches it through ``REVOKED_CHANNEL`` (``drop``); while the process's listener
+    is disconnected, within ``ttl`` seconds.
     Unknown keys are never cached, so a new key works at once; ``ttl`` 0 turns the cache off."""
 
     def __init__(self, ttl: float, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
@@ -138,19 +139,28 @@ class KeyCache:
         self._entries[key_hash] = (caller, self.clock() + self.ttl)
 
     async def forget(self, *cache_keys: str) -> None:
-        for cache_key in cache_keys:
+        self.drop(cache_keys)
+
+    def drop(self, cache_keys: list[str] | tuple[str, ...] | None) -> None:
+        """Forget these entries; None: forget all."""
+        if cache_keys is None:
+            self._entries.clear()
+        for cache_key in cache_keys or ():
             self._entries.pop(cache_key, None)
 
 
 async def revoke_key(session: AsyncSession, key_id: int, cache: CallerCache | None = None) -> bool:
     """Revoke key ``key_id`` and commit; then drop it from ``cache`` (with a shared cache every serving process
-    refuses it from the next request on). False when there is no active key with that id."""
+    refuses it from the next request on). A NOTIFY on ``REVOKED_CHANNEL`` tells every serving process to drop it
+    from its in-process cache too. False when there is no active key with that id."""
     key_hash = await session.scalar(
         update(ApiKey)
         .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
         .values(revoked_at=datetime.now(UTC))
         .returning(ApiKey.key_hash)
     )
+    if key_hash is not None:  # every serving process's listener drops it from its own cache at the commit
+        await session.execute(select(func.pg_notify(REVOKED_CHANNEL, f"{key_hash} {session_cache_key(key_id)}")))
     await session.commit()
     if key_hash is not None and cache is not None:
         await cache.forget(key_hash, session_cache_key(key_id))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db import urls
 from service.db.models import Event
+from service.domain.api_keys import REVOKED_CHANNEL
 from service.domain.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ StreamItem = LiveEvent | Ready | KeepAlive
 
 
 class EventHub:
-    """One ``LISTEN`` connection per process that wakes the streams of the owner a notification names.
+    """One ``LISTEN`` connection per process that wakes the streams of the owner a notification names, and
+    passes API-key revocations to the process's key cache (``follow_revocations``).
 
     It connects on first use and reconnects after a lost connection, then wakes every stream (they re-read the
     log, so nothing committed in between is lost)."""
@@ -66,6 +68,15 @@ class EventHub:
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._listening = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._on_revoked: Callable[[list[str] | None], None] | None = None
+
+    def follow_revocations(self, forget: Callable[[list[str] | None], None]) -> None:
+        """Listen from now on and call ``forget`` with the cache keys of every revoked key, and with None
+        whenever listening (re)starts (a revocation may have gone by unheard)."""
+        self._on_revoked = forget
+        if self._task is None or self._task.done():
+            self._listening.clear()
+            self._task = asyncio.create_task(self._listen(), name="event-hub")
 
     @contextlib.asynccontextmanager
     async def subscribe(self, owner: str) -> AsyncIterator[asyncio.Event]:
@@ -106,10 +117,17 @@ class EventHub:
             try:
                 async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(f"LISTEN {REVOKED_CHANNEL}")
                     self._listening.set()
                     self._wake_all()
+                    if self._on_revoked is not None:
+                        self._on_revoked(None)
                     async for notify in conn.notifies():
-                        self._wake(notify.payload)
+                        if notify.channel == REVOKED_CHANNEL:
+                            if self._on_revoked is not None:
+                                self._on_revoked(notify.payload.split())
+                        else:
+                            self._wake(notify.payload)
             except psycopg.Error as exc:
                 self._listening.clear()
                 log.warning("event listener lost its connection (%s); reconnecting", exc)

@@ -1,9 +1,8 @@
 """Browser sessions: an API key exchanged once for a signed, expiring token kept in an HttpOnly cookie.
 
 The token is ``<key id>.<expiry unix time>.<HMAC-SHA256>`` under the server's auth secret; it holds no key and
-no secret. Every use re-checks that the key it was made from is not revoked (through the key cache: at once with
-a shared cache, else within ``auth.key_cache_seconds``). The key itself is only ever sent in a POST body, never
-in a URL.
+no secret. Every use re-checks that the key it was made from is not revoked (through the key cache, which a
+revocation empties at once). The key itself is only ever sent in a POST body, never in a URL.
 """
 
 from __future__ import annotations
