@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Float, Select, and_, case, cast, func, literal, or_, select, text
+from sqlalchemy import ColumnElement, Float, Select, and_, case, cast, func, literal, or_, select, text, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import ArchivedLatent, AudioAsset, Generation, LatentEmbedding, Model
@@ -43,16 +43,11 @@ GROUP_BY = ("cluster", *SEGMENT_GROUPINGS)
 AUDIO_QUERIES = ("pooled", "windows")  # an uploaded query searched whole (pooled) or window by window
 MAX_GROUP_SIZE = 10
 GROUP_POOL_FACTOR, GROUP_POOL_MAX = 4, 1000  # nearest candidates spread over groups
-# One round trip; set_config(..., true) is SET LOCAL: the values end with the transaction. For an exact scan of
-# a few filtered rows, hash and merge joins are switched off so each candidate's latent is fetched by its unique
-# index (a hash join would read every latent of the table to join 1% of them), without parallel workers (their
-# start-up costs more than the scan).
+# One round trip; set_config(..., true) is SET LOCAL: the values end with the transaction. Only the HNSW path
+# needs them (a selective filter is answered by ``filtered_statement`` alone, without settings).
 SCAN_SETTINGS = text(
     "SELECT set_config('hnsw.iterative_scan', 'strict_order', true), "
-    "set_config('hnsw.ef_search', :ef_search, true), set_config('hnsw.max_scan_tuples', :max_scan_tuples, true), "
-    "set_config('enable_hashjoin', :joins, true), set_config('enable_mergejoin', :joins, true), "
-    "set_config('max_parallel_workers_per_gather', "
-    "CASE WHEN :joins = 'off' THEN '0' ELSE current_setting('max_parallel_workers_per_gather') END, true)"
+    "set_config('hnsw.ef_search', :ef_search, true), set_config('hnsw.max_scan_tuples', :max_scan_tuples, true)"
 )
 
 
@@ -474,17 +469,18 @@ def _tempo_in(bounds: NumericRange) -> ColumnElement[bool]:
 async def nearest(session: AsyncSession, caller: Caller, target: Target, filters: SearchFilter, limit: int,
                   exact: bool = False, after: tuple[float, int] | None = None) -> list[Hit]:  # fmt: skip
     """The ``limit`` visible items nearest to ``target.vector`` (cosine), filtered, excluding the sources."""
-    selective = False
     if not exact and filters != SearchFilter():
-        selective = await session.scalar(candidate_count_statement(caller, target, filters)) < EXACT_BELOW_ROWS
-    await tune_scan(session, limit, selective)
-    exact = exact or selective
-    rows = await session.execute(nearest_statement(caller, target, filters, limit, exact, after))
-    return [
-        Hit(generation_id=gid, latent_id=lid, distance=float(d), score=1.0 - float(d), tags=list(tags), kind=kind,
-            owner=owner, visibility=vis, created_at=created, has_audio=audio)
-        for gid, lid, d, tags, kind, owner, vis, created, audio in rows
-    ]  # fmt: skip
+        rows = (await session.execute(filtered_statement(caller, target, filters, limit, after))).all()
+        if rows[0].candidates < EXACT_BELOW_ROWS:  # selective: these are the exact nearest candidates
+            return [_hit(row[1:]) for row in rows if row.generation_id is not None]
+    await tune_scan(session, limit)
+    return [_hit(row) for row in await session.execute(nearest_statement(caller, target, filters, limit, exact, after))]
+
+
+def _hit(row) -> Hit:
+    gid, lid, d, tags, kind, owner, vis, created, audio = row
+    return Hit(generation_id=gid, latent_id=lid, distance=float(d), score=1.0 - float(d), tags=list(tags), kind=kind,
+               owner=owner, visibility=vis, created_at=created, has_audio=audio)  # fmt: skip
 
 
 def _scope(caller: Caller, target: Target, filters: SearchFilter) -> list[ColumnElement[bool]]:
@@ -494,28 +490,59 @@ def _scope(caller: Caller, target: Target, filters: SearchFilter) -> list[Column
     return clauses
 
 
-def candidate_count_statement(caller: Caller, target: Target, filters: SearchFilter) -> Select:
-    """How many generations the filters leave, counted up to ``EXACT_BELOW_ROWS`` (it stops early when many
-    match). Counted on ``generations`` with a latent in the model's space (the unique index answers, no vector
-    is read)."""
-    in_space = select(LatentEmbedding.id).where(
-        LatentEmbedding.generation_id == Generation.id, LatentEmbedding.model_id == target.model.id
+def _after(distance, latent_id, after: tuple[float, int] | None) -> list[ColumnElement[bool]]:
+    if after is None:
+        return []
+    last_distance, last_id = after
+    return [or_(distance > last_distance, and_(distance == last_distance, latent_id > last_id))]
+
+
+def filtered_statement(caller: Caller, target: Target, filters: SearchFilter, limit: int,
+                       after: tuple[float, int] | None = None) -> Select:  # fmt: skip
+    """A filtered search in one round trip: the generations the filters leave (visibility included, found through
+    their indexes, e.g. the GIN index on tags), at most ``EXACT_BELOW_ROWS``, each with its latent in the model's
+    space fetched by the unique (generation, model) index and its distance computed (a MATERIALIZED CTE). Rows:
+    ``candidates`` (how many the CTE holds) then the hit's columns. Under ``EXACT_BELOW_ROWS`` candidates the rows
+    are the exact ``limit`` nearest (recall 1); at ``EXACT_BELOW_ROWS`` the filter is not selective, the one row
+    has no hit (the sort is skipped) and the caller walks the HNSW index instead."""
+    distance = LatentEmbedding.embedding.cosine_distance(target.vector)
+    latent = (
+        select(LatentEmbedding.id.label("latent_id"), distance.label("distance"))
+        .where(LatentEmbedding.generation_id == Generation.id, LatentEmbedding.model_id == target.model.id)
+        .offset(0)  # keeps the lateral a per-candidate index probe: never flattened into a hash join over all latents
+        .lateral("latent")
     )
-    clauses = [in_space.exists(), Generation.status == "succeeded", *filter_clauses(caller, filters)]
+    clauses = filter_clauses(caller, filters)
     if target.exclude:
         clauses.append(Generation.id.not_in(target.exclude))
-    rows = select(literal(1)).select_from(Generation).where(*clauses).limit(EXACT_BELOW_ROWS)
-    return select(func.count()).select_from(rows.subquery())
+    found = (
+        select(Generation.id.label("generation_id"), latent.c.latent_id, latent.c.distance, Generation.tags,
+               Generation.kind, Generation.owner, Generation.visibility, Generation.created_at)
+        .select_from(Generation)
+        .join(latent, true())
+        .where(*clauses)
+        .limit(EXACT_BELOW_ROWS)
+        .cte("candidates")
+        .prefix_with("MATERIALIZED")
+    )  # fmt: skip
+    counted = select(func.count().label("candidates")).select_from(found).subquery("counted")
+    has_audio = select(AudioAsset.id).where(AudioAsset.generation_id == found.c.generation_id).exists()
+    hits = (
+        select(found.c.generation_id, found.c.latent_id, found.c.distance, found.c.tags, found.c.kind,
+               found.c.owner, found.c.visibility, found.c.created_at, has_audio.label("has_audio"))
+        .where(counted.c.candidates < EXACT_BELOW_ROWS, *_after(found.c.distance, found.c.latent_id, after))
+        .order_by(found.c.distance, found.c.latent_id)
+        .limit(limit)
+        .lateral("hits")
+    )  # fmt: skip
+    return select(counted.c.candidates, *hits.c).select_from(counted).outerjoin(hits, true())
 
 
 def nearest_statement(caller: Caller, target: Target, filters: SearchFilter, limit: int, exact: bool = False,
                       after: tuple[float, int] | None = None) -> Select:  # fmt: skip
     """``ORDER BY embedding <=> q LIMIT n`` (the shape the HNSW index serves) with every filter in the WHERE."""
     distance = LatentEmbedding.embedding.cosine_distance(target.vector)
-    clauses = _scope(caller, target, filters)
-    if after is not None:
-        last_distance, last_id = after
-        clauses.append(or_(distance > last_distance, and_(distance == last_distance, LatentEmbedding.id > last_id)))
+    clauses = [*_scope(caller, target, filters), *_after(distance, LatentEmbedding.id, after)]
     order = (distance + 0) if exact else distance  # "+ 0" hides the expression from the HNSW index: exact scan
     has_audio = select(AudioAsset.id).where(AudioAsset.generation_id == Generation.id).exists()
     return (
@@ -528,15 +555,14 @@ def nearest_statement(caller: Caller, target: Target, filters: SearchFilter, lim
     )  # fmt: skip
 
 
-def scan_settings(limit: int, selective: bool = False) -> dict[str, str]:
+def scan_settings(limit: int) -> dict[str, str]:
     ef_search = min(max(MIN_EF_SEARCH, 2 * limit), MAX_EF_SEARCH)
-    return {"ef_search": str(ef_search), "max_scan_tuples": str(MAX_SCAN_TUPLES), "joins": "off" if selective else "on"}
+    return {"ef_search": str(ef_search), "max_scan_tuples": str(MAX_SCAN_TUPLES)}
 
 
-async def tune_scan(session: AsyncSession, limit: int, selective: bool = False) -> None:
-    """Per transaction: iterative index scans in exact distance order, a candidate list sized to ``limit``; for a
-    selective filter, candidates joined to their latents by index."""
-    await session.execute(SCAN_SETTINGS, scan_settings(limit, selective))
+async def tune_scan(session: AsyncSession, limit: int) -> None:
+    """Per transaction: iterative index scans in exact distance order, a candidate list sized to ``limit``."""
+    await session.execute(SCAN_SETTINGS, scan_settings(limit))
 
 
 def _above_threshold(hits: list[Hit], threshold: float | None) -> list[Hit]:

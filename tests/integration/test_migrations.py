@@ -40,3 +40,14 @@ def test_hnsw_index_uses_cosine_ops_with_named_parameters(owner_conn):
     ).fetchone()[0]
     assert "USING hnsw" in indexdef and "vector_cosine_ops" in indexdef
     assert "m='16'" in indexdef and "ef_construction='64'" in indexdef
+
+
+def test_latents_stay_in_their_rows_and_the_tag_index_has_no_pending_list(owner_conn):
+    """0014_search_storage: a filtered search reads each candidate's latent from its row (MAIN storage, no TOAST
+    probe) and looks tags up without scanning a GIN pending list."""
+    storage = owner_conn.execute(
+        "SELECT attstorage FROM pg_attribute WHERE attrelid = 'latent_embeddings'::regclass AND attname = 'embedding'"
+    ).fetchone()[0]
+    assert storage == "m"
+    indexdef = owner_conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_generations_tags'").fetchone()
+    assert "fastupdate=off" in indexdef[0]

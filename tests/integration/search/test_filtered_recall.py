@@ -61,20 +61,42 @@ async def force_index(session) -> None:
 
 
 async def test_selective_filters_are_scanned_exactly(database, settings, rare_catalogue):
-    """1% of 3000 rows is under EXACT_BELOW_ROWS: the rows are scanned exactly (no HNSW), recall 1."""
+    """1% of 3000 rows is under EXACT_BELOW_ROWS: one statement finds the candidates through the tag index and
+    ranks them exactly (no HNSW, no settings), recall 1; a cursor pages on from the last hit."""
     rare = [i for i in rare_catalogue if "rare" in i.tags]
     engine = create_engine(database.app_url, settings.database)
     caller = Caller(owner="alice", role="reader", key_id=0)
+    rare_only = SearchFilter(tags_all=["rare"])
     try:
         async with session_factory(engine)() as session:
             model = await session.get(domain.Model, rare_catalogue[0].model_id)
             target = Target(model, queries(rare_catalogue)[0])
-            count = await session.scalar(
-                domain.candidate_count_statement(caller, target, SearchFilter(tags_all=["rare"]))
-            )
-            assert count == RARE < domain.EXACT_BELOW_ROWS
-            hits = await domain.nearest(session, caller, target, SearchFilter(tags_all=["rare"]), 10)
-            assert [h.generation_id for h in hits] == exact_ids(rare, target.vector, 10)
+            rows = (await session.execute(domain.filtered_statement(caller, target, rare_only, 10))).all()
+            assert {row.candidates for row in rows} == {RARE} and RARE < domain.EXACT_BELOW_ROWS
+            expected = exact_ids(rare, target.vector, 20)
+            assert [row.generation_id for row in rows] == expected[:10]
+            statement = domain.filtered_statement(caller, target, rare_only, 10)
+            plan = "\n".join(r[0] for r in await session.execute(
+                text("EXPLAIN " + str(statement.compile())), statement.compile().params))  # fmt: skip
+            assert "ix_latent_embeddings_embedding_hnsw" not in plan and "Hash" not in plan, plan
+            hits = await domain.nearest(session, caller, target, rare_only, 10)
+            assert [h.generation_id for h in hits] == expected[:10]
+            after = (hits[-1].distance, hits[-1].latent_id)
+            page = await domain.nearest(session, caller, target, rare_only, 10, after=after)
+            assert [h.generation_id for h in page] == expected[10:20]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_filter_that_leaves_nothing_answers_no_hits(database, settings, rare_catalogue):
+    engine = create_engine(database.app_url, settings.database)
+    caller = Caller(owner="alice", role="reader", key_id=0)
+    try:
+        async with session_factory(engine)() as session:
+            target = Target(await session.get(domain.Model, rare_catalogue[0].model_id), queries(rare_catalogue)[0])
+            assert await domain.nearest(session, caller, target, SearchFilter(tags_all=["absent"]), 10) == []
+            nobody = Caller(owner="mallory", role="reader", key_id=0)  # visibility is part of the statement
+            assert await domain.nearest(session, nobody, target, SearchFilter(mine=True), 10) == []
     finally:
         await engine.dispose()
 
