@@ -116,6 +116,10 @@ class WebController(Controller):
     async def like_file(self, request: Request) -> Template | Redirect:
         return await render(request, "upload.html", "upload", tags=tag_vocabulary())
 
+    @get("/likes")
+    async def like_my_likes(self, request: Request) -> Template | Redirect:
+        return await render(request, "likes.html", "likes", tags=tag_vocabulary())
+
     @get("/map")
     async def music_map(self, request: Request) -> Template | Redirect:
         return await render(request, "map.html", "map")

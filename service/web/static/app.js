@@ -100,6 +100,69 @@ function follow(id, onChange, done) {
   }));
 }
 
+// ---- likes and dislikes: kept in this tab's sessionStorage as {liked: {id: label}, disliked: {id: label}};
+// every Like/Dislike button and the tray follow it.
+const TASTE_KEY = "soundalike.taste";
+
+const taste = {
+  read() {
+    try {
+      const stored = JSON.parse(sessionStorage.getItem(TASTE_KEY));
+      if (stored && stored.liked && stored.disliked) return stored;
+    } catch (error) {
+      // an unreadable entry counts as none
+    }
+    return { liked: {}, disliked: {} };
+  },
+  write(state) {
+    sessionStorage.setItem(TASTE_KEY, JSON.stringify(state));
+    this.refresh();
+  },
+  // Like or dislike a clip; pressing the same choice again takes it back (one clip is never in both sets).
+  toggle(item, choice) {
+    const state = this.read();
+    const other = choice === "liked" ? "disliked" : "liked";
+    const was = Boolean(state[choice][item.id]);
+    delete state[other][item.id];
+    if (was) delete state[choice][item.id];
+    else state[choice][item.id] = (item.tags && item.tags.join(", ")) || item.kind || item.id;
+    this.write(state);
+  },
+  remove(id) {
+    const state = this.read();
+    delete state.liked[id];
+    delete state.disliked[id];
+    this.write(state);
+  },
+  clear() {
+    this.write({ liked: {}, disliked: {} });
+  },
+  onChange: () => {},
+  refresh() {
+    const state = this.read();
+    for (const button of document.querySelectorAll("[data-taste]")) {
+      button.setAttribute("aria-pressed", String(Boolean(state[button.dataset.taste][button.dataset.tasteId])));
+    }
+    const liked = Object.keys(state.liked).length;
+    const disliked = Object.keys(state.disliked).length;
+    const tray = $("#taste");
+    if (tray) {
+      tray.hidden = liked + disliked === 0;
+      $("#taste-counts").textContent = `${liked} liked · ${disliked} disliked`;
+    }
+    this.onChange(state);
+  },
+};
+
+function tasteButtons(item) {
+  const state = taste.read();
+  const label = (item.tags && item.tags.join(", ")) || item.kind;
+  return [["liked", "Like", "♥"], ["disliked", "Dislike", "✕"]].map(([choice, text, glyph]) => el("button", {
+    type: "button", class: `taste-button ${choice}`, "data-taste": choice, "data-taste-id": item.id,
+    "aria-pressed": String(Boolean(state[choice][item.id])), "aria-label": `${text}: ${label}`,
+    onclick: () => taste.toggle(item, choice) }, el("span", { "aria-hidden": "true", text: glyph }), ` ${text}`));
+}
+
 // ---- cards: one clip with its player and actions
 function card(item, options = {}) {
   const tags = item.tags && item.tags.length ? item.tags.join(", ") : item.kind;
@@ -111,8 +174,7 @@ function card(item, options = {}) {
       el("strong", { class: "card-tags", text: tags }),
       el("span", { class: `badge badge-${item.status}`, text: item.status })),
     el("div", { class: "card-meta", text: meta }),
-    options.similarity !== undefined
-      ? el("div", { class: "similarity", text: `similarity ${options.similarity.toFixed(3)}` }) : null,
+    closeness(options),
     item.error ? el("div", { class: "error", text: item.error }) : null,
     item.links && item.links.audio
       ? el("audio", { controls: true, preload: "metadata", src: item.links.audio, "aria-label": `Play ${tags}` })
@@ -121,9 +183,19 @@ function card(item, options = {}) {
   return node;
 }
 
+// How near a hit is: its cosine similarity, or (best_score, where there is none) the strategy's score.
+function closeness(options) {
+  if (typeof options.similarity === "number") {
+    return el("div", { class: "similarity", text: `similarity ${options.similarity.toFixed(3)}` });
+  }
+  if (typeof options.score === "number") return el("div", { class: "similarity", text: `score ${options.score.toFixed(3)}` });
+  return null;
+}
+
 function actions(item, options) {
   const bar = el("div", { class: "actions" });
   if (item.status === "succeeded") bar.append(el("a", { href: `/like/${item.id}`, text: "Sounds like" }));
+  if (options.taste && item.status === "succeeded") bar.append(...tasteButtons(item));
   if (options.onRestyle && item.status === "succeeded") {
     bar.append(el("button", { type: "button", class: "restyle", text: "Restyle after this",
       onclick: () => options.onRestyle(item) }));
@@ -242,7 +314,7 @@ pages.library = () => {
       list.replaceChildren();
     }
     const page = await api("GET", `/v1/generations?${query()}`);
-    for (const item of page.items) list.append(card(item, { onDelete: remove, onVisibility: setVisibility }));
+    for (const item of page.items) list.append(card(item, { onDelete: remove, onVisibility: setVisibility, taste: true }));
     cursor = page.next_cursor;
     more.hidden = !cursor;
     if (fresh && !page.items.length) say("Nothing here yet: generate something first.");
@@ -290,7 +362,7 @@ pages.like = () => {
       diversity: f.group.checked ? null : Number(f.diversity.value),
       filter: tagsAny.length ? { tags_any: tagsAny } : null, group_by: f.group.checked ? "cluster" : null });
     const found = await api("POST", "/v1/search", body);
-    showNeighbours(found, { onRestyle: restyle, onSelect, scope: "n" });
+    showNeighbours(found, { onRestyle: restyle, onSelect, scope: "n", taste: true });
   });
 
   $("#search-form").addEventListener("submit", (event) => {
@@ -310,7 +382,7 @@ pages.like = () => {
 
 const loadSource = guarded(async (sourceId, onSelect) => {
   const item = await api("GET", `/v1/generations/${sourceId}`);
-  $("#source").replaceChildren(card(item, { onSelect, scope: "source" }));
+  $("#source").replaceChildren(card(item, { onSelect, scope: "source", taste: true }));
   await showLineage(sourceId);
 });
 
@@ -346,8 +418,42 @@ pages.upload = () => {
     say(`Listening to ${f.file.files[0].name}…`);
     const found = await api("POST", "/v1/search", body);
     showVerdict(found.in_domain);
-    showNeighbours(found, {});
+    showNeighbours(found, { taste: true });
   }));
+};
+
+// Sounds like my likes: POST /v1/search with the tab's liked ids as `positive` and disliked ones as `negative`.
+pages.likes = () => {
+  const form = $("#likes-form");
+  const pick = (id, label) => el("li", {}, el("span", { text: label }), " ",
+    el("button", { type: "button", class: "chip", text: "Remove", "aria-label": `Remove ${label}`,
+      onclick: () => taste.remove(id) }));
+  taste.onChange = (state) => {
+    for (const choice of ["liked", "disliked"]) {
+      const entries = Object.entries(state[choice]);
+      $(`#${choice}`).replaceChildren(...(entries.length
+        ? entries.map(([id, label]) => pick(id, label)) : [el("li", { class: "hint", text: "none yet" })]));
+    }
+  };
+  taste.refresh();
+  let latest = 0; // only the newest search's answer is shown, whatever order the answers arrive in
+  const search = guarded(async () => {
+    const asked = ++latest;
+    const state = taste.read();
+    const positive = Object.keys(state.liked);
+    if (!positive.length) throw new Error("Like at least one clip first (in the library or among search hits).");
+    const f = form.elements;
+    const tagsAny = splitTags(f.tags_any.value);
+    const body = { positive, negative: Object.keys(state.disliked), strategy: f.strategy.value,
+      limit: Number(f.limit.value), ...(tagsAny.length ? { filter: { tags_any: tagsAny } } : {}) };
+    const found = await api("POST", "/v1/search", body);
+    if (asked === latest) showNeighbours(found, { taste: true });
+  });
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    search();
+  });
+  if (Object.keys(taste.read().liked).length) search();
 };
 
 function showVerdict(verdict) {
@@ -369,7 +475,7 @@ function showNeighbours(found, options) {
   const byId = (id) => found.items.find((hit) => hit.id === id);
   const hitCard = (hit) => card(
     { id: hit.id, kind: hit.kind, status: "succeeded", tags: hit.tags, seed: null, model: { alias: hit.model },
-      links: { audio: hit.audio_url } }, { ...options, similarity: hit.similarity });
+      links: { audio: hit.audio_url } }, { ...options, similarity: hit.similarity, score: hit.score });
   if (found.groups) {
     box.replaceChildren(...found.groups.map((group) => el("section", { class: "group" },
       el("h3", { text: group.cluster_id === null ? "Newer than the clustering" : `Cluster ${group.label}` }),
@@ -752,6 +858,9 @@ function insidePolygon([x, y], polygon) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  const clear = $("#taste-clear");
+  if (clear) clear.addEventListener("click", () => { taste.clear(); say("Likes and dislikes cleared."); });
+  taste.refresh();
   const setup = pages[document.body.dataset.page];
   if (setup) setup();
 });
