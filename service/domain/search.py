@@ -15,7 +15,21 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Float, Select, and_, case, cast, func, literal, or_, select, text, true
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Select,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    true,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import ArchivedLatent, AudioAsset, Generation, LatentEmbedding, Model
@@ -469,12 +483,34 @@ def _tempo_in(bounds: NumericRange) -> ColumnElement[bool]:
 async def nearest(session: AsyncSession, caller: Caller, target: Target, filters: SearchFilter, limit: int,
                   exact: bool = False, after: tuple[float, int] | None = None) -> list[Hit]:  # fmt: skip
     """The ``limit`` visible items nearest to ``target.vector`` (cosine), filtered, excluding the sources."""
+    vector = {QUERY_VECTOR.key: target.vector}
     if not exact and filters != SearchFilter():
-        rows = (await session.execute(filtered_statement(caller, target, filters, limit, after))).all()
+        statement = _shaped(filtered_statement, caller, target, filters, limit, after)
+        rows = (await session.execute(statement, vector)).all()
         if rows[0].candidates < EXACT_BELOW_ROWS:  # selective: these are the exact nearest candidates
             return [_hit(row[1:]) for row in rows if row.generation_id is not None]
     await tune_scan(session, limit)
-    return [_hit(row) for row in await session.execute(nearest_statement(caller, target, filters, limit, exact, after))]
+    statement = _shaped(nearest_statement, caller, target, filters, limit, exact, after)
+    return [_hit(row) for row in await session.execute(statement, vector)]
+
+
+QUERY_VECTOR = bindparam("query_vector", type_=LatentEmbedding.embedding.type)
+SHAPES_KEPT = 512
+_shapes: dict[str, Select] = {}
+
+
+def _shaped(build, caller: Caller, target: Target, filters: SearchFilter, *args) -> Select:
+    """``build``'s statement with the query vector as the bind parameter ``QUERY_VECTOR``, built once per shape
+    (caller, model, filters, exclusions and the other arguments) and kept (the last ``SHAPES_KEPT``): building a
+    SQLAlchemy expression costs about as much as running a selective search."""
+    key = repr((build.__name__, caller, target.model.id, filters, target.exclude, args))
+    statement = _shapes.pop(key, None)
+    if statement is None:
+        statement = build(caller, replace(target, vector=QUERY_VECTOR), filters, *args)
+    _shapes[key] = statement  # most recently used last
+    if len(_shapes) > SHAPES_KEPT:
+        del _shapes[next(iter(_shapes))]
+    return statement
 
 
 def _hit(row) -> Hit:

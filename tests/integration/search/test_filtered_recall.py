@@ -95,8 +95,14 @@ async def test_a_filter_that_leaves_nothing_answers_no_hits(database, settings, 
         async with session_factory(engine)() as session:
             target = Target(await session.get(domain.Model, rare_catalogue[0].model_id), queries(rare_catalogue)[0])
             assert await domain.nearest(session, caller, target, SearchFilter(tags_all=["absent"]), 10) == []
+            # Statements are kept per shape (the vector is a parameter): another caller never gets alice's.
+            assert len(await domain.nearest(session, caller, target, SearchFilter(mine=True), 10)) == 10
             nobody = Caller(owner="mallory", role="reader", key_id=0)  # visibility is part of the statement
             assert await domain.nearest(session, nobody, target, SearchFilter(mine=True), 10) == []
+            other = Target(target.model, queries(rare_catalogue)[1])  # same shape, another vector
+            hits = await domain.nearest(session, caller, other, SearchFilter(tags_all=["rare"]), 10)
+            rare = [i for i in rare_catalogue if "rare" in i.tags]
+            assert [h.generation_id for h in hits] == exact_ids(rare, other.vector, 10)
     finally:
         await engine.dispose()
 
