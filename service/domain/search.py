@@ -501,9 +501,9 @@ _shapes: dict[str, Select] = {}
 
 def _shaped(build, caller: Caller, target: Target, filters: SearchFilter, *args) -> Select:
     """``build``'s statement with the query vector as the bind parameter ``QUERY_VECTOR``, built once per shape
-    (caller, model, filters, exclusions and the other arguments) and kept (the last ``SHAPES_KEPT``): building a
-    SQLAlchemy expression costs about as much as running a selective search."""
-    key = repr((build.__name__, caller, target.model.id, filters, target.exclude, args))
+    (caller, model, filters, exclusions, the other arguments and the exact-scan threshold) and kept (the last
+    ``SHAPES_KEPT``): building a SQLAlchemy expression costs about as much as running a selective search."""
+    key = repr((build.__name__, caller, target.model.id, filters, target.exclude, args, EXACT_BELOW_ROWS))
     statement = _shapes.pop(key, None)
     if statement is None:
         statement = build(caller, replace(target, vector=QUERY_VECTOR), filters, *args)

@@ -109,6 +109,7 @@ async def test_a_filter_that_leaves_nothing_answers_no_hits(database, settings, 
 
 async def test_index_path_with_iterative_scan_versus_without(database, settings, rare_catalogue, monkeypatch):
     monkeypatch.setattr(domain, "EXACT_BELOW_ROWS", 1)  # as on a table where 1% is many rows: the HNSW path
+    domain._shapes.clear()  # statements kept by earlier tests were built with the real threshold
     rare = [i for i in rare_catalogue if "rare" in i.tags]
     engine = create_engine(database.app_url, settings.database)
     caller = Caller(owner="alice", role="reader", key_id=0)
@@ -136,6 +137,9 @@ async def test_index_path_with_iterative_scan_versus_without(database, settings,
                 starved = await session.execute(statement)
                 assert len(starved.all()) < 10  # the control: post-filtering one ef_search window
                 await session.rollback()
+            monkeypatch.undo()  # statements kept per shape follow the threshold back: exact again
+            hits = await domain.nearest(session, caller, Target(model, query), SearchFilter(tags_all=["rare"]), 10)
+            assert [h.generation_id for h in hits] == exact_ids(rare, query, 10)
         assert np.mean(recalls) >= 0.9, recalls  # HNSW is approximate; the exact-scan path is tested elsewhere
     finally:
         await engine.dispose()
