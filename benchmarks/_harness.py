@@ -14,10 +14,10 @@ from pathlib import Path
 
 import psycopg
 
-from service.db import migrate
-from service.db.embedded import EmbeddedPostgres
-from service.db.provision import provision
-from service.db.runtime import DatabaseHandle
+from service.db.schema import migrate
+from service.db.server.embedded import EmbeddedPostgres
+from service.db.server.provision import provision
+from service.db.server.runtime import DatabaseHandle
 from service.settings import DatabaseSettings
 
 RESULTS = Path(__file__).parent / "results"

@@ -20,8 +20,8 @@ from litestar.testing import AsyncTestClient  # noqa: E402
 
 from benchmarks._harness import benchmark_checkpoint, register_model, throwaway_database, write_result  # noqa: E402
 from service.app import create_app  # noqa: E402
-from service.domain import api_keys  # noqa: E402
-from service.domain.audio import to_wav  # noqa: E402
+from service.domain.access import api_keys  # noqa: E402
+from service.domain.catalogue.audio import to_wav  # noqa: E402
 from service.ml.pipeline import Pipeline  # noqa: E402
 from service.settings import DatabaseSettings, ServerSettings, Settings, StorageSettings  # noqa: E402
 

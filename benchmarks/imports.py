@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._harness import benchmark_checkpoint, register_model, throwaway_database, write_result  # noqa: E402
 from service.db.engine import connect_sync, copy_rows  # noqa: E402
-from service.domain.bulk_import import audio_files, import_folder  # noqa: E402
-from service.domain.imports import ImportOptions, decode_upload  # noqa: E402
+from service.domain.catalogue.bulk_import import audio_files, import_folder  # noqa: E402
+from service.domain.catalogue.imports import ImportOptions, decode_upload  # noqa: E402
 from service.ml.pipeline import Pipeline  # noqa: E402
 from service.settings import StorageSettings  # noqa: E402
 from service.storage import BlobStore  # noqa: E402

@@ -32,9 +32,9 @@ from benchmarks._harness import benchmark_checkpoint, register_model, throwaway_
 from benchmarks.imports import make_files  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.db.engine import connect_sync, copy_rows  # noqa: E402
-from service.domain import api_keys  # noqa: E402
-from service.domain.bulk_import import audio_files, import_folder  # noqa: E402
-from service.domain.imports import ImportOptions  # noqa: E402
+from service.domain.access import api_keys  # noqa: E402
+from service.domain.catalogue.bulk_import import audio_files, import_folder  # noqa: E402
+from service.domain.catalogue.imports import ImportOptions  # noqa: E402
 from service.ml.pipeline import Pipeline  # noqa: E402
 from service.settings import DatabaseSettings, JobsSettings, ServerSettings, Settings, StorageSettings  # noqa: E402
 from service.storage import BlobStore  # noqa: E402

@@ -6,7 +6,7 @@ the real schema of a throw-away embedded PostgreSQL. Sequential and at concurren
 
 Both sides run the same SQL: the app's own statements, which are also the best plain SQL found for each case
 (unfiltered: iterative HNSW scan, ef_search from limit; 1% filter: one statement ranking the filter's candidates
-exactly, see service.domain.search.filtered_statement). Prints the table and the API/raw throughput ratio
+exactly, see service.domain.discovery.search.filtered_statement). Prints the table and the API/raw throughput ratio
 (goals: >= 0.8 unfiltered, >= 150 q/s through the API at c1 with the filter, recall@10 >= 0.95); writes
 benchmarks/results/search.json (with EXPLAIN ANALYZE plans) and docs/performance-search.png.
 """
@@ -36,11 +36,11 @@ from pgvector.psycopg import register_vector_async  # noqa: E402
 from psycopg.types.json import Jsonb  # noqa: E402
 
 from benchmarks._harness import throwaway_database, write_result  # noqa: E402
-from service.db import urls  # noqa: E402
 from service.db.engine import connect_sync, copy_rows  # noqa: E402
-from service.domain import api_keys  # noqa: E402
-from service.domain import search as domain  # noqa: E402
-from service.domain.api_keys import Caller  # noqa: E402
+from service.db.server import urls  # noqa: E402
+from service.domain.access import api_keys  # noqa: E402
+from service.domain.access.api_keys import Caller  # noqa: E402
+from service.domain.discovery import search as domain  # noqa: E402
 from service.settings import DatabaseSettings, Settings  # noqa: E402
 
 DIM, K, CONCURRENCY = 512, 10, 8

@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from indexing.source import ModelRef
 from service.db.engine import copy_rows
-from service.db.models import LATENT_DIM
+from service.db.schema.models import LATENT_DIM
 
 DEMO_OWNERS = ("alice", "bob", "carol")
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from indexing.source import ModelRef, resolve_model
 from indexing.sync import connect, read_mirror
-from service.domain.clusters import never_clustered
+from service.domain.discovery.clusters import never_clustered
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ class Scratch:
 
 @contextmanager
 def scratch_database(name: str) -> Iterator[Scratch]:
-    from service.db import migrate
-    from service.db.embedded import EmbeddedPostgres
-    from service.db.provision import provision
+    from service.db.schema import migrate
+    from service.db.server.embedded import EmbeddedPostgres
+    from service.db.server.provision import provision
     from service.settings import DatabaseSettings
 
     with tempfile.TemporaryDirectory(prefix=f"soundalike-{name}-") as tmp:

@@ -26,7 +26,7 @@ from indexing.errors import IndexingError, MirrorCorrupt
 from indexing.failpoints import failpoint
 from indexing.manifest import Manifest, should_compact, timestamp
 from indexing.source import ModelRef, count_live, iter_live_latents, merged, models_with_latents, resolve_model
-from service.db import urls
+from service.db.server import urls
 
 log = logging.getLogger(__name__)
 

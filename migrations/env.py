@@ -1,4 +1,4 @@
-"""Alembic environment (async, psycopg 3). Driven by ``service.db.migrate``; the URL arrives in
+"""Alembic environment (async, psycopg 3). Driven by ``service.db.schema.migrate``; the URL arrives in
 ``config.attributes["url"]`` (the migration-owner role), the application role in ``["app_role"]``."""
 
 import asyncio
@@ -8,8 +8,8 @@ from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from service.db.migration_support import include_object
-from service.db.models import Base
+from service.db.schema.migration_support import include_object
+from service.db.schema.models import Base
 
 config = context.config
 target_metadata = Base.metadata

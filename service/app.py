@@ -32,10 +32,10 @@ from service.api.sessions import replicas_lifespan, request_session
 from service.api.tags import TagsController
 from service.api.variants import DerivedController
 from service.api.webhooks import WebhookController
-from service.domain.api_keys import KeyCache
-from service.domain.events import EventHub
+from service.domain.access.api_keys import KeyCache
+from service.domain.access.shared_state import SharedState
+from service.domain.notify.events import EventHub
 from service.domain.ports import JobQueue
-from service.domain.shared_state import SharedState
 from service.jobs.app import create_job_app, opened
 from service.jobs.queue import ProcrastinateQueue
 from service.jobs.runtime import Runtime
@@ -117,7 +117,7 @@ def create_app(database_url: str, settings: Settings | None = None, run_worker_i
         request_max_body_size=settings.storage.max_upload_bytes + UPLOAD_OVERHEAD_BYTES,
     )
     app.state.query_parameter_names = query_parameter_names(app)
-    # shared with every API process through SOUNDALIKE_CACHE_URL (service.domain.shared_state), else in-process
+    # shared with every API process through SOUNDALIKE_CACHE_URL (service.domain.access.shared_state), else in-process
     app.state.shared = SharedState.create(settings.cache.url, settings.cache.prefix, settings.auth.key_cache_seconds)
     app.state.key_cache = app.state.shared.key_cache
     return app

@@ -15,9 +15,9 @@ import sqlalchemy.exc
 from indexing.cli import index_group, rebuild_after_restore
 from service.cli_models import models_group
 from service.cli_support import database, register_shipped_model, run_in_session
-from service.db import backup as backups
-from service.db import migrate
-from service.db.runtime import DatabaseHandle
+from service.db.recovery import backup as backups
+from service.db.schema import migrate
+from service.db.server.runtime import DatabaseHandle
 from service.errors import SoundalikeError
 from service.ml.cli import register as register_ml_commands
 from service.settings import get_settings
@@ -67,7 +67,7 @@ def serve(host: str | None, port: int | None, run_migrations: bool | None) -> No
     import uvicorn
 
     from service.app import create_app
-    from service.db.checks import check_ready
+    from service.db.server.checks import check_ready
     from service.net import ensure_port_free
 
     settings = get_settings()
@@ -95,7 +95,7 @@ def _exit_cleanly(signum: int, frame) -> None:
 
 def _print_first_admin_key(db: DatabaseHandle) -> None:
     """On a database with no admin key yet, make one and show it this once."""
-    from service.domain import api_keys
+    from service.domain.access import api_keys
 
     secret = get_settings().auth.secret
 
@@ -120,7 +120,7 @@ def worker(concurrency: int | None) -> None:
     """Run a job worker (more can run on other machines against the same database). Ctrl-C stops it."""
     import asyncio
 
-    from service.db.checks import check_ready
+    from service.db.server.checks import check_ready
     from service.jobs.app import create_job_app, opened
     from service.jobs.runtime import Runtime
     from service.jobs.worker import run_worker, serve_metrics
@@ -165,8 +165,8 @@ def import_command(folder: Path, owner: str, model_alias: str | None, visibility
 
     from service.api.imports import parse_tags
     from service.db.engine import connect_sync
-    from service.domain.bulk_import import audio_files, ignored_files, import_folder
-    from service.domain.imports import AUDIO_SUFFIXES, ImportOptions
+    from service.domain.catalogue.bulk_import import audio_files, ignored_files, import_folder
+    from service.domain.catalogue.imports import AUDIO_SUFFIXES, ImportOptions
     from service.ml.pipeline import Pipeline
     from service.storage import BlobStore
 
@@ -194,9 +194,9 @@ def import_command(folder: Path, owner: str, model_alias: str | None, visibility
 
 def _model_for_import(handle: DatabaseHandle, alias: str | None) -> tuple[int, str]:
     """The model's id and verified checkpoint path (archived, failed or tampered models are refused)."""
-    from service.domain import registry
     from service.domain.errors import DomainError
-    from service.domain.model_lookup import resolve_model
+    from service.domain.models import registry
+    from service.domain.models.model_lookup import resolve_model
 
     async def lookup(session):
         return await resolve_model(session, alias, for_new_work=True)
@@ -218,7 +218,7 @@ def _model_for_import(handle: DatabaseHandle, alias: str | None) -> tuple[int, s
 @click.option("--retention-days", type=float, default=None, help="[SOUNDALIKE_STORAGE_RETENTION_DAYS, 180]")
 def lifecycle_command(retention_days: float | None) -> None:
     """Run one archival pass now (archive old, purge deleted, sweep orphan files); workers run it on a cron."""
-    from service.domain.lifecycle import run_lifecycle
+    from service.domain.catalogue.lifecycle import run_lifecycle
     from service.storage import BlobStore
 
     storage = get_settings().storage
@@ -247,7 +247,7 @@ def keys() -> None:
 @click.option("--label", default=None, help="A note to recognise the key by.")
 def keys_create(role: str, owner: str, label: str | None) -> None:
     """Create a key and print it once."""
-    from service.domain import api_keys
+    from service.domain.access import api_keys
 
     async def create(session):
         issued = await api_keys.create_key(session, get_settings().auth.secret, owner, role, label)
@@ -262,7 +262,7 @@ def keys_create(role: str, owner: str, label: str | None) -> None:
 @keys.command("list")
 def keys_list() -> None:
     """List keys (prefix, owner, role, state); never the keys themselves."""
-    from service.domain import api_keys
+    from service.domain.access import api_keys
 
     with database() as handle:
         rows = run_in_session(handle, api_keys.list_keys)
@@ -278,8 +278,8 @@ def keys_list() -> None:
 @click.argument("key_id", type=int)
 def keys_revoke(key_id: int) -> None:
     """Revoke key KEY_ID (serving processes refuse it at once: the shared cache, else a NOTIFY they listen for)."""
-    from service.domain import api_keys
-    from service.domain.shared_state import CacheUnavailable, SharedState
+    from service.domain.access import api_keys
+    from service.domain.access.shared_state import CacheUnavailable, SharedState
 
     settings = get_settings()
     seconds = settings.auth.key_cache_seconds
@@ -342,8 +342,8 @@ def current() -> None:
               help="A superuser URL of the external server [SOUNDALIKE_DATABASE_ADMIN_URL].")  # fmt: skip
 def provision_command(admin_url: str) -> None:
     """Create the roles, the database and pgvector on an external server (the embedded one does this itself)."""
-    from service.db import urls
-    from service.db.provision import provision
+    from service.db.server import urls
+    from service.db.server.provision import provision
 
     settings = get_settings()
     provision(urls.libpq_url(admin_url, "--admin-url"), settings.database)
@@ -364,7 +364,7 @@ def provision_command(admin_url: str) -> None:
 )
 def slow_queries(limit: int, log_file: Path | None) -> None:
     """The statements that took the most time (pg_stat_statements, or the slow-query log)."""
-    from service.db.slow_queries import top_statements
+    from service.db.monitoring.slow_queries import top_statements
 
     settings = get_settings()
     if log_file is None and settings.database.embedded:
@@ -386,7 +386,7 @@ def replica() -> None:
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 def replica_create(directory: Path) -> None:
     """Copy the embedded server into DIRECTORY as a streaming replica (pg_basebackup -R)."""
-    from service.db.standby import create_replica
+    from service.db.server.standby import create_replica
 
     settings = get_settings()
     if not settings.database.embedded:
@@ -403,9 +403,9 @@ def replica_create(directory: Path) -> None:
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def replica_run(directory: Path) -> None:
     """Run the replica in DIRECTORY until Ctrl-C or SIGTERM; prints the read URL to configure."""
-    from service.db.embedded import EmbeddedPostgres
-    from service.db.runtime import embedded_server_settings
-    from service.db.standby import is_replica
+    from service.db.server.embedded import EmbeddedPostgres
+    from service.db.server.runtime import embedded_server_settings
+    from service.db.server.standby import is_replica
 
     settings = get_settings()
     if not is_replica(directory):
@@ -477,7 +477,7 @@ def restore(path: Path | None, until: str | None, yes: bool, index: bool) -> Non
 
 
 def _base_backup() -> None:
-    from service.db import pitr
+    from service.db.recovery import pitr
 
     settings = _embedded_only("base backups")
     with database() as handle:
@@ -511,7 +511,7 @@ def _embedded_only(what: str):
 def _restore_until(target, yes: bool, index: bool) -> None:
     from datetime import UTC, datetime
 
-    from service.db import pitr
+    from service.db.recovery import pitr
     from service.storage import BlobStore
 
     settings = _embedded_only("point-in-time restores")

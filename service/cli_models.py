@@ -9,7 +9,7 @@ import click
 
 from service.cli_reencode import reencode_command
 from service.cli_support import database, run_in_session
-from service.domain import checkpoints, registry
+from service.domain.models import checkpoints, registry
 from service.errors import SoundalikeError
 from service.tables import format_table
 
@@ -162,8 +162,8 @@ def archive_command(ref: str, keep_latents: bool, backup_dir: Path | None) -> No
         return
     from datetime import UTC, datetime
 
-    from service.db import backup as backups
-    from service.domain import model_archive
+    from service.db.recovery import backup as backups
+    from service.domain.models import model_archive
     from service.settings import get_settings
 
     async def plan(session):
@@ -240,7 +240,7 @@ def import_list_command(file: Path, dry_run: bool, skip_invalid: bool, backup_di
     """Import a legacy model.list (validated first; backed up; one transaction; restored on failure)."""
     from tqdm import tqdm
 
-    from service.domain import legacy_model_list as legacy
+    from service.domain.models import legacy_model_list as legacy
     from service.settings import get_settings
 
     parsed = legacy.read_legacy_list(file)

@@ -8,9 +8,10 @@ import uuid
 import click
 
 from service.cli_support import database
-from service.domain import reencode, variants
-from service.domain.api_keys import Caller
+from service.domain.access.api_keys import Caller
 from service.domain.errors import DomainError
+from service.domain.generation import variants
+from service.domain.models import reencode
 from service.errors import SoundalikeError
 from service.settings import Settings, get_settings
 

@@ -10,7 +10,7 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.engine import create_engine, session_factory
-from service.db.runtime import DatabaseHandle, open_database
+from service.db.server.runtime import DatabaseHandle, open_database
 from service.settings import get_settings
 
 T = TypeVar("T")
@@ -44,8 +44,8 @@ def run_in_session(handle: DatabaseHandle, work: Callable[[AsyncSession], Awaita
 
 def register_shipped_model(handle: DatabaseHandle) -> str:
     """Register the checkpoint shipped in the package as the built-in model (idempotent, every start-up)."""
-    from service.domain import registry
-    from service.domain.checkpoints import spec_of
+    from service.domain.models import registry
+    from service.domain.models.checkpoints import spec_of
     from service.ml.pipeline import Pipeline, default_checkpoint_path
 
     path = default_checkpoint_path()

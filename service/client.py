@@ -32,7 +32,7 @@ from service.api.schemas import Generation
 from service.api.search import SearchResponse, SongPath
 from service.api.variants import BatchStatus, LineageResponse
 from service.api.webhooks import Delivery, DeliveryPage, Webhook, WebhookCreated
-from service.domain.webhooks import verify_signature as verify_webhook
+from service.domain.notify.webhooks import verify_signature as verify_webhook
 
 __all__ = ["AsyncClient", "Client", "ProblemError", "verify_webhook"]
 T = TypeVar("T")

@@ -1,6 +1,6 @@
 """Prometheus metrics of one process: what it measures as it works (requests, jobs, model loads and inference,
 failures). Gauges read from the database at scrape time (jobs by state, pools, replicas) live in
-``service.db.stats`` and are added by the ``/metrics`` handler.
+``service.db.monitoring.stats`` and are added by the ``/metrics`` handler.
 
 Each API process and each worker keeps its own counters; Prometheus scrapes every process (the API on
 ``/metrics``, a standalone worker on ``SOUNDALIKE_METRICS_WORKER_PORT``) and sums across them.

@@ -15,7 +15,7 @@ os.environ.setdefault("SOUNDALIKE_ENV", "test")
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[EmbeddedPostgres]:  # noqa: F821
-    from service.db.embedded import EmbeddedPostgres
+    from service.db.server.embedded import EmbeddedPostgres
 
     # Not under pytest's tmp_path: pytest resets /tmp/pytest-of-<user> to 0700 whenever any pytest starts,
     # which would lock out the unprivileged user PostgreSQL runs as when we are root.
@@ -31,8 +31,8 @@ def pg_server() -> Iterator[EmbeddedPostgres]:  # noqa: F821
 @pytest.fixture(scope="session")
 def make_database(pg_server) -> Iterator:
     """Factory: a provisioned, empty database of the given name on the session server."""
-    from service.db.provision import provision
-    from service.db.runtime import DatabaseHandle
+    from service.db.server.provision import provision
+    from service.db.server.runtime import DatabaseHandle
     from service.settings import DatabaseSettings
 
     def make(name: str) -> tuple[DatabaseHandle, DatabaseSettings]:
@@ -50,7 +50,7 @@ def make_database(pg_server) -> Iterator:
 @pytest.fixture(scope="session")
 def database(make_database):
     """The session's main database, migrated to head."""
-    from service.db import migrate
+    from service.db.schema import migrate
 
     handle, settings = make_database("soundalike_test")
     migrate.upgrade(handle.migration_url, settings.app_role)
@@ -136,8 +136,8 @@ def register_test_model(owner_conn, pipeline, checkpoint: Path, alias: str, defa
     registry records of a checkpoint (its in-domain threshold and sampling defaults)."""
     from psycopg.types.json import Jsonb
 
-    from service.domain.checkpoints import spec_of
-    from service.domain.registry import recorded_metadata
+    from service.domain.models.checkpoints import spec_of
+    from service.domain.models.registry import recorded_metadata
 
     config = pipeline.config
     row = owner_conn.execute(

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from service.db.migration_support import app_role, create_extension_vector, drop_extension_vector_if_ours
-from service.db.models import (
+from service.db.schema.migration_support import app_role, create_extension_vector, drop_extension_vector_if_ours
+from service.db.schema.models import (
     API_KEY_ROLES,
     GENERATION_KINDS,
     GENERATION_STATUSES,

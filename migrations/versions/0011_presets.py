@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from service.db.models import VISIBILITIES, one_of
+from service.db.schema.models import VISIBILITIES, one_of
 
 revision: str = "0011_presets"
 down_revision: str | None = "0012_webhook_secret_rotation"

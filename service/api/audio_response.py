@@ -8,8 +8,8 @@ import re
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
-from service.db.models import AudioAsset
-from service.domain.audio import MEDIA_TYPES, wav_to_flac
+from service.db.schema.models import AudioAsset
+from service.domain.catalogue.audio import MEDIA_TYPES, wav_to_flac
 from service.domain.errors import NotFound
 from service.storage import BlobStore
 

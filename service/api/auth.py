@@ -16,8 +16,8 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
 
-from service.domain.api_keys import Caller, authenticate
-from service.domain.web_sessions import COOKIE_NAME, caller_for_token
+from service.domain.access.api_keys import Caller, authenticate
+from service.domain.access.web_sessions import COOKIE_NAME, caller_for_token
 from service.web import WEB_PATHS
 
 PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema"]

@@ -9,7 +9,7 @@ from litestar.params import PathParameter, QueryParameter
 
 from service.api.deps import CallerDep, SessionDep
 from service.api.hygiene import MAX_BIGINT, MAX_INT
-from service.domain import clusters
+from service.domain.discovery import clusters
 
 Alias = Annotated[str, QueryParameter(name="model", min_length=1, description="Model alias")]
 Cursor = Annotated[str | None, QueryParameter(description="The next_cursor of the previous page")]

@@ -8,7 +8,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.domain.api_keys import Caller
+from service.domain.access.api_keys import Caller
 from service.domain.ports import JobQueue
 
 CallerDep = NamedDependency[Caller]

@@ -14,8 +14,8 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from service.api.deps import CallerDep
 from service.api.problems import Problem
-from service.domain import events
 from service.domain.errors import InvalidInput
+from service.domain.notify import events
 
 KEEPALIVE_COMMENT = "keep-alive"
 

@@ -33,10 +33,10 @@ from service.api.schemas import (
     generation_url,
     to_generation,
 )
-from service.db.models import GENERATION_KINDS, GENERATION_STATUSES
-from service.domain import generations as domain
-from service.domain import presets
-from service.domain.api_keys import Caller
+from service.db.schema.models import GENERATION_KINDS, GENERATION_STATUSES
+from service.domain.access.api_keys import Caller
+from service.domain.catalogue import presets
+from service.domain.generation import generations as domain
 
 MAX_WAIT_SECONDS = 60
 POLL_SECONDS = 0.2

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.api.problems import Problem
-from service.db.checks import check_ready
+from service.db.server.checks import check_ready
 from service.errors import DatabaseError
 
 

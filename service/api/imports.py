@@ -16,9 +16,9 @@ from service.api.auth import requires_role
 from service.api.deps import CallerDep, SessionDep
 from service.api.problems import Problem
 from service.api.schemas import Generation, Visibility, to_generation
-from service.domain import generations
+from service.domain.catalogue.imports import FORMAT_NAMES, ImportOptions, decode_upload, import_clip
 from service.domain.errors import InvalidInput
-from service.domain.imports import FORMAT_NAMES, ImportOptions, decode_upload, import_clip
+from service.domain.generation import generations
 from service.ml.tags import normalise_tags
 
 MAX_TAGS, MAX_TAG_LENGTH = 20, 50

@@ -9,7 +9,7 @@ from litestar.datastructures import State
 from litestar.plugins.prometheus import PrometheusConfig
 
 from service.api.auth import requires_role
-from service.db import stats
+from service.db.monitoring import stats
 from service.metrics import CONTENT_TYPE, PREFIX, Snapshot, exposition
 
 METRICS_PATH = "/metrics"

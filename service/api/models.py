@@ -17,8 +17,9 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from service.api.auth import requires_role
 from service.api.deps import CallerDep, JobsDep, SessionDep
 from service.api.variants import BatchStatus, to_batch
-from service.db.models import Model
-from service.domain import checkpoints, reencode, registry, variants
+from service.db.schema.models import Model
+from service.domain.generation import variants
+from service.domain.models import checkpoints, reencode, registry
 
 Alias = Annotated[str, msgspec.Meta(min_length=1, max_length=registry.ALIAS_MAX_LENGTH)]
 

@@ -1,7 +1,7 @@
 """/v1/presets: named, shareable prompt + parameter sets; /v1/me/defaults: the caller's generation defaults.
 
 A generation request (POST /v1/generations) names a preset in ``preset``; the fields it leaves out come from
-that preset, then from the caller's defaults (``service.domain.presets``).
+that preset, then from the caller's defaults (``service.domain.catalogue.presets``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from service.api.auth import requires_role
 from service.api.deps import CallerDep, SessionDep
 from service.api.problems import Problem
 from service.api.schemas import BatchSize, GuidanceScale, ModelAlias, Prompt, Steps, Visibility
-from service.db.models import Preset as PresetRow
-from service.domain import presets as domain
+from service.db.schema.models import Preset as PresetRow
+from service.domain.catalogue import presets as domain
 
 if TYPE_CHECKING:
     from service.api.generations import GenerationCreate

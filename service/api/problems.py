@@ -115,8 +115,8 @@ def model_input_error_handler(request: Request, exc: ValueError) -> Response:
 
 def registry_error_handler(request: Request, exc: Exception) -> Response:
     """Registry refusals reaching the API from shared domain code (the registry's own routes map them too)."""
-    from service.domain import registry
-    from service.domain.model_cache import ModelLoadError
+    from service.domain.models import registry
+    from service.domain.models.model_cache import ModelLoadError
 
     if isinstance(exc, registry.InvalidModelInput):
         return problem(400, str(exc), [{"field": exc.field, "message": exc.reason, "source": "body"}])
@@ -142,8 +142,8 @@ def _model_input_error() -> type[ValueError]:
 
 
 def _registry_errors() -> tuple[type[Exception], ...]:
-    from service.domain.model_cache import ModelLoadError
-    from service.domain.registry import RegistryError
+    from service.domain.models.model_cache import ModelLoadError
+    from service.domain.models.registry import RegistryError
 
     return RegistryError, ModelLoadError
 

@@ -15,7 +15,7 @@ from litestar.middleware.rate_limit import DURATION_VALUES, RateLimitConfig, Rat
 from litestar.types import Message, Receive, Scope, Send
 
 from service.api.auth import PUBLIC_PATHS
-from service.domain.shared_state import Window
+from service.domain.access.shared_state import Window
 
 
 class SharedRateLimitMiddleware(RateLimitMiddleware):

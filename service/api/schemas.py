@@ -10,7 +10,7 @@ import msgspec
 from msgspec import Meta
 
 from service.api.openapi_docs import bounds
-from service.domain.generations import MAX_SEED, GenerationView, timings
+from service.domain.generation.generations import MAX_SEED, GenerationView, timings
 
 Visibility = Literal["private", "public"]
 Seed = Annotated[

@@ -20,12 +20,12 @@ from service.api.deps import CallerDep, SessionDep
 from service.api.openapi_docs import bounds, items
 from service.api.problems import Problem, field_in_message
 from service.api.schemas import Generation, Visibility, generation_url, to_generation
-from service.db.models import GENERATION_KINDS, LATENT_DIM
-from service.domain import generations
-from service.domain import search as domain
-from service.domain.imports import analyse_clip, decode_upload
-from service.domain.model_archive import ensure_searchable
-from service.domain.model_lookup import resolve_model
+from service.db.schema.models import GENERATION_KINDS, LATENT_DIM
+from service.domain.catalogue.imports import analyse_clip, decode_upload
+from service.domain.discovery import search as domain
+from service.domain.generation import generations
+from service.domain.models.model_archive import ensure_searchable
+from service.domain.models.model_lookup import resolve_model
 
 Kind = Literal[GENERATION_KINDS]  # type: ignore[valid-type]
 

@@ -8,8 +8,8 @@ from litestar import Controller, get
 from litestar.params import QueryParameter
 
 from service.api.deps import SessionDep
-from service.domain import tags as vocabularies
-from service.domain.tags import TagVocabulary
+from service.domain.catalogue import tags as vocabularies
+from service.domain.catalogue.tags import TagVocabulary
 
 
 class TagsController(Controller):

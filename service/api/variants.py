@@ -20,9 +20,10 @@ from service.api.openapi_docs import bounds
 from service.api.problems import Problem
 from service.api.schemas import Generation, Seed, Visibility, to_generation
 from service.api.search import SearchFilter, SearchRequest
-from service.domain import generations, lineage, variants
-from service.domain.search import MAX_LIMIT
-from service.domain.variants import MAX_PER_SOURCE, NEAR_DUPLICATE_SIMILARITY
+from service.domain.catalogue import lineage
+from service.domain.discovery.search import MAX_LIMIT
+from service.domain.generation import generations, variants
+from service.domain.generation.variants import MAX_PER_SOURCE, NEAR_DUPLICATE_SIMILARITY
 
 Steps = Annotated[int, Meta(ge=1, le=200, description="Diffusion sampling steps (the model's default when absent)")]
 TransferSteps = Annotated[int, Meta(ge=1, le=200, description="Ignored: a style transfer runs no sampler (steps 0)")]

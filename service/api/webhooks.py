@@ -16,9 +16,9 @@ from msgspec import Meta
 from service.api.auth import requires_role
 from service.api.deps import CallerDep, SessionDep
 from service.api.problems import Problem
-from service.db.models import Webhook as WebhookRow
-from service.db.models import WebhookDelivery
-from service.domain import webhooks
+from service.db.schema.models import Webhook as WebhookRow
+from service.db.schema.models import WebhookDelivery
+from service.domain.notify import webhooks
 
 EventType = Literal["generation", "batch"]
 WebhookId = FromPath[uuid.UUID]

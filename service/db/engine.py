@@ -10,7 +10,7 @@ from pgvector.psycopg import register_vector, register_vector_async
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from service.db import urls
+from service.db.server import urls
 from service.settings import DatabaseSettings
 
 

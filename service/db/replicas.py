@@ -25,8 +25,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service.db import urls
 from service.db.engine import create_engine, session_factory
+from service.db.server import urls
 from service.settings import DatabaseSettings
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import procrastinate
 import psycopg_pool
 
-from service.db import urls
+from service.db.server import urls
 from service.jobs.tasks import register_tasks
 from service.settings import DatabaseSettings, JobsSettings
 

@@ -11,8 +11,9 @@ from procrastinate.jobs import Status
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.domain import failures, production, reencode
-from service.domain.generations import enqueue
+from service.domain.generation import failures, production
+from service.domain.generation.generations import enqueue
+from service.domain.models import reencode
 from service.jobs.queue import REENCODE_TASK, ProcrastinateQueue
 from service.jobs.runtime import Runtime
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.db.engine import create_engine, session_factory
-from service.domain.model_cache import ModelCache
+from service.domain.models.model_cache import ModelCache
 from service.settings import Settings
 from service.storage import BlobStore
 

@@ -7,7 +7,10 @@ import uuid
 
 import procrastinate
 
-from service.domain import events, failures, lifecycle, production, reencode
+from service.domain.catalogue import lifecycle
+from service.domain.generation import failures, production
+from service.domain.models import reencode
+from service.domain.notify import events
 from service.jobs import recovery
 from service.jobs.instrument import measured
 from service.jobs.queue import GENERATE_TASK, GENERATION_QUEUE, REENCODE_QUEUE, REENCODE_TASK

@@ -6,7 +6,7 @@ from __future__ import annotations
 import procrastinate
 from procrastinate import RetryStrategy
 
-from service.domain import webhooks
+from service.domain.notify import webhooks
 from service.settings import JobsSettings
 
 DELIVER_TASK = "soundalike:webhook-deliver"  # the name migration 0009_webhooks queues (with its queue)

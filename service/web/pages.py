@@ -16,8 +16,8 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from service.api.auth import same_origin
-from service.domain import web_sessions
-from service.domain.api_keys import Caller
+from service.domain.access import web_sessions
+from service.domain.access.api_keys import Caller
 
 HERE = Path(__file__).parent
 TEMPLATES = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine)

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
-from service.domain import api_keys
+from service.domain.access import api_keys
 from service.settings import DatabaseSettings, JobsSettings, Settings, StorageSettings
 
 

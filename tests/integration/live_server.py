@@ -89,7 +89,7 @@ def insert_key(owner_conn, owner: str, role: str = "creator") -> str:
     """A new API key for ``owner`` (hashed under the default test secret); returns the plaintext."""
     import secrets
 
-    from service.domain.api_keys import KEY_PREFIX, hash_key
+    from service.domain.access.api_keys import KEY_PREFIX, hash_key
     from service.settings import AuthSettings
 
     key = KEY_PREFIX + secrets.token_urlsafe(24)

@@ -5,7 +5,7 @@ import re
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
-from service.db import migrate
+from service.db.schema import migrate
 
 
 async def test_health_and_ready(settings, database):

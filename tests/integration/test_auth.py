@@ -7,8 +7,8 @@ from litestar.testing import AsyncTestClient
 
 from service.api.auth import requires_role
 from service.app import create_app
-from service.domain import api_keys
-from service.domain.api_keys import Caller
+from service.domain.access import api_keys
+from service.domain.access.api_keys import Caller
 from tests.integration.test_cli import external, soundalike
 
 

@@ -4,8 +4,9 @@ import numpy as np
 import psycopg
 import pytest
 
-from service.db import backup, migrate
 from service.db.engine import connect_sync, copy_rows
+from service.db.recovery import backup
+from service.db.schema import migrate
 from service.errors import DatabaseError, SoundalikeError
 
 N_LATENTS = 300

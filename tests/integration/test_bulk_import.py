@@ -53,9 +53,9 @@ def test_each_batch_commits_on_the_connection_the_cli_opens(database, settings, 
     committed before the last file, and the re-encode lock of the model was held all along, so a re-encode
     started meanwhile (benchmarks/reencode.py did) waited on an import that waited on it."""
     from service.db.engine import connect_sync
-    from service.domain import reencode
-    from service.domain.bulk_import import audio_files, import_folder
-    from service.domain.imports import ImportOptions
+    from service.domain.catalogue.bulk_import import audio_files, import_folder
+    from service.domain.catalogue.imports import ImportOptions
+    from service.domain.models import reencode
     from service.storage import BlobStore
 
     folder = tmp_path / "catalogue"

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from service.db import migrate
+from service.db.schema import migrate
 
 
 def soundalike(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ import psutil
 import psycopg
 import pytest
 
-from service.db.embedded import EmbeddedPostgres
+from service.db.server.embedded import EmbeddedPostgres
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def test_stale_postmaster_pid_from_a_killed_server_is_recovered(server_root, cap
     (data_dir / "postmaster.pid").write_text("\n".join([str(os.getpid()), *lines[1:]]) + "\n")
 
     second = EmbeddedPostgres(data_dir)
-    with caplog.at_level(logging.WARNING, logger="service.db.embedded"):
+    with caplog.at_level(logging.WARNING, logger="service.db.server.embedded"):
         second.start()
     try:
         assert second.owned and _answers(second)
@@ -89,7 +89,7 @@ def test_children_of_a_killed_server_are_waited_for_then_killed(server_root, cap
     second = EmbeddedPostgres(data_dir)
     second.leftover_grace_seconds = 1.0
     try:
-        with caplog.at_level(logging.WARNING, logger="service.db.embedded"):
+        with caplog.at_level(logging.WARNING, logger="service.db.server.embedded"):
             second.start()
         assert second.owned and _answers(second)
         assert "waiting for" in caplog.text and "killing processes of a killed PostgreSQL" in caplog.text
@@ -105,7 +105,7 @@ def test_children_of_a_killed_server_are_waited_for_then_killed(server_root, cap
 def test_server_left_by_a_killed_owner_is_adopted_and_stopped(server_root, caplog):
     data_dir = server_root / "pg"
     starter = (
-        "import os, signal, sys; from pathlib import Path; from service.db.embedded import EmbeddedPostgres; "
+        "import os, signal, sys; from pathlib import Path; from service.db.server.embedded import EmbeddedPostgres; "
         "EmbeddedPostgres(Path(sys.argv[1])).start(); os.kill(os.getpid(), signal.SIGKILL)"
     )
     killed = subprocess.run([sys.executable, "-c", starter, str(data_dir)])
@@ -113,7 +113,7 @@ def test_server_left_by_a_killed_owner_is_adopted_and_stopped(server_root, caplo
     assert _postgres_pids(data_dir), "the killed owner should have left its server running"
 
     adopter = EmbeddedPostgres(data_dir)
-    with caplog.at_level(logging.WARNING, logger="service.db.embedded"):
+    with caplog.at_level(logging.WARNING, logger="service.db.server.embedded"):
         adopter.start()
     assert adopter.owned and "adopting" in caplog.text
     assert _answers(adopter)

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from service.app import create_app
-from service.db import urls
+from service.db.server import urls
 from service.settings import EventsSettings
 from tests.integration.api_helpers import api_settings
 from tests.integration.live_server import insert_key, live_server, sse_messages, take
@@ -202,7 +202,7 @@ async def test_bad_last_event_id_and_no_key(database, tmp_path, keys):
 
 async def test_prune_keeps_only_the_retention_window(database, owner_conn, model_id):
     from service.db.engine import create_engine, session_factory
-    from service.domain import events
+    from service.domain.notify import events
     from service.settings import DatabaseSettings
 
     insert(owner_conn, model_id, "alice", 2)

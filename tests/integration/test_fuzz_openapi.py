@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import response_schema_conformance  # noqa: E402
 
-from service.domain.api_keys import KEY_PREFIX, hash_key  # noqa: E402
+from service.domain.access.api_keys import KEY_PREFIX, hash_key  # noqa: E402
 from tests.integration.api_helpers import api_settings  # noqa: E402
 
 EXAMPLES = int(os.environ.get("SOUNDALIKE_FUZZ_EXAMPLES", "25"))
@@ -79,8 +79,8 @@ def fuzz_server(make_database, tmp_path_factory) -> Iterator[FuzzServer]:
     import uvicorn
 
     from service.app import create_app
-    from service.db import migrate
     from service.db.engine import connect_sync
+    from service.db.schema import migrate
     from service.settings import ServerSettings
 
     handle, db_settings = make_database("soundalike_fuzz")

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from service.domain.lifecycle import run_lifecycle
+from service.domain.catalogue.lifecycle import run_lifecycle
 from tests.integration.api_helpers import api_client, api_settings, bearer_for
 
 pytestmark = pytest.mark.slow

@@ -2,8 +2,8 @@
 
 import sqlalchemy as sa
 
-from service.db import migrate
-from service.db.schema_drift import schema_drift
+from service.db.schema import migrate
+from service.db.schema.schema_drift import schema_drift
 
 TABLES = {"models", "generations", "latent_embeddings", "audio_assets", "api_keys"}
 

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from service.db import backup, migrate
+from service.db.recovery import backup
+from service.db.schema import migrate
 from tests.integration.api_helpers import api_client, api_settings
 from tests.integration.test_cli import external, soundalike
 

@@ -3,7 +3,7 @@
 import psycopg
 import pytest
 
-from service.db import urls
+from service.db.server import urls
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from service.domain.bulk_import import import_folder
-from service.domain.imports import ImportOptions
+from service.domain.catalogue.bulk_import import import_folder
+from service.domain.catalogue.imports import ImportOptions
 from service.storage import BlobStore
 from tests.integration.api_helpers import api_client, api_settings, bearer_for
 
@@ -209,7 +209,7 @@ async def test_bad_segment_queries_name_the_field(client, tiny_model, query, sta
 
 
 async def test_a_window_by_window_query_longer_than_the_cap_is_refused(client, tiny_model, monkeypatch):
-    from service.domain import segment_search
+    from service.domain.discovery import segment_search
 
     monkeypatch.setattr(segment_search, "MAX_QUERY_WINDOWS", 2)
     response = await client.post(
@@ -253,7 +253,7 @@ def test_a_reencode_keeps_the_windows_of_long_files_only(tiny_pipeline):
     """What a re-encode chunk stores: batched latents for one-window clips, windows for longer files."""
     import uuid
 
-    from service.domain.segments import encode_with_windows
+    from service.domain.catalogue.segments import encode_with_windows
 
     short, long, bad = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     long_audio = np.concatenate([tone("bell"), tone("buzz")])
@@ -270,7 +270,7 @@ def test_a_reencode_keeps_the_windows_of_long_files_only(tiny_pipeline):
 
 
 async def test_a_deleted_track_leaves_segment_search_at_once_and_its_windows_at_purge(client, catalogue, owner_conn):
-    from service.domain import lifecycle
+    from service.domain.catalogue import lifecycle
 
     deleted = await client.delete(f"/v1/generations/{catalogue['track']}", headers=client.alice)
     assert deleted.status_code == 204, deleted.text

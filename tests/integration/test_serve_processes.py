@@ -11,7 +11,7 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
-from service.domain.api_keys import KEY_PREFIX, hash_key
+from service.domain.access.api_keys import KEY_PREFIX, hash_key
 from service.settings import DEFAULT_AUTH_SECRET
 from tests.integration.test_cli import _free_port, external, soundalike
 from tests.integration.test_serve_embedded import _wait_ready
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def fleet_database(make_database):
     """A database of its own: `serve` registers the shipped model and a first admin key in it."""
-    from service.db import migrate
+    from service.db.schema import migrate
 
     handle, settings = make_database("soundalike_fleet")
     migrate.upgrade(handle.migration_url, settings.app_role)

@@ -11,8 +11,8 @@ import redis.asyncio as redis
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
-from service.domain import api_keys, web_sessions
-from service.domain.shared_state import RedisRateLimiter, SharedState
+from service.domain.access import api_keys, web_sessions
+from service.domain.access.shared_state import RedisRateLimiter, SharedState
 from service.settings import AuthSettings, CacheSettings, ServerSettings, Settings
 from tests.integration.api_helpers import api_settings
 from tests.integration.test_cli import _free_port, assert_one_line_error, external, soundalike

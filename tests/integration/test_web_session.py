@@ -7,7 +7,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
-from service.domain import api_keys, web_sessions
+from service.domain.access import api_keys, web_sessions
 from service.settings import AuthSettings
 from tests.integration.api_helpers import api_settings
 

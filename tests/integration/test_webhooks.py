@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from service.app import create_app
-from service.domain import webhooks
-from service.domain.webhooks import SIGNATURE_HEADER, verify_signature
+from service.domain.notify import webhooks
+from service.domain.notify.webhooks import SIGNATURE_HEADER, verify_signature
 from service.settings import JobsSettings
 from tests.integration.api_helpers import api_client, api_settings, bearer_for
 from tests.integration.live_server import insert_key, live_server

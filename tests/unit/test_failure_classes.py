@@ -7,8 +7,8 @@ import pytest
 import sqlalchemy.exc
 
 from service.domain.errors import InvalidInput
-from service.domain.failures import classify, mark_model_stage
-from service.domain.model_cache import ModelLoadError
+from service.domain.generation.failures import classify, mark_model_stage
+from service.domain.models.model_cache import ModelLoadError
 
 
 def from_model(exc: BaseException) -> BaseException:

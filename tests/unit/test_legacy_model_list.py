@@ -4,8 +4,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from service.domain import legacy_model_list as legacy
-from service.domain.registry import alias_problem, first_free
+from service.domain.models import legacy_model_list as legacy
+from service.domain.models.registry import alias_problem, first_free
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "legacy_models" / "model.list"
 

@@ -7,9 +7,10 @@ import warnings
 
 import pytest
 
-from service.db.models import LATENT_DIM
-from service.domain import search, variants
-from service.domain.generations import MAX_SEED
+from service.db.schema.models import LATENT_DIM
+from service.domain.discovery import search
+from service.domain.generation import variants
+from service.domain.generation.generations import MAX_SEED
 
 
 @pytest.fixture(scope="module")

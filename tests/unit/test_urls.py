@@ -1,6 +1,6 @@
 import pytest
 
-from service.db import urls
+from service.db.server import urls
 from service.errors import ConfigError
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from service.domain.webhooks import pinned, refused_address, sign, verify_signature
+from service.domain.notify.webhooks import pinned, refused_address, sign, verify_signature
 
 
 @pytest.mark.parametrize(

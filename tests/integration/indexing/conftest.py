@@ -8,7 +8,7 @@ import pytest
 
 from indexing.demo import load_demo
 from indexing.source import ModelRef
-from service.db import urls
+from service.db.server import urls
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from indexing import mirror
 from indexing.errors import IndexingError
 from indexing.sync import sync_alias, sync_all, sync_model
 from indexing.verify import verify_model
-from service.db import urls
+from service.db.server import urls
 from tests.integration.indexing.conftest import insert_latent, latent_ids, set_generation
 
 

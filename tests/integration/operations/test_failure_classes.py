@@ -80,7 +80,7 @@ async def test_a_source_without_a_latent_is_bad_input(database, empty_tables, ow
 
 async def test_only_failed_unclassified_rows_are_classified(database, empty_tables, owner_conn, settings):
     from service.db.engine import create_engine, session_factory
-    from service.domain import failures
+    from service.domain.generation import failures
 
     model_id = add_model(owner_conn, "/nowhere.pt")
     ids = [

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from service.cli import main
-from service.db import migrate
 from service.db.engine import connect_sync
-from service.db.runtime import open_database
+from service.db.schema import migrate
+from service.db.server.runtime import open_database
 from service.settings import Settings, get_settings
 from service.storage import BlobStore
 

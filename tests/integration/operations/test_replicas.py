@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from service.cli import main
-from service.db.embedded import EmbeddedPostgres
-from service.db.standby import is_replica
+from service.db.server.embedded import EmbeddedPostgres
+from service.db.server.standby import is_replica
 from service.settings import get_settings
 from tests.integration.api_helpers import api_client, api_settings, bearer_for
 
@@ -96,7 +96,7 @@ async def wait_for(condition, what: str, timeout: float = 30) -> None:
 
 
 def test_a_second_replica_needs_an_empty_directory(replica, pg_server):
-    from service.db.standby import create_replica
+    from service.db.server.standby import create_replica
     from service.errors import SoundalikeError
 
     with pytest.raises(SoundalikeError, match="is not empty"):

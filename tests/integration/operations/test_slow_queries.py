@@ -8,8 +8,8 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from service.db.embedded import EmbeddedPostgres
-from service.db.slow_queries import from_log, top_statements
+from service.db.monitoring.slow_queries import from_log, top_statements
+from service.db.server.embedded import EmbeddedPostgres
 
 LOG = """\
 2026-11-29 03:02:25.194 UTC [11] LOG:  duration: 120.500 ms  statement: SELECT pg_sleep(0.12)

@@ -9,10 +9,11 @@ import uuid
 import numpy as np
 
 from service.db.engine import connect_sync
-from service.domain import lifecycle, reencode
-from service.domain.bulk_import import audio_files, import_folder
-from service.domain.imports import ImportOptions
-from service.domain.model_cache import ModelCache
+from service.domain.catalogue import lifecycle
+from service.domain.catalogue.bulk_import import audio_files, import_folder
+from service.domain.catalogue.imports import ImportOptions
+from service.domain.models import reencode
+from service.domain.models.model_cache import ModelCache
 from tests.integration.reencode.conftest import import_tone, latents_by_model, tone
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from service.db import migrate
 from service.db.engine import connect_sync, create_engine, session_factory
-from service.domain import legacy_model_list as legacy
-from service.domain import registry
+from service.db.schema import migrate
+from service.domain.models import legacy_model_list as legacy
+from service.domain.models import registry
 from service.settings import DatabaseSettings
 
 FIXTURE_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "legacy_models"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from service.db.engine import connect_sync
-from service.db.models import Model
-from service.domain import registry
-from service.domain.model_cache import ModelCache, ModelLoadError
+from service.db.schema.models import Model
+from service.domain.models import registry
+from service.domain.models.model_cache import ModelCache, ModelLoadError
 
 
 class JsonLoader:

@@ -5,8 +5,9 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
 from service.app import create_app
-from service.db.models import Generation, Model
-from service.domain import api_keys, registry
+from service.db.schema.models import Generation, Model
+from service.domain.access import api_keys
+from service.domain.models import registry
 
 
 @pytest.fixture

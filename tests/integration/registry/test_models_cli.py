@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from service.domain import registry
+from service.domain.models import registry
 from tests.integration.test_cli import assert_one_line_error, external, soundalike
 
 pytestmark = pytest.mark.slow  # a subprocess per command (about 2 s each)

@@ -5,9 +5,9 @@ import asyncio
 import pytest
 from sqlalchemy import func, select
 
-from service.db.models import Generation, Model
-from service.domain import registry
-from service.domain.registry import ModelSpec
+from service.db.schema.models import Generation, Model
+from service.domain.models import registry
+from service.domain.models.registry import ModelSpec
 
 
 async def default_count(session) -> int:

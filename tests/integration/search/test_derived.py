@@ -266,7 +266,7 @@ async def test_transfer_and_variants_through_a_real_worker(database, tiny_model,
 def give_audio(owner_conn, pipeline, blob_dir, generation_ids: list[str]) -> None:
     """Store generated audio for catalogue items (they only have latents): a variant re-encodes its source's
     audio to get the melody back."""
-    from service.domain.audio import to_wav
+    from service.domain.catalogue.audio import to_wav
     from service.storage import BlobStore
 
     store = BlobStore(blob_dir, blob_dir.parent / "archive")

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import text
 
 from service.db.engine import create_engine, session_factory
-from service.domain import search as domain
-from service.domain.api_keys import Caller
-from service.domain.search import SearchFilter, Target
+from service.domain.access.api_keys import Caller
+from service.domain.discovery import search as domain
+from service.domain.discovery.search import SearchFilter, Target
 from tests.integration.api_helpers import api_client, api_settings, bearer_for
 from tests.integration.search.conftest import Item, clustered, exact_ids, insert
 

@@ -14,4 +14,3 @@ def test_negatives_are_deterministic_bounded_and_audible():
     for clip in clips:
         assert clip.dtype == np.float32 and clip.shape == (N,) and np.isfinite(clip).all()
         assert 0.4 < np.abs(clip).max() <= 0.5
-

@@ -1,0 +1,1 @@
+"""What the database reports: gauges and slow queries."""

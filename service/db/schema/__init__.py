@@ -1,0 +1,1 @@
+"""The schema: ORM models, Alembic from code, migration helpers, drift checks."""

@@ -1,0 +1,1 @@
+"""Which PostgreSQL the service runs against: the embedded server, provisioning, replicas made for tests."""

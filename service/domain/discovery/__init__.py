@@ -1,0 +1,1 @@
+""" "Sounds like this": nearest latents, cursors, segment search, clusters and the map."""

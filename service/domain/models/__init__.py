@@ -1,0 +1,1 @@
+"""The model registry: versions, checkpoints, loading, lookup, re-encoding and archiving spaces."""

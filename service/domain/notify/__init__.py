@@ -1,0 +1,1 @@
+"""Telling clients what happened: the events log (SSE) and signed webhooks."""
