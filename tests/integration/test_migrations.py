@@ -43,7 +43,7 @@ def test_hnsw_index_uses_cosine_ops_with_named_parameters(owner_conn):
 
 
 def test_latents_stay_in_their_rows_and_the_tag_index_has_no_pending_list(owner_conn):
-    """0014_search_storage: a filtered search reads each candidate's latent from its row (MAIN storage, no TOAST
+    """0013_search_storage: a filtered search reads each candidate's latent from its row (MAIN storage, no TOAST
     probe) and looks tags up without scanning a GIN pending list."""
     storage = owner_conn.execute(
         "SELECT attstorage FROM pg_attribute WHERE attrelid = 'latent_embeddings'::regclass AND attname = 'embedding'"

@@ -122,7 +122,7 @@ class Generation(Base):
         CheckConstraint(one_of("failure_class", FAILURE_CLASSES), name="failure_class"),
         Index("ix_generations_owner_created_at", "owner", "created_at"),
         Index("ix_generations_model_id_created_at", "model_id", "created_at"),
-        # No pending list (0014_search_storage): a tag lookup never scans unmerged insertions.
+        # No pending list (0013_search_storage): a tag lookup never scans unmerged insertions.
         Index("ix_generations_tags", "tags", postgresql_using="gin", postgresql_with={"fastupdate": "off"}),
         Index("ix_generations_parent_id", "parent_id"),
         Index("ix_generations_status_created_at", "status", "created_at"),
@@ -181,7 +181,7 @@ class Batch(Base):
 class LatentEmbedding(Base):
     """The 512-d latent of a generation in one model's space (an item has at most one per model, and may have
     several after a re-encode). ``id`` is the int64 FAISS mirrors use. ``embedding`` has MAIN storage (kept in
-    the row, not TOASTed; set by 0014_search_storage, which SQLAlchemy cannot declare)."""
+    the row, not TOASTed; set by 0013_search_storage, which SQLAlchemy cannot declare)."""
 
     __tablename__ = "latent_embeddings"
     __table_args__ = (

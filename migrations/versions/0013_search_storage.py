@@ -1,7 +1,7 @@
 """Search storage: latents kept in their table rows, and a tag index without a pending list.
 
-Revision ID: 0014_search_storage
-Revises: 0011_presets
+Revision ID: 0013_search_storage
+Revises: 0012_presets
 Create Date: 2026-11-29
 
 A filtered search reads the latent of every candidate (docs/performance.md). pgvector stores a ``vector`` with
@@ -21,8 +21,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0014_search_storage"
-down_revision: str | None = "0011_presets"
+revision: str = "0013_search_storage"
+down_revision: str | None = "0012_presets"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

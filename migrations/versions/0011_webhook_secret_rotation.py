@@ -1,6 +1,6 @@
 """Webhook secret rotation: the secret a rotation replaced keeps signing beside the new one until it expires.
 
-Revision ID: 0012_webhook_secret_rotation
+Revision ID: 0011_webhook_secret_rotation
 Revises: 0010_segments
 Create Date: 2026-11-29
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0012_webhook_secret_rotation"
+revision: str = "0011_webhook_secret_rotation"
 down_revision: str | None = "0010_segments"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -1,7 +1,7 @@
 """Presets and per-owner generation defaults.
 
-Revision ID: 0011_presets
-Revises: 0012_webhook_secret_rotation
+Revision ID: 0012_presets
+Revises: 0011_webhook_secret_rotation
 Create Date: 2026-11-29
 
 ``presets``: named prompt + parameter sets ("style templates") of an owner, private or public, unique by
@@ -16,8 +16,8 @@ from alembic import op
 
 from service.db.schema.models import VISIBILITIES, one_of
 
-revision: str = "0011_presets"
-down_revision: str | None = "0012_webhook_secret_rotation"
+revision: str = "0012_presets"
+down_revision: str | None = "0011_webhook_secret_rotation"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
