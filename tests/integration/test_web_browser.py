@@ -94,7 +94,7 @@ def audio_duration(page, selector: str) -> float:
 def test_sign_in_generate_and_hear_it(page, shots):
     page.get_by_label("Prompt").fill("piano, minor, 90 bpm")
     page.get_by_label("Steps").fill("4")
-    page.get_by_label("Clips").fill("2")
+    page.get_by_label("Clips", exact=True).fill("2")
     page.get_by_role("button", name="Generate", exact=True).click()
     done = page.locator("#results .card[data-status='succeeded']")
     done.nth(1).wait_for()
