@@ -18,6 +18,7 @@ from litestar.exceptions import ValidationException
 from service.domain.pagination import MAX_BIGINT
 
 NUL = "\x00"
+JSON_NUL = b"\\u0000"  # how JSON writes a NUL inside a string
 MAX_INT = 2**31 - 1  # ids in the database are bigint (MAX_BIGINT: clusters, latents) or integer (runs, models)
 __all__ = ["MAX_BIGINT", "MAX_INT", "check_request", "query_parameter_names"]
 
@@ -51,8 +52,8 @@ def _check_query_names(request: Request) -> None:
     unknown = sorted(set(request.query_params) - known)
     if unknown:
         allowed = ", ".join(sorted(known)) or "none"
-        raise _refusal(unknown[0], "query", f"unknown query parameter(s) {', '.join(unknown)}; this route takes "
-                       f"{allowed}")  # fmt: skip
+        names = ", ".join(unknown)
+        raise _refusal(unknown[0], "query", f"unknown query parameter(s) {names}; this route takes {allowed}")
 
 
 def _texts(request: Request) -> Iterator[tuple[str, str, str]]:
@@ -65,8 +66,11 @@ def _texts(request: Request) -> Iterator[tuple[str, str, str]]:
 async def _body_texts(request: Request) -> list[tuple[str, str]]:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
+        body = await request.body()
+        if JSON_NUL not in body:  # a JSON string can hold a NUL only as this escape: skip decoding the rest
+            return []
         try:
-            return list(_strings(json.loads(await request.body() or b"null"), "body"))
+            return list(_strings(json.loads(body), "body"))
         except ValueError:
             return []  # malformed JSON: the handler's own parsing names it
     if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
