@@ -132,8 +132,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     faiss.omp_set_num_threads(THREADS)
-    results: dict = {"rows": args.rows, "dim": 512, "faiss_threads": THREADS, "cpu_count": os.cpu_count(),
-                     "machine": platform.machine(), "faiss": faiss.__version__}  # fmt: skip
+    results: dict = {
+        "rows": args.rows,
+        "dim": 512,
+        "faiss_threads": THREADS,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "faiss": faiss.__version__,
+    }
 
     with scratch_database("bench") as db:
         url, owner_url, index_dir = db.app_url, db.migration_url, db.root / "index"
@@ -173,14 +179,21 @@ def main() -> None:
         cursor_s, copy_s, full_s = min(cursor_all), min(copy_all), min(full_all)
         baseline = min(cursor_s, copy_s)
         results["full_sync"] = {
-            "seconds": full_s, "runs": full_all, "vectors": full.count,
-            "baseline_cursor_seconds": cursor_s, "baseline_cursor_runs": cursor_all,
-            "baseline_copy_seconds": copy_s, "baseline_copy_runs": copy_all,
-            "speed_vs_best_baseline": baseline / full_s, "speed_vs_cursor_baseline": cursor_s / full_s,
+            "seconds": full_s,
+            "runs": full_all,
+            "vectors": full.count,
+            "baseline_cursor_seconds": cursor_s,
+            "baseline_cursor_runs": cursor_all,
+            "baseline_copy_seconds": copy_s,
+            "baseline_copy_runs": copy_all,
+            "speed_vs_best_baseline": baseline / full_s,
+            "speed_vs_cursor_baseline": cursor_s / full_s,
             "index_file_bytes": full_index_bytes(index_dir, model.id),
-        }  # fmt: skip
-        print(f"full sync {full_s:.2f}s | baselines: cursor {cursor_s:.2f}s, COPY {copy_s:.2f}s | speed vs best "
-              f"baseline {baseline / full_s:.2f}x (target >= 0.7), vs cursor {cursor_s / full_s:.2f}x")  # fmt: skip
+        }
+        print(
+            f"full sync {full_s:.2f}s | baselines: cursor {cursor_s:.2f}s, COPY {copy_s:.2f}s | speed vs best "
+            f"baseline {baseline / full_s:.2f}x (target >= 0.7), vs cursor {cursor_s / full_s:.2f}x"
+        )
 
         incremental = []
         for i in range(3):
@@ -203,12 +216,20 @@ def main() -> None:
             started = time.perf_counter()
             run = cluster_model(url, index_dir, model, k=args.k, niter=20, seed=1, sync_first=False)
             cluster_s = time.perf_counter() - started
-        results["kmeans"] = {"k": args.k, "niter": 20, "seconds_with_write_back": cluster_s,
-                             "n_points": run.n_points, "peak_rss_mb": rss.peak / 2**20,
-                             "rss_increase_mb": (rss.peak - rss.before) / 2**20, "target_seconds": 30.0,
-                             "sizes_min_max": [min(run.sizes), max(run.sizes)]}  # fmt: skip
-        print(f"k-means k={args.k} niter=20 ({THREADS} threads) + write-back: {cluster_s:.1f}s (target < 30s), "
-              f"peak RSS {rss.peak / 2**20:.0f} MB (+{(rss.peak - rss.before) / 2**20:.0f} MB during)")  # fmt: skip
+        results["kmeans"] = {
+            "k": args.k,
+            "niter": 20,
+            "seconds_with_write_back": cluster_s,
+            "n_points": run.n_points,
+            "peak_rss_mb": rss.peak / 2**20,
+            "rss_increase_mb": (rss.peak - rss.before) / 2**20,
+            "target_seconds": 30.0,
+            "sizes_min_max": [min(run.sizes), max(run.sizes)],
+        }
+        print(
+            f"k-means k={args.k} niter=20 ({THREADS} threads) + write-back: {cluster_s:.1f}s (target < 30s), "
+            f"peak RSS {rss.peak / 2**20:.0f} MB (+{(rss.peak - rss.before) / 2**20:.0f} MB during)"
+        )
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
@@ -222,11 +243,22 @@ def _plot(r: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = ["baseline:\ncursor + add", "baseline:\nCOPY + add", "full sync", "incremental\n1k changes",
-              "verify", f"k-means k={r['kmeans']['k']}\n+ write-back"]  # fmt: skip
-    values = [r["full_sync"]["baseline_cursor_seconds"], r["full_sync"]["baseline_copy_seconds"],
-              r["full_sync"]["seconds"], r["incremental_sync_1k"]["median_seconds"], r["verify"]["seconds"],
-              r["kmeans"]["seconds_with_write_back"]]  # fmt: skip
+    labels = [
+        "baseline:\ncursor + add",
+        "baseline:\nCOPY + add",
+        "full sync",
+        "incremental\n1k changes",
+        "verify",
+        f"k-means k={r['kmeans']['k']}\n+ write-back",
+    ]
+    values = [
+        r["full_sync"]["baseline_cursor_seconds"],
+        r["full_sync"]["baseline_copy_seconds"],
+        r["full_sync"]["seconds"],
+        r["incremental_sync_1k"]["median_seconds"],
+        r["verify"]["seconds"],
+        r["kmeans"]["seconds_with_write_back"],
+    ]
     fig, ax = plt.subplots(figsize=(8, 3.8))
     bars = ax.bar(labels, values, color=["#bbb", "#bbb", "#3a7", "#3a7", "#37a", "#a63"])
     ax.bar_label(bars, fmt="%.2f s")

@@ -102,8 +102,10 @@ def load(handle, vectors: np.ndarray) -> tuple[int, list[uuid.UUID]]:
         built = time.perf_counter() - started
         conn.execute("ANALYZE generations")
         conn.execute("ANALYZE latent_embeddings")
-    print(f"loaded {len(vectors)} rows by COPY in {copied:.1f} s ({len(vectors) / copied:,.0f} rows/s); "
-          f"HNSW build {built:.1f} s")  # fmt: skip
+    print(
+        f"loaded {len(vectors)} rows by COPY in {copied:.1f} s ({len(vectors) / copied:,.0f} rows/s); "
+        f"HNSW build {built:.1f} s"
+    )
     return model_id, ids
 
 
@@ -206,8 +208,9 @@ async def run_api(client, headers, queries: np.ndarray, rare: bool, concurrency:
         while queue:
             i = queue.pop()
             started = time.perf_counter()
-            response = await client.post("/v1/search", json={"vector": queries[i].tolist(), "limit": K, **extra},
-                                          headers=headers)  # fmt: skip
+            response = await client.post(
+                "/v1/search", json={"vector": queries[i].tolist(), "limit": K, **extra}, headers=headers
+            )
             latencies[i] = time.perf_counter() - started
             assert response.status_code == 200, response.text
             found[i] = {uuid.UUID(item["id"]) for item in response.json()["items"]}
@@ -293,10 +296,12 @@ async def explain(handle, model_id: int, query: np.ndarray, rare: bool) -> str:
 
 
 def print_row(case: str, raw: dict, api: dict) -> None:
-    print(f"{case:18} raw {raw['qps']:7.1f} q/s p50 {raw['p50_ms']:6.1f} ms p99 {raw['p99_ms']:6.1f} ms "
-          f"R@10 {raw['recall_at_10']:.3f} | API {api['qps']:7.1f} q/s p50 {api['p50_ms']:6.1f} ms "
-          f"p99 {api['p99_ms']:6.1f} ms R@10 {api['recall_at_10']:.3f} | "
-          f"ratio {api['qps'] / raw['qps']:.2f}")  # fmt: skip
+    print(
+        f"{case:18} raw {raw['qps']:7.1f} q/s p50 {raw['p50_ms']:6.1f} ms p99 {raw['p99_ms']:6.1f} ms "
+        f"R@10 {raw['recall_at_10']:.3f} | API {api['qps']:7.1f} q/s p50 {api['p50_ms']:6.1f} ms "
+        f"p99 {api['p99_ms']:6.1f} ms R@10 {api['recall_at_10']:.3f} | "
+        f"ratio {api['qps'] / raw['qps']:.2f}"
+    )
 
 
 def plot(results: dict) -> None:
@@ -336,10 +341,19 @@ def main() -> None:
         with api_server(handle, root) as url:
             results, plans = asyncio.run(measure(handle, url, model_id, queries, truths))
     plot(results)
-    path = write_result("search", {"rows": args.rows, "queries": args.queries, "k": K, "concurrency": CONCURRENCY,
-                                   "ef_search": min(max(domain.MIN_EF_SEARCH, 2 * K), domain.MAX_EF_SEARCH),
-                                   "exact_below_rows": domain.EXACT_BELOW_ROWS,
-                                   "results": results, "plans": plans})  # fmt: skip
+    path = write_result(
+        "search",
+        {
+            "rows": args.rows,
+            "queries": args.queries,
+            "k": K,
+            "concurrency": CONCURRENCY,
+            "ef_search": min(max(domain.MIN_EF_SEARCH, 2 * K), domain.MAX_EF_SEARCH),
+            "exact_below_rows": domain.EXACT_BELOW_ROWS,
+            "results": results,
+            "plans": plans,
+        },
+    )
     print(f"wrote {path} and {PLOT}")
 
 

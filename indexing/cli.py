@@ -104,8 +104,9 @@ def _rebuild(handle, alias: str | None) -> None:
     bars = _Bars("rebuild")
     try:
         if alias:
-            results = [sync_model(handle.app_url, _index_dir(), m, full=True, progress=bars)
-                       for m in _models(handle, alias)]  # fmt: skip
+            results = [
+                sync_model(handle.app_url, _index_dir(), m, full=True, progress=bars) for m in _models(handle, alias)
+            ]
         else:
             results = rebuild_all(handle.app_url, _index_dir(), progress=bars)
     finally:
@@ -141,12 +142,28 @@ def verify_command(alias: str | None) -> None:
 @click.option("--k", type=click.IntRange(min=1), required=True, help="Number of clusters.")
 @click.option("--niter", type=click.IntRange(min=1), default=20, show_default=True, help="k-means iterations.")
 @click.option("--seed", type=int, default=1234, show_default=True)
-@click.option("--nredo", type=click.IntRange(min=1), default=1, show_default=True,
-              help="k-means restarts; the best objective wins.")  # fmt: skip
-@click.option("--init", type=click.Choice(["k-means++", "random"]), default="k-means++", show_default=True,
-              help="Centre seeding: greedy k-means++ or FAISS's uniform random start.")  # fmt: skip
-@click.option("--keep", "keep_runs", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Runs kept per model (the newest is active).")  # fmt: skip
+@click.option(
+    "--nredo",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="k-means restarts; the best objective wins.",
+)
+@click.option(
+    "--init",
+    type=click.Choice(["k-means++", "random"]),
+    default="k-means++",
+    show_default=True,
+    help="Centre seeding: greedy k-means++ or FAISS's uniform random start.",
+)
+@click.option(
+    "--keep",
+    "keep_runs",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Runs kept per model (the newest is active).",
+)
 @click.option("--sync/--no-sync", "sync_first", default=True, show_default=True, help="Sync the mirror first.")
 def cluster_command(
     alias: str, k: int, niter: int, seed: int, nredo: int, init: str, keep_runs: int, sync_first: bool
@@ -159,8 +176,18 @@ def cluster_command(
     with _app_database() as handle:
         with connect(handle.app_url) as conn:
             model = resolve_model(conn, alias)
-        result = cluster_model(handle.app_url, _index_dir(), model, k, niter=niter, seed=seed, nredo=nredo, init=init,
-                               keep_runs=keep_runs, sync_first=sync_first)  # fmt: skip
+        result = cluster_model(
+            handle.app_url,
+            _index_dir(),
+            model,
+            k,
+            niter=niter,
+            seed=seed,
+            nredo=nredo,
+            init=init,
+            keep_runs=keep_runs,
+            sync_first=sync_first,
+        )
     sizes = sorted(result.sizes)
     click.echo(
         f"run {result.run_id} ({result.model}): k={result.k} over {result.n_points} latents, "
@@ -172,8 +199,12 @@ def cluster_command(
 @index_group.command("duplicates")
 @click.option("--model", "alias", required=True, help="Model alias.")
 @click.option("--threshold", type=float, default=0.98, show_default=True, help="Minimum cosine similarity.")
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="JSON report path [default: <index dir>/duplicates-<alias>.json].")  # fmt: skip
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON report path [default: <index dir>/duplicates-<alias>.json].",
+)
 @click.option("--show", type=int, default=10, show_default=True, help="Pairs to print.")
 @click.option("--sync/--no-sync", "sync_first", default=True, show_default=True, help="Sync the mirror first.")
 def duplicates_command(alias: str, threshold: float, output: Path | None, show: int, sync_first: bool) -> None:

@@ -100,8 +100,16 @@ def kmeans(
     than FAISS's uniform random start); ``init="random"`` keeps FAISS's own start (best of ``nredo``)."""
     n, d = vectors.shape
     rng = np.random.default_rng(seed)
-    km = faiss.Kmeans(d, k, niter=niter, seed=seed, spherical=True, verbose=False, nredo=nredo,
-                      max_points_per_centroid=MAX_POINTS_PER_CENTROID)  # fmt: skip
+    km = faiss.Kmeans(
+        d,
+        k,
+        niter=niter,
+        seed=seed,
+        spherical=True,
+        verbose=False,
+        nredo=nredo,
+        max_points_per_centroid=MAX_POINTS_PER_CENTROID,
+    )
     if init == "k-means++":
         seeding = (
             vectors
@@ -159,11 +167,22 @@ def cluster_model(
     }
     with connect(url) as conn:
         elapsed = time.perf_counter() - started
-        run_id, written = write_run(conn, model, result, k=k, niter=niter, seed=seed, params=params,
-                                    watermark=watermark, seconds=elapsed, keep_runs=keep_runs)  # fmt: skip
+        run_id, written = write_run(
+            conn,
+            model,
+            result,
+            k=k,
+            niter=niter,
+            seed=seed,
+            params=params,
+            watermark=watermark,
+            seconds=elapsed,
+            keep_runs=keep_runs,
+        )
     log.info("clustering run %d for %s: k=%d over %d latents", run_id, model.alias, k, written)
-    return ClusteringResult(run_id, model.alias, k, written, result.inertia, result.sizes.tolist(),
-                            time.perf_counter() - started)  # fmt: skip
+    return ClusteringResult(
+        run_id, model.alias, k, written, result.inertia, result.sizes.tolist(), time.perf_counter() - started
+    )
 
 
 def write_run(
@@ -196,9 +215,15 @@ def write_run(
             "SELECT %s, u.latent_id, u.cluster_id, u.score, u.x, u.y "
             "FROM unnest(%s::bigint[], %s::bigint[], %s::real[], %s::real[], %s::real[]) "
             "AS u(latent_id, cluster_id, score, x, y) JOIN latent_embeddings l ON l.id = u.latent_id",
-            (run_id, c.ids.tolist(), cluster_ids[c.labels].tolist(), c.scores.tolist(),
-             c.xy[:, 0].tolist(), c.xy[:, 1].tolist()),
-        ).rowcount  # fmt: skip
+            (
+                run_id,
+                c.ids.tolist(),
+                cluster_ids[c.labels].tolist(),
+                c.scores.tolist(),
+                c.xy[:, 0].tolist(),
+                c.xy[:, 1].tolist(),
+            ),
+        ).rowcount
         if written != len(c.ids):  # latents deleted since the mirror was read: recount from what was written
             _recount(conn, run_id)
         failpoint("cluster:before-commit")

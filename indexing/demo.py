@@ -77,14 +77,29 @@ def load_demo(
         owners = rng.choice(DEMO_OWNERS, size)
         public = rng.random(size) < public_fraction
         copy_rows(
-            conn, "generations",
+            conn,
+            "generations",
             ["id", "owner", "model_id", "kind", "status", "visibility", "tags", "params"],
             ["uuid", "text", "int4", "text", "text", "text", "text[]", "jsonb"],
-            ((g, str(o), model.id, "import", "succeeded", "public" if p else "private", [f"demo-cluster-{lab}"],
-              Jsonb({"demo_cluster": int(lab)})) for g, o, p, lab in zip(gen_ids, owners, public, labels, strict=True)),
-        )  # fmt: skip
+            (
+                (
+                    g,
+                    str(o),
+                    model.id,
+                    "import",
+                    "succeeded",
+                    "public" if p else "private",
+                    [f"demo-cluster-{lab}"],
+                    Jsonb({"demo_cluster": int(lab)}),
+                )
+                for g, o, p, lab in zip(gen_ids, owners, public, labels, strict=True)
+            ),
+        )
         copy_rows(
-            conn, "latent_embeddings", ["generation_id", "model_id", "embedding"], ["uuid", "int4", "vector"],
+            conn,
+            "latent_embeddings",
+            ["generation_id", "model_id", "embedding"],
+            ["uuid", "int4", "vector"],
             ((g, model.id, v) for g, v in zip(gen_ids, vectors, strict=True)),
-        )  # fmt: skip
+        )
     return DemoData(model, n, clusters)

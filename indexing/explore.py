@@ -77,8 +77,18 @@ def load_run(catalogue: Catalogue, alias: str) -> RunView:
             (run[0],),
         ).fetchall()
     data = np.array(rows, dtype=np.float64).reshape(-1, 5)
-    return RunView(model, run[0], run[1], run[2], run[3], run[4], data[:, 0].astype(np.int64),
-                   data[:, 1].astype(np.int64), data[:, 2], data[:, 3:5])  # fmt: skip
+    return RunView(
+        model,
+        run[0],
+        run[1],
+        run[2],
+        run[3],
+        run[4],
+        data[:, 0].astype(np.int64),
+        data[:, 1].astype(np.int64),
+        data[:, 2],
+        data[:, 3:5],
+    )
 
 
 def plot_map(run: RunView, ax=None, point_size: float = 4.0):
@@ -130,8 +140,12 @@ def neighbours(catalogue: Catalogue, run: RunView, latent_id: int, k: int = 5) -
             (ids.tolist(),),
         ).fetchall()
     info = {r[0]: (r[1], _audio_path(catalogue.blob_dir, r[2])) for r in rows}
-    return [Neighbour(int(i), float(s), info.get(int(i), ("?", None))[0], labels.get(int(i)),
-                      info.get(int(i), ("?", None))[1]) for i, s in zip(ids, sims, strict=True)]  # fmt: skip
+    return [
+        Neighbour(
+            int(i), float(s), info.get(int(i), ("?", None))[0], labels.get(int(i)), info.get(int(i), ("?", None))[1]
+        )
+        for i, s in zip(ids, sims, strict=True)
+    ]
 
 
 def _audio_path(blob_dir: Path, uri: str | None) -> Path | None:
@@ -149,16 +163,26 @@ def show_neighbours(catalogue: Catalogue, run: RunView, latent_ids: list[int], k
     any_audio = False
     for latent_id in latent_ids:
         found = neighbours(catalogue, run, latent_id, k)
-        lines = [f"**Neighbours of latent {latent_id}**", "", "| latent | similarity | cluster | generation | audio |",
-                 "|---:|---:|---:|---|---|"]  # fmt: skip
+        lines = [
+            f"**Neighbours of latent {latent_id}**",
+            "",
+            "| latent | similarity | cluster | generation | audio |",
+            "|---:|---:|---:|---|---|",
+        ]
         for n in found:
-            lines.append(f"| {n.latent_id} | {n.similarity:.3f} | {n.cluster} | `{n.generation_id}` | "
-                         f"{'yes' if n.audio else '—'} |")  # fmt: skip
+            lines.append(
+                f"| {n.latent_id} | {n.similarity:.3f} | {n.cluster} | `{n.generation_id}` | "
+                f"{'yes' if n.audio else '—'} |"
+            )
         display(Markdown("\n".join(lines)))
         for n in found:
             if n.audio is not None:
                 any_audio = True
                 display(Audio(filename=str(n.audio)))
     if not any_audio:
-        display(Markdown("_No audio for these items: they are synthetic latents (`soundalike index demo-data`) or "
-                         "their clips are not in the blob store. Generated clips get a player here._"))  # fmt: skip
+        display(
+            Markdown(
+                "_No audio for these items: they are synthetic latents (`soundalike index demo-data`) or "
+                "their clips are not in the blob store. Generated clips get a player here._"
+            )
+        )

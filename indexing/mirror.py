@@ -109,8 +109,10 @@ def load(index_dir: Path, model_id: int) -> Mirror | None:
     if delta is not None and delta.ntotal:
         index.add_with_ids(index_vectors(delta), index_ids(delta))
     if index.ntotal != manifest.count or index.d != manifest.dim:
-        raise MirrorCorrupt(f"mirror of model {model_id} holds {index.ntotal}×{index.d}, the manifest says "
-                            f"{manifest.count}×{manifest.dim}: run `soundalike index rebuild`")  # fmt: skip
+        raise MirrorCorrupt(
+            f"mirror of model {model_id} holds {index.ntotal}×{index.d}, the manifest says "
+            f"{manifest.count}×{manifest.dim}: run `soundalike index rebuild`"
+        )
     return Mirror(manifest, index, delta)
 
 

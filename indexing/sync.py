@@ -71,8 +71,11 @@ def sync_model(
         watermark = current.manifest.watermark if current else None
         if changes.needs_full_rebuild(watermark, changes.pruned_below(conn), xmin):
             if current is not None:
-                log.warning("mirror of %s cannot be replayed from the change log (pruned past its watermark, "
-                            "or read from another server): rebuilding in full", model.alias)  # fmt: skip
+                log.warning(
+                    "mirror of %s cannot be replayed from the change log (pruned past its watermark, "
+                    "or read from another server): rebuilding in full",
+                    model.alias,
+                )
             index, upserted = _read_all(conn, url, model, progress)
             removed, mode, built_at = 0, "full", None
         else:
@@ -96,10 +99,17 @@ def sync_model(
             name, digest, size = mirror.write_index(index_dir, model.id, index)
             failpoint("sync:after-index-write")
             manifest = Manifest(
-                model_id=model.id, model_alias=model.alias, index_file=name, count=count, dim=model.latent_dim,
-                watermark=xmin, checksum=digest, bytes=size, built_at=timestamp() if mode == "full" else built_at,
+                model_id=model.id,
+                model_alias=model.alias,
+                index_file=name,
+                count=count,
+                dim=model.latent_dim,
+                watermark=xmin,
+                checksum=digest,
+                bytes=size,
+                built_at=timestamp() if mode == "full" else built_at,
                 synced_at=timestamp(),
-            )  # fmt: skip
+            )
             mirror.commit_manifest(index_dir, manifest)
     result = SyncResult(model.alias, mode, upserted, removed, count, xmin, time.perf_counter() - started)
     log.info("sync %s: %s, +%d -%d, %d vectors, watermark %d, %.2fs", *_fields(result))
@@ -184,8 +194,14 @@ def _write_delta(
     name, digest, size = mirror.write_index(index_dir, current.manifest.model_id, delta, delta=True)
     failpoint("sync:after-index-write")
     tombstones = tuple(sorted(set(current.manifest.tombstones) | set(ids)))
-    return replace(current.manifest.advanced(xmin), delta_file=name, delta_checksum=digest, delta_bytes=size,
-                   tombstones=tombstones, count=count)  # fmt: skip
+    return replace(
+        current.manifest.advanced(xmin),
+        delta_file=name,
+        delta_checksum=digest,
+        delta_bytes=size,
+        tombstones=tombstones,
+        count=count,
+    )
 
 
 def read_mirror(url: str, index_dir: Path, model: ModelRef, *, sync_first: bool = True) -> mirror.Mirror:

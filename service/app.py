@@ -75,8 +75,13 @@ def create_app(database_url: str, settings: Settings | None = None, run_worker_i
     async def runtime_lifespan(app: Litestar) -> AsyncIterator[None]:
         runtime = Runtime.create(database_url, settings)
         job_app = create_job_app(database_url, settings.jobs)
-        app.state.update(engine=runtime.engine, sessionmaker=runtime.sessions, store=runtime.store,
-                         models=runtime.models, jobs=ProcrastinateQueue(job_app))  # fmt: skip
+        app.state.update(
+            engine=runtime.engine,
+            sessionmaker=runtime.sessions,
+            store=runtime.store,
+            models=runtime.models,
+            jobs=ProcrastinateQueue(job_app),
+        )
         app.state.event_hub = EventHub(database_url, settings.database.connect_timeout)
         if isinstance(app.state.key_cache, KeyCache):  # in-process: revocations arrive by NOTIFY
             app.state.event_hub.follow_revocations(app.state.key_cache.drop)

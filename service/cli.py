@@ -60,8 +60,12 @@ def main(verbose: bool) -> None:
 @main.command()
 @click.option("--host", default=None, help="Bind address [SOUNDALIKE_SERVER_HOST, 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port [SOUNDALIKE_SERVER_PORT, 8000].")
-@click.option("--migrate/--no-migrate", "run_migrations", default=None,
-              help="Apply migrations first [default: yes on the embedded server, no on an external one].")  # fmt: skip
+@click.option(
+    "--migrate/--no-migrate",
+    "run_migrations",
+    default=None,
+    help="Apply migrations first [default: yes on the embedded server, no on an external one].",
+)
 def serve(host: str | None, port: int | None, run_migrations: bool | None) -> None:
     """Serve the API (embedded PostgreSQL unless SOUNDALIKE_DATABASE_URL is set). Ctrl-C or SIGTERM stops both."""
     import uvicorn
@@ -158,8 +162,9 @@ def worker(concurrency: int | None) -> None:
 @click.option("--visibility", type=click.Choice(["private", "public"]), default="private")
 @click.option("--tags", default="", help="Comma-separated tags for every imported item.")
 @click.option("--batch-size", type=click.IntRange(1, 256), default=32, help="Clips per encode and per COPY.")
-def import_command(folder: Path, owner: str, model_alias: str | None, visibility: str, tags: str,
-                   batch_size: int) -> None:  # fmt: skip
+def import_command(
+    folder: Path, owner: str, model_alias: str | None, visibility: str, tags: str, batch_size: int
+) -> None:
     """Import every WAV/FLAC/OGG/MP3 file under FOLDER: encoded in batches, rows bulk-loaded with COPY."""
     from tqdm import tqdm
 
@@ -183,8 +188,18 @@ def import_command(folder: Path, owner: str, model_alias: str | None, visibility
         model_id, checkpoint = _model_for_import(handle, model_alias)
         pipeline = Pipeline.load(checkpoint)
         with tqdm(total=len(files), unit="file", desc="importing") as bar:
-            report = import_folder(conn, store, pipeline, model_id, owner, files, options, settings.storage,
-                                   batch_size, on_batch=bar.update)  # fmt: skip
+            report = import_folder(
+                conn,
+                store,
+                pipeline,
+                model_id,
+                owner,
+                files,
+                options,
+                settings.storage,
+                batch_size,
+                on_batch=bar.update,
+            )
     click.echo(f"imported {report.imported} of {len(files)} files")
     for path, reason in report.skipped:
         click.echo(f"  skipped {path}: {reason}", err=True)
@@ -225,8 +240,9 @@ def lifecycle_command(retention_days: float | None) -> None:
     store = BlobStore(storage.blob_dir, storage.archive_dir)
 
     async def run(session):
-        return await run_lifecycle(session, store, retention_days or storage.retention_days,
-                                   storage.orphan_grace_seconds)  # fmt: skip
+        return await run_lifecycle(
+            session, store, retention_days or storage.retention_days, storage.orphan_grace_seconds
+        )
 
     with database() as handle:
         report = run_in_session(handle, run)
@@ -338,8 +354,12 @@ def current() -> None:
 
 
 @db.command("provision")
-@click.option("--admin-url", required=True, envvar="SOUNDALIKE_DATABASE_ADMIN_URL",
-              help="A superuser URL of the external server [SOUNDALIKE_DATABASE_ADMIN_URL].")  # fmt: skip
+@click.option(
+    "--admin-url",
+    required=True,
+    envvar="SOUNDALIKE_DATABASE_ADMIN_URL",
+    help="A superuser URL of the external server [SOUNDALIKE_DATABASE_ADMIN_URL].",
+)
 def provision_command(admin_url: str) -> None:
     """Create the roles, the database and pgvector on an external server (the embedded one does this itself)."""
     from service.db.server import urls
@@ -455,8 +475,12 @@ def backup(path: Path | None, base: bool) -> None:
     help="Point-in-time recovery to TIMESTAMP (ISO 8601; UTC unless it has an offset) instead.",
 )
 @click.option("--yes", is_flag=True, help="Do not ask before replacing the current contents.")
-@click.option("--index/--no-index", default=True, show_default=True,
-              help="Rebuild the FAISS mirrors from the restored rows afterwards.")  # fmt: skip
+@click.option(
+    "--index/--no-index",
+    default=True,
+    show_default=True,
+    help="Rebuild the FAISS mirrors from the restored rows afterwards.",
+)
 def restore(path: Path | None, until: str | None, yes: bool, index: bool) -> None:
     """Restore PATH into the configured database, replacing what the dump contains (all or nothing); or
     recover the embedded server as it was at TIMESTAMP (--until). Then rebuild the FAISS mirrors."""

@@ -111,8 +111,15 @@ def show_command(ref: str) -> None:
 @click.option("--sample-rate", type=int, default=None, help="Audio sample rate in Hz [the checkpoint's; must agree].")
 @click.option("--clip-seconds", type=float, default=None, help="Clip length in seconds [the checkpoint's; must agree].")
 @click.option("--default", "make_default", is_flag=True, help="Make it the default model.")
-def add_command(path: Path, alias: str, version: str | None, latent_dim: int, sample_rate: int | None,
-                clip_seconds: float | None, make_default: bool) -> None:  # fmt: skip
+def add_command(
+    path: Path,
+    alias: str,
+    version: str | None,
+    latent_dim: int,
+    sample_rate: int | None,
+    clip_seconds: float | None,
+    make_default: bool,
+) -> None:
     """Register the checkpoint at PATH: loaded and tried on a test clip now, its hash checked before every load."""
     spec = registry.ModelSpec(latent_dim=latent_dim, sample_rate=sample_rate, clip_seconds=clip_seconds)
 
@@ -223,8 +230,9 @@ def verify_command() -> None:
     if not results:
         click.echo("no models registered")
         return
-    click.echo(format_table(["id", "alias", "result", "detail"], [[r.model_id, r.alias, r.outcome, r.detail]
-                                                                    for r in results]))  # fmt: skip
+    click.echo(
+        format_table(["id", "alias", "result", "detail"], [[r.model_id, r.alias, r.outcome, r.detail] for r in results])
+    )
     failed = [r for r in results if r.outcome == "failed"]
     if failed:
         raise SoundalikeError(f"{len(failed)} of {len(results)} checkpoints failed verification (now FAILED)")
@@ -234,8 +242,12 @@ def verify_command() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Check and show the mapping; write nothing.")
 @click.option("--skip-invalid", is_flag=True, help="Import the valid lines even if some are invalid.")
-@click.option("--backup-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the pre-import backup goes [SOUNDALIKE_STORAGE_BACKUP_DIR, var/backups].")  # fmt: skip
+@click.option(
+    "--backup-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the pre-import backup goes [SOUNDALIKE_STORAGE_BACKUP_DIR, var/backups].",
+)
 def import_list_command(file: Path, dry_run: bool, skip_invalid: bool, backup_dir: Path | None) -> None:
     """Import a legacy model.list (validated first; backed up; one transaction; restored on failure)."""
     from tqdm import tqdm
@@ -254,9 +266,14 @@ def import_list_command(file: Path, dry_run: bool, skip_invalid: bool, backup_di
 
         async def work(session):
             return await legacy.import_legacy_list(
-                session, parsed, migration_url=handle.migration_url, backup_dir=backup_dir,
-                dry_run=dry_run, skip_invalid=skip_invalid, progress=progress,
-            )  # fmt: skip
+                session,
+                parsed,
+                migration_url=handle.migration_url,
+                backup_dir=backup_dir,
+                dry_run=dry_run,
+                skip_invalid=skip_invalid,
+                progress=progress,
+            )
 
         try:
             report = run_in_session(handle, work)

@@ -121,11 +121,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_latent_embeddings"),
         sa.UniqueConstraint("generation_id", name="uq_latent_embeddings_generation_id"),
         sa.ForeignKeyConstraint(
-            ["generation_id"], ["generations.id"], ondelete="CASCADE",
+            ["generation_id"],
+            ["generations.id"],
+            ondelete="CASCADE",
             name="fk_latent_embeddings_generation_id_generations",
         ),
         sa.ForeignKeyConstraint(["model_id"], ["models.id"], name="fk_latent_embeddings_model_id_models"),
-    )  # fmt: skip
+    )
     op.create_index("ix_latent_embeddings_model_id", "latent_embeddings", ["model_id"])
     op.create_index(
         "ix_latent_embeddings_embedding_hnsw",
@@ -150,10 +152,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_audio_assets"),
         sa.UniqueConstraint("generation_id", name="uq_audio_assets_generation_id"),
         sa.ForeignKeyConstraint(
-            ["generation_id"], ["generations.id"], ondelete="CASCADE",
+            ["generation_id"],
+            ["generations.id"],
+            ondelete="CASCADE",
             name="fk_audio_assets_generation_id_generations",
         ),
-    )  # fmt: skip
+    )
 
     op.create_table(
         "api_keys",

@@ -38,11 +38,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_archived_latents"),
         sa.UniqueConstraint("generation_id", name="uq_archived_latents_generation_id"),
         sa.ForeignKeyConstraint(
-            ["generation_id"], ["generations.id"], ondelete="CASCADE",
+            ["generation_id"],
+            ["generations.id"],
+            ondelete="CASCADE",
             name="fk_archived_latents_generation_id_generations",
         ),
         sa.ForeignKeyConstraint(["model_id"], ["models.id"], name="fk_archived_latents_model_id_models"),
-    )  # fmt: skip
+    )
 
 
 def downgrade() -> None:
@@ -61,6 +63,7 @@ def _drop_procrastinate() -> None:
     ).scalars()
     for signature in list(functions):
         op.execute(f"DROP FUNCTION IF EXISTS {signature} CASCADE")
-    for (type_name,) in bind.execute(sa.text("SELECT typname FROM pg_type WHERE typname LIKE 'procrastinate\\_%' "
-                                             "AND typtype IN ('e', 'c')")):  # fmt: skip
+    for (type_name,) in bind.execute(
+        sa.text("SELECT typname FROM pg_type WHERE typname LIKE 'procrastinate\\_%' AND typtype IN ('e', 'c')")
+    ):
         op.execute(f'DROP TYPE IF EXISTS "{type_name}" CASCADE')

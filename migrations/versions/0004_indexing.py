@@ -115,7 +115,7 @@ def upgrade() -> None:
             ["model_id"], ["models.id"], ondelete="CASCADE", name="fk_cluster_runs_model_id_models"
         ),
         sa.CheckConstraint("k > 0", name="ck_cluster_runs_k_positive"),
-    )  # fmt: skip
+    )
     op.create_index("ix_cluster_runs_model_id_id", "cluster_runs", ["model_id", "id"])
     op.create_table(
         "clusters",
@@ -129,7 +129,7 @@ def upgrade() -> None:
             ["run_id"], ["cluster_runs.id"], ondelete="CASCADE", name="fk_clusters_run_id_cluster_runs"
         ),
         sa.UniqueConstraint("run_id", "label", name="uq_clusters_run_id_label"),
-    )  # fmt: skip
+    )
     op.create_table(
         "cluster_assignments",
         sa.Column("run_id", sa.Integer, nullable=False),
@@ -143,13 +143,15 @@ def upgrade() -> None:
             ["run_id"], ["cluster_runs.id"], ondelete="CASCADE", name="fk_cluster_assignments_run_id_cluster_runs"
         ),
         sa.ForeignKeyConstraint(
-            ["latent_id"], ["latent_embeddings.id"], ondelete="CASCADE",
+            ["latent_id"],
+            ["latent_embeddings.id"],
+            ondelete="CASCADE",
             name="fk_cluster_assignments_latent_id_latent_embeddings",
         ),
         sa.ForeignKeyConstraint(
             ["cluster_id"], ["clusters.id"], ondelete="CASCADE", name="fk_cluster_assignments_cluster_id_clusters"
         ),
-    )  # fmt: skip
+    )
     op.create_index("ix_cluster_assignments_cluster_id_latent_id", "cluster_assignments", ["cluster_id", "latent_id"])
     op.create_index("ix_cluster_assignments_latent_id", "cluster_assignments", ["latent_id"])
 

@@ -54,9 +54,10 @@ def _parse_range(header: str, size: int) -> tuple[int, int]:
     """Inclusive (start, end) of one ``bytes=`` range; 416 when it cannot be satisfied."""
     match = RANGE.match(header.strip())
     unsatisfiable = HTTPException(
-        status_code=416, detail=f"range {header!r} is not satisfiable for {size} bytes (one bytes=start-end range)",
+        status_code=416,
+        detail=f"range {header!r} is not satisfiable for {size} bytes (one bytes=start-end range)",
         headers={"Content-Range": f"bytes */{size}"},
-    )  # fmt: skip
+    )
     if not match or match.groups() == ("", ""):
         raise unsatisfiable
     first, last = match.groups()

@@ -132,9 +132,15 @@ class ModelController(Controller):
         spec = registry.ModelSpec(data.latent_dim, data.sample_rate, data.clip_seconds)
         with registry_errors():
             row = await registry.add_model(
-                db_session, data.checkpoint_path, data.alias, version=data.version, spec=spec,
-                make_default=data.is_default, metadata=data.metadata, check=checkpoints.inspect,
-            )  # fmt: skip
+                db_session,
+                data.checkpoint_path,
+                data.alias,
+                version=data.version,
+                spec=spec,
+                make_default=data.is_default,
+                metadata=data.metadata,
+                check=checkpoints.inspect,
+            )
             await db_session.commit()
             await db_session.refresh(row)
         return ModelOut.of(row)
@@ -146,8 +152,15 @@ class ModelController(Controller):
         description="The path is the model reference followed by `/reencode` (a reference may hold `/`). Answers "
         "202 with the batch; follow it at `GET /v1/batches/{id}`, cancel it at `POST /v1/batches/{id}/cancel`.",
     )
-    async def reencode(self, db_session: SessionDep, caller: CallerDep, jobs: JobsDep, ref: FromPath[Path],
-                       data: JSONBody[ReencodeCreate], state: State) -> BatchStatus:  # fmt: skip
+    async def reencode(
+        self,
+        db_session: SessionDep,
+        caller: CallerDep,
+        jobs: JobsDep,
+        ref: FromPath[Path],
+        data: JSONBody[ReencodeCreate],
+        state: State,
+    ) -> BatchStatus:
         path = _ref(ref)
         if not path.endswith(REENCODE_SUFFIX):
             raise NotFoundException(f"no action at /v1/models/{path}; did you mean /v1/models/{path}/reencode?")

@@ -113,8 +113,13 @@ class PresetController(Controller):
         },
     )
     async def create_preset(self, data: JSONBody[PresetCreate], caller: CallerDep, db_session: SessionDep) -> Preset:
-        spec = domain.PresetSpec(name=data.name, prompt=data.prompt, params=_params(data),
-                                 description=data.description, visibility=data.visibility)  # fmt: skip
+        spec = domain.PresetSpec(
+            name=data.name,
+            prompt=data.prompt,
+            params=_params(data),
+            description=data.description,
+            visibility=data.visibility,
+        )
         return to_preset(await domain.create_preset(db_session, caller, spec))
 
     @get(summary="Presets you can use: yours and public ones (admins: all), newest first")

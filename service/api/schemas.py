@@ -87,13 +87,29 @@ def generation_url(generation_id: uuid.UUID) -> str:
 def to_generation(view: GenerationView) -> Generation:
     row, url = view.row, generation_url(view.row.id)
     return Generation(
-        id=row.id, kind=row.kind, status=row.status, owner=row.owner, visibility=row.visibility,
-        tags=list(row.tags), params=row.params, seed=row.seed,
+        id=row.id,
+        kind=row.kind,
+        status=row.status,
+        owner=row.owner,
+        visibility=row.visibility,
+        tags=list(row.tags),
+        params=row.params,
+        seed=row.seed,
         model=ModelRef(id=view.model.id, alias=view.model.alias, version=view.model.version),
-        parent_id=row.parent_id, neighbor_id=row.neighbor_id, error=row.error, failure_class=row.failure_class,
-        in_domain=row.in_domain, in_domain_ok=row.in_domain_ok,
-        created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at, archived_at=row.archived_at,
+        parent_id=row.parent_id,
+        neighbor_id=row.neighbor_id,
+        error=row.error,
+        failure_class=row.failure_class,
+        in_domain=row.in_domain,
+        in_domain_ok=row.in_domain_ok,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        archived_at=row.archived_at,
         timings=Timings(**timings(row)),
-        links=Links(self=url, audio=f"{url}/audio" if view.has_audio else None,
-                    latent=f"{url}/latent" if view.has_latent else None),
-    )  # fmt: skip
+        links=Links(
+            self=url,
+            audio=f"{url}/audio" if view.has_audio else None,
+            latent=f"{url}/latent" if view.has_latent else None,
+        ),
+    )

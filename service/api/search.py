@@ -157,8 +157,10 @@ def to_response(result: domain.SearchResult) -> SearchResponse:
     alias = result.model.alias
     groups = None
     if result.groups is not None:
-        groups = [SearchGroup(cluster_id=g.cluster_id, label=g.label, items=[to_hit(h, alias) for h in g.hits])
-                  for g in result.groups]  # fmt: skip
+        groups = [
+            SearchGroup(cluster_id=g.cluster_id, label=g.label, items=[to_hit(h, alias) for h in g.hits])
+            for g in result.groups
+        ]
     verdict = result.in_domain
     in_domain = None if verdict is None else InDomainOut(verdict.score, verdict.threshold, verdict.ok)
     return SearchResponse(
@@ -251,8 +253,10 @@ class SearchController(Controller):
         form = await request.form()
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
-            raise ValidationException("multipart search needs a `file` field", extra=[{"key": "file", "message":
-                                      "missing audio file", "source": "body"}])  # fmt: skip
+            raise ValidationException(
+                "multipart search needs a `file` field",
+                extra=[{"key": "file", "message": "missing audio file", "source": "body"}],
+            )
         query = parse_body(form.get("query") or "{}", SearchRequest).to_domain()
         domain.check_query(query, caller, has_audio=True)
         limits = state.settings.storage
@@ -292,7 +296,10 @@ class PathController(Controller):
     ) -> SongPath:
         model, stops = await domain.song_path(db_session, caller, start, end, steps)
         views = {v.row.id: v for v in await generations.get_views(db_session, caller, [s.generation_id for s in stops])}
-        return SongPath(model=model.alias, stops=[
-            PathStop(position=s.position, similarity=s.similarity, generation=to_generation(views[s.generation_id]))
-            for s in stops
-        ])  # fmt: skip
+        return SongPath(
+            model=model.alias,
+            stops=[
+                PathStop(position=s.position, similarity=s.similarity, generation=to_generation(views[s.generation_id]))
+                for s in stops
+            ],
+        )

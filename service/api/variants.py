@@ -96,10 +96,22 @@ class LineageResponse(msgspec.Struct):
 
 def to_batch(view: variants.BatchView) -> BatchStatus:
     c, b = view.counts, view.batch
-    return BatchStatus(id=b.id, kind=b.kind, status=view.status, total=b.total, done=c["succeeded"],
-                       failed=c["failed"], cancelled=c["cancelled"], pending=c["pending"], running=c["running"],
-                       params=b.params, created_at=b.created_at, cancelled_at=b.cancelled_at,
-                       generation_ids=view.generation_ids, url=f"/v1/batches/{b.id}")  # fmt: skip
+    return BatchStatus(
+        id=b.id,
+        kind=b.kind,
+        status=view.status,
+        total=b.total,
+        done=c["succeeded"],
+        failed=c["failed"],
+        cancelled=c["cancelled"],
+        pending=c["pending"],
+        running=c["running"],
+        params=b.params,
+        created_at=b.created_at,
+        cancelled_at=b.cancelled_at,
+        generation_ids=view.generation_ids,
+        url=f"/v1/batches/{b.id}",
+    )
 
 
 def to_entries(relatives: list[lineage.Relative]) -> list[LineageEntry]:
@@ -117,12 +129,20 @@ class DerivedController(Controller):
         summary="Restyle a clip after a neighbour: keep its melody and rhythm, take the neighbour's timbre",
         responses={404: NOT_FOUND, 422: BAD_INPUT},
     )
-    async def style_transfer(self, generation_id: GenerationId, data: JSONBody[StyleTransferCreate], caller: CallerDep,
-                             db_session: SessionDep, jobs: JobsDep, state: State) -> Generation:  # fmt: skip
+    async def style_transfer(
+        self,
+        generation_id: GenerationId,
+        data: JSONBody[StyleTransferCreate],
+        caller: CallerDep,
+        db_session: SessionDep,
+        jobs: JobsDep,
+        state: State,
+    ) -> Generation:
         fields = msgspec.structs.asdict(data)
         request = variants.StyleTransfer(**{**fields, "filter": data.filter.to_domain()})
-        row = await variants.request_style_transfer(db_session, jobs, caller, generation_id, request,
-                                                    state.settings.jobs.queue_limit)  # fmt: skip
+        row = await variants.request_style_transfer(
+            db_session, jobs, caller, generation_id, request, state.settings.jobs.queue_limit
+        )
         return to_generation(await generations.get_view(db_session, caller, row.id))
 
     @post(
@@ -132,13 +152,21 @@ class DerivedController(Controller):
         summary="Regenerate variants of many sources as one batch (ids, a search, or a cluster)",
         responses={404: NOT_FOUND, 422: BAD_INPUT},
     )
-    async def create_variants(self, data: JSONBody[VariantsCreate], caller: CallerDep, db_session: SessionDep,
-                              jobs: JobsDep, state: State) -> BatchStatus:  # fmt: skip
+    async def create_variants(
+        self, data: JSONBody[VariantsCreate], caller: CallerDep, db_session: SessionDep, jobs: JobsDep, state: State
+    ) -> BatchStatus:
         fields = msgspec.structs.asdict(data)
         request = variants.VariantsRequest(**{**fields, "search": data.search.to_domain() if data.search else None})
         settings = state.settings.jobs
-        view = await variants.request_variants(db_session, jobs, caller, request, settings.max_variants_per_batch,
-                                               settings.variant_chunk_size, settings.queue_limit)  # fmt: skip
+        view = await variants.request_variants(
+            db_session,
+            jobs,
+            caller,
+            request,
+            settings.max_variants_per_batch,
+            settings.variant_chunk_size,
+            settings.queue_limit,
+        )
         return to_batch(view)
 
     @get("/batches/{batch_id:uuid}", summary="A batch's progress", responses={404: NOT_FOUND})
@@ -152,8 +180,9 @@ class DerivedController(Controller):
         summary="Cancel a batch's pending and running variants",
         responses={404: NOT_FOUND, 409: ResponseSpec(Problem, description="Already finished")},
     )
-    async def cancel_batch(self, batch_id: FromPath[uuid.UUID], caller: CallerDep, db_session: SessionDep,
-                           jobs: JobsDep) -> BatchStatus:  # fmt: skip
+    async def cancel_batch(
+        self, batch_id: FromPath[uuid.UUID], caller: CallerDep, db_session: SessionDep, jobs: JobsDep
+    ) -> BatchStatus:
         return to_batch(await variants.cancel_batch(db_session, jobs, caller, batch_id))
 
     @get(
@@ -161,8 +190,12 @@ class DerivedController(Controller):
         summary="Ancestors (parents, style neighbours) and descendants (variants, transfers)",
         responses={404: NOT_FOUND},
     )
-    async def get_lineage(self, generation_id: GenerationId, caller: CallerDep,
-                          db_session: SessionDep) -> LineageResponse:  # fmt: skip
+    async def get_lineage(
+        self, generation_id: GenerationId, caller: CallerDep, db_session: SessionDep
+    ) -> LineageResponse:
         found = await lineage.lineage(db_session, caller, generation_id)
-        return LineageResponse(generation=to_generation(found.generation), ancestors=to_entries(found.ancestors),
-                               descendants=to_entries(found.descendants))  # fmt: skip
+        return LineageResponse(
+            generation=to_generation(found.generation),
+            ancestors=to_entries(found.ancestors),
+            descendants=to_entries(found.descendants),
+        )

@@ -27,9 +27,13 @@ async def opened(
     """Open the app on a pool that connects in the background, so a database that is down at start-up
     makes /ready say so instead of blocking the start. Yields the pool (its usage is a metric)."""
     pool = psycopg_pool.AsyncConnectionPool(
-        urls.libpq_url(database_url), min_size=1, max_size=db.pool_size + db.max_overflow,
-        timeout=db.pool_timeout, open=False, check=psycopg_pool.AsyncConnectionPool.check_connection,
-    )  # fmt: skip
+        urls.libpq_url(database_url),
+        min_size=1,
+        max_size=db.pool_size + db.max_overflow,
+        timeout=db.pool_timeout,
+        open=False,
+        check=psycopg_pool.AsyncConnectionPool.check_connection,
+    )
     await pool.open(wait=False)
     async with app.open_async(pool):
         try:

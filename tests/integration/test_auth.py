@@ -112,8 +112,9 @@ async def test_role_guard(client, settings, role, status):
 
 
 def test_keys_cli_create_list_revoke(database, empty_tables):
-    created = soundalike("keys", "create", "--role", "creator", "--owner", "erin", "--label", "laptop",
-                         env=external(database))  # fmt: skip
+    created = soundalike(
+        "keys", "create", "--role", "creator", "--owner", "erin", "--label", "laptop", env=external(database)
+    )
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip().splitlines()[-1]
     assert key.startswith("sk_")

@@ -28,8 +28,13 @@ def _seed_catalogue(conn) -> None:
         ).fetchall()
     ]
     vectors = rng.standard_normal((N_LATENTS, 512)).astype(np.float32)
-    copy_rows(conn, "latent_embeddings", ["generation_id", "model_id", "embedding"], ["uuid", "int4", "vector"],
-              ((gid, model_id, vec) for gid, vec in zip(ids, vectors, strict=True)))  # fmt: skip
+    copy_rows(
+        conn,
+        "latent_embeddings",
+        ["generation_id", "model_id", "embedding"],
+        ["uuid", "int4", "vector"],
+        ((gid, model_id, vec) for gid, vec in zip(ids, vectors, strict=True)),
+    )
     conn.execute("INSERT INTO api_keys (key_hash, prefix, owner, role) VALUES ('h', 'sk_ab', 'alice', 'admin')")
 
 
@@ -66,9 +71,13 @@ def test_backup_drop_restore_round_trip(make_database, tmp_path):
         assert _snapshot(conn) == before
         assert before["counts"]["latent_embeddings"] == N_LATENTS
         conn.execute("SET enable_seqscan = off")
-        plan = "\n".join(r[0] for r in conn.execute(
-            "EXPLAIN SELECT id FROM latent_embeddings ORDER BY embedding <=> (SELECT embedding FROM "
-            "latent_embeddings LIMIT 1) LIMIT 5").fetchall())  # fmt: skip
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                "EXPLAIN SELECT id FROM latent_embeddings ORDER BY embedding <=> (SELECT embedding FROM "
+                "latent_embeddings LIMIT 1) LIMIT 5"
+            ).fetchall()
+        )
         assert "ix_latent_embeddings_embedding_hnsw" in plan
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == migrate.head_revision()
 

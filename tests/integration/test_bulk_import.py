@@ -23,8 +23,9 @@ def test_folder_import(database, tiny_model, tmp_path, owner_conn):
     (folder / "readme.txt").write_text("ignored: not an audio suffix")
 
     env = {**external(database), "SOUNDALIKE_STORAGE_BLOB_DIR": str(tmp_path / "blobs")}
-    result = soundalike("import", str(folder), "--owner", "label", "--tags", "archive, 2019", "--batch-size", "3",
-                        env=env)  # fmt: skip
+    result = soundalike(
+        "import", str(folder), "--owner", "label", "--tags", "archive, 2019", "--batch-size", "3", env=env
+    )
     assert result.returncode == 0, result.stderr
     assert "imported 5 of 6 files" in result.stdout
     assert "skipped" in result.stderr and "broken.wav" in result.stderr
@@ -73,12 +74,30 @@ def test_each_batch_commits_on_the_connection_the_cli_opens(database, settings, 
 
     store = BlobStore(tmp_path / "blobs", tmp_path / "archive")
     with connect_sync(database.app_url) as conn:
-        report = import_folder(conn, store, tiny_model["pipeline"], tiny_model["id"], "label", audio_files(folder),
-                               ImportOptions(), settings.storage, batch_size=2, on_batch=after_batch)  # fmt: skip
+        report = import_folder(
+            conn,
+            store,
+            tiny_model["pipeline"],
+            tiny_model["id"],
+            "label",
+            audio_files(folder),
+            ImportOptions(),
+            settings.storage,
+            batch_size=2,
+            on_batch=after_batch,
+        )
         assert report.imported == 4
         assert seen == [(2, True), (4, True)], "each batch is committed and leaves the re-encode lock free"
 
         conn.execute("SELECT 1")  # a transaction the caller opened: refused, not silently nested in
         with pytest.raises(ValueError, match="outside a transaction"):
-            import_folder(conn, store, tiny_model["pipeline"], tiny_model["id"], "label", audio_files(folder),
-                          ImportOptions(), settings.storage)  # fmt: skip
+            import_folder(
+                conn,
+                store,
+                tiny_model["pipeline"],
+                tiny_model["id"],
+                "label",
+                audio_files(folder),
+                ImportOptions(),
+                settings.storage,
+            )

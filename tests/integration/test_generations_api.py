@@ -223,9 +223,16 @@ async def test_listing_is_own_newest_first_with_cursor_and_filters(client):
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [("status=done", "status"), ("kind=remix", "kind"), ("limit=0", "limit"), ("limit=101", "limit"),
-     ("cursor=garbage", "cursor"), ("created_after=yesterday", "created_after"), ("model=nope", "model")],
-)  # fmt: skip
+    [
+        ("status=done", "status"),
+        ("kind=remix", "kind"),
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("cursor=garbage", "cursor"),
+        ("created_after=yesterday", "created_after"),
+        ("model=nope", "model"),
+    ],
+)
 async def test_bad_list_parameters_name_the_field(client, query, field):
     response = await client.get(f"/v1/generations?{query}", headers=client.alice)
     assert response.status_code in (400, 422), response.text

@@ -48,9 +48,11 @@ def stored(owner_conn) -> tuple[int, int, int]:
 async def test_import_makes_a_searchable_generation(client, tiny_model, owner_conn, fmt):
     data, mono, rate = clip_bytes(fmt=fmt)
     response = await client.post(
-        "/v1/imports", files={"file": (f"riff.{fmt.lower()}", data)},
-        data={"visibility": "public", "tags": "Jazz, live"}, headers=client.alice,
-    )  # fmt: skip
+        "/v1/imports",
+        files={"file": (f"riff.{fmt.lower()}", data)},
+        data={"visibility": "public", "tags": "Jazz, live"},
+        headers=client.alice,
+    )
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["kind"] == "import" and body["status"] == "succeeded" and body["tags"] == ["jazz", "live"]

@@ -19,8 +19,10 @@ def _serve(data_dir, port, log_path):
     env = {"PATH": "/usr/bin:/bin", "SOUNDALIKE_DATABASE_EMBEDDED_DIR": str(data_dir)}
     return subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-        stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
 
 
 def _wait_ready(port: int, proc: subprocess.Popen, timeout: float = 30) -> dict:

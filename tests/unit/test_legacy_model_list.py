@@ -32,8 +32,12 @@ def test_valid_lines_become_entries(configs):
     assert parsed.errors == []
     first, second = parsed.entries
     assert (first.model_id, first.author_repo, first.branch, first.alias, first.status) == (
-        "m1", "acme/one", "main", "one", "READY",
-    )  # fmt: skip
+        "m1",
+        "acme/one",
+        "main",
+        "one",
+        "READY",
+    )
     assert first.resolved_path == configs / "a.yaml" and first.source_type == "remote"
     assert second.is_local and second.source_type == "imported" and second.registry_author_repo is None
 
@@ -63,7 +67,7 @@ def test_unusable_files(configs, content, reason):
         (
             "m1 acme main a.yaml one",
             "expected 6 fields (model_id author_repo_id branch_name path_to_model_yaml model_alias status), found 5",
-        ),  # fmt: skip
+        ),
         ("m1 local imported a.yaml one", "a local imported model still needs its status"),
         ("m1 acme main a.yaml one READY extra", "found 7"),
         ("m1 acme main a.yaml one STOPPED", "unknown status 'STOPPED': expected READY or RUNNING"),

@@ -56,8 +56,12 @@ def parameter(document: dict, path: str, name: str) -> dict:
 
 def test_query_parameters_carry_their_vocabularies_and_ranges(document):
     assert parameter(document, "/v1/generations", "status")["enum"] == [
-        "pending", "running", "succeeded", "failed", "cancelled"
-    ]  # fmt: skip
+        "pending",
+        "running",
+        "succeeded",
+        "failed",
+        "cancelled",
+    ]
     assert parameter(document, "/v1/generations", "kind")["enum"] == [
         "text2music",
         "variant",

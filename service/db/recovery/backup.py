@@ -77,9 +77,18 @@ def restore(migration_url: str, path: Path) -> None:
         listing.write("\n".join(kept) + "\n")
         listing.flush()
         _run(
-            "pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction", "--exit-on-error",
-            "--use-list", listing.name, "--dbname", _libpq(migration_url), str(path),
-        )  # fmt: skip
+            "pg_restore",
+            "--clean",
+            "--if-exists",
+            "--no-owner",
+            "--single-transaction",
+            "--exit-on-error",
+            "--use-list",
+            listing.name,
+            "--dbname",
+            _libpq(migration_url),
+            str(path),
+        )
     with psycopg.connect(_libpq(migration_url)) as conn:
         conn.execute(SCHEMA_VERSION_READ_ONLY)
 

@@ -124,9 +124,16 @@ class EmbeddedPostgres:
     def _initdb(self) -> None:
         log.info("initialising embedded PostgreSQL in %s", self.data_dir)
         run_pg_tool(
-            "initdb", "--auth=trust", "--encoding=UTF8", "--locale=C", "-U", SUPERUSER, "-D", str(self.data_dir),
+            "initdb",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "-U",
+            SUPERUSER,
+            "-D",
+            str(self.data_dir),
             timeout=120,
-        )  # fmt: skip
+        )
 
     def _start_server(self) -> None:
         self._end_leftover_processes()
@@ -134,9 +141,19 @@ class EmbeddedPostgres:
         options = f"-c listen_addresses='' -k {self.socket_dir} -c max_connections=200"
         options += "".join(f" -c {name}={shlex.quote(value)}" for name, value in self.server_settings.items())
         proc = run_pg_tool(
-            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options, "-w", "-t", "30", "start",
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "30",
+            "start",
             check=False,
-        )  # fmt: skip
+        )
         if proc.returncode != 0:
             tail = self.log_file.read_text(errors="replace")[-800:] if self.log_file.exists() else ""
             raise DatabaseError(f"embedded PostgreSQL in {self.data_dir} did not start: {tail.strip()}")
@@ -149,8 +166,9 @@ class EmbeddedPostgres:
             return
         log.warning(
             "embedded PostgreSQL (pid %s) was left running by a process that no longer exists%s; adopting it",
-            pid, f" (pid {owner})" if owner else "",
-        )  # fmt: skip
+            pid,
+            f" (pid {owner})" if owner else "",
+        )
         self.owned = True
         self._write_owner()
 

@@ -70,8 +70,9 @@ async def create_key(session: AsyncSession, secret: str, owner: str, role: str, 
     return IssuedKey(id=row.id, key=key, prefix=row.prefix, owner=owner, role=role)
 
 
-async def authenticate(sessions: async_sessionmaker[AsyncSession], secret: str, key: str,
-                       cache: CallerCache) -> Caller | None:  # fmt: skip
+async def authenticate(
+    sessions: async_sessionmaker[AsyncSession], secret: str, key: str, cache: CallerCache
+) -> Caller | None:
     """The caller a key belongs to, or None for an unknown or revoked key; a key in ``cache`` skips the lookup."""
     if not key.startswith(KEY_PREFIX):
         return None

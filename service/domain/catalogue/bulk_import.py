@@ -26,14 +26,29 @@ from service.domain.models import reencode, registry
 from service.storage import BlobStore
 
 GENERATION_COLUMNS = (
-    ("id", "uuid"), ("owner", "text"), ("model_id", "int4"), ("kind", "text"), ("status", "text"),
-    ("params", "jsonb"), ("visibility", "text"), ("tags", "text[]"), ("created_at", "timestamptz"),
-    ("started_at", "timestamptz"), ("finished_at", "timestamptz"), ("in_domain", "float8"), ("in_domain_ok", "bool"),
-)  # fmt: skip
+    ("id", "uuid"),
+    ("owner", "text"),
+    ("model_id", "int4"),
+    ("kind", "text"),
+    ("status", "text"),
+    ("params", "jsonb"),
+    ("visibility", "text"),
+    ("tags", "text[]"),
+    ("created_at", "timestamptz"),
+    ("started_at", "timestamptz"),
+    ("finished_at", "timestamptz"),
+    ("in_domain", "float8"),
+    ("in_domain_ok", "bool"),
+)
 ASSET_COLUMNS = (
-    ("generation_id", "uuid"), ("uri", "text"), ("sha256", "text"), ("bytes", "int8"), ("sample_rate", "int4"),
-    ("duration_seconds", "float8"), ("format", "text"),
-)  # fmt: skip
+    ("generation_id", "uuid"),
+    ("uri", "text"),
+    ("sha256", "text"),
+    ("bytes", "int8"),
+    ("sample_rate", "int4"),
+    ("duration_seconds", "float8"),
+    ("format", "text"),
+)
 LATENT_COLUMNS = (("generation_id", "uuid"), ("model_id", "int4"), ("embedding", "vector"))
 
 
@@ -68,10 +83,19 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.is_file())
 
 
-def import_folder(conn: psycopg.Connection, store: BlobStore, pipeline, model_id: int, owner: str,
-                  files: list[Path], options: ImportOptions, limits, batch_size: int = 32,
-                  on_batch: Callable[[int], None] = lambda n: None,
-                  followers: Callable[[int], Any] | None = None) -> ImportReport:  # fmt: skip
+def import_folder(
+    conn: psycopg.Connection,
+    store: BlobStore,
+    pipeline,
+    model_id: int,
+    owner: str,
+    files: list[Path],
+    options: ImportOptions,
+    limits,
+    batch_size: int = 32,
+    on_batch: Callable[[int], None] = lambda n: None,
+    followers: Callable[[int], Any] | None = None,
+) -> ImportReport:
     """``followers(model_id)``: the pipeline of a re-encode target of ``model_id`` (default: loaded from the
     registry's checkpoint, hash checked), for items that must land in its space too.
 
@@ -131,8 +155,9 @@ def _decode(paths: list[Path], limits, report: ImportReport) -> list[tuple[Path,
     decoded = []
     for path in paths:
         try:
-            decoded.append((path, decode_upload(path.read_bytes(), path.name, limits.max_upload_bytes,
-                                                limits.max_upload_seconds)))  # fmt: skip
+            decoded.append(
+                (path, decode_upload(path.read_bytes(), path.name, limits.max_upload_bytes, limits.max_upload_seconds))
+            )
         except (DomainError, OSError) as exc:
             report.skipped.append((str(path), getattr(exc, "message", str(exc))))
     return decoded
@@ -153,8 +178,15 @@ def _encode(pipeline, metadata: dict, decoded: list[tuple[Path, DecodedClip]], r
     return encoded
 
 
-def _store(conn: psycopg.Connection, store: BlobStore, encoded: list[Encoded], model_id: int, owner: str,
-           options: ImportOptions, followers: Callable[[int], Any]) -> None:  # fmt: skip
+def _store(
+    conn: psycopg.Connection,
+    store: BlobStore,
+    encoded: list[Encoded],
+    model_id: int,
+    owner: str,
+    options: ImportOptions,
+    followers: Callable[[int], Any],
+) -> None:
     blobs = [store.put(to_wav(item.clip.audio, item.clip.sample_rate), ".wav") for item in encoded]
     now = datetime.now(UTC)
     ids = [uuid.uuid4() for _ in encoded]

@@ -39,11 +39,15 @@ async def archive_old(session: AsyncSession, store: BlobStore, retention_days: f
     while ids := list(
         await session.scalars(
             select(Generation.id)
-            .where(Generation.created_at < cutoff, Generation.archived_at.is_(None), Generation.deleted_at.is_(None),
-                   Generation.status == "succeeded")
+            .where(
+                Generation.created_at < cutoff,
+                Generation.archived_at.is_(None),
+                Generation.deleted_at.is_(None),
+                Generation.status == "succeeded",
+            )
             .limit(BATCH)
         )
-    ):  # fmt: skip
+    ):
         await _archive(session, store, ids)
         total += len(ids)
     return total
@@ -66,7 +70,7 @@ async def _archive(session: AsyncSession, store: BlobStore, ids: list[uuid.UUID]
     ).where(LatentEmbedding.generation_id.in_(ids))
     await session.execute(
         insert(ArchivedLatent).from_select(["id", "generation_id", "model_id", "embedding", "created_at"], moved)
-    )  # fmt: skip
+    )
     await session.execute(delete(LatentEmbedding).where(LatentEmbedding.generation_id.in_(ids)))
     await session.execute(update(Generation).where(Generation.id.in_(ids)).values(archived_at=datetime.now(UTC)))
     await session.commit()
@@ -104,8 +108,9 @@ async def _delete_unreferenced(session: AsyncSession, store: BlobStore, uris: li
         store.delete(uri)
 
 
-async def run_lifecycle(session: AsyncSession, store: BlobStore, retention_days: float,
-                        orphan_grace_seconds: float) -> LifecycleReport:  # fmt: skip
+async def run_lifecycle(
+    session: AsyncSession, store: BlobStore, retention_days: float, orphan_grace_seconds: float
+) -> LifecycleReport:
     return LifecycleReport(
         archived=await archive_old(session, store, retention_days),
         purged=await purge_deleted(session),

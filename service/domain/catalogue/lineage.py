@@ -49,10 +49,14 @@ async def _walk(session: AsyncSession, start: uuid.UUID, upwards: bool) -> list[
         tree = seed.cte("tree", recursive=True)
         step = select(g.c.id, tree.c.depth + 1).join(tree, g.c.parent_id == tree.c.id)
     tree = tree.union(step.where(tree.c.depth < MAX_DEPTH))
-    rows = (await session.execute(
-        select(tree.c.id, tree.c.depth, g.c.kind, g.c.neighbor_id).join(g, g.c.id == tree.c.id)
-        .where(tree.c.id.is_not(None)).order_by(tree.c.depth)
-    )).all()  # fmt: skip
+    rows = (
+        await session.execute(
+            select(tree.c.id, tree.c.depth, g.c.kind, g.c.neighbor_id)
+            .join(g, g.c.id == tree.c.id)
+            .where(tree.c.id.is_not(None))
+            .order_by(tree.c.depth)
+        )
+    ).all()
     if not upwards:
         return [(gid, depth, kind) for gid, depth, kind, _ in rows]
     out = [(gid, depth, "parent") for gid, depth, _, _ in rows]

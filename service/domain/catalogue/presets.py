@@ -76,8 +76,14 @@ async def create_preset(session: AsyncSession, caller: Caller, spec: PresetSpec)
     if _is_uuid(name):
         raise InvalidInput("name", "name must not be a preset id (a generation's `preset` names ids and names alike)")
     await _check(session, spec.prompt, spec.params, spec.visibility)
-    row = Preset(owner=caller.owner, name=name, description=spec.description, prompt=spec.prompt,
-                 visibility=spec.visibility, **_columns(spec.params))  # fmt: skip
+    row = Preset(
+        owner=caller.owner,
+        name=name,
+        description=spec.description,
+        prompt=spec.prompt,
+        visibility=spec.visibility,
+        **_columns(spec.params),
+    )
     session.add(row)
     try:
         await session.commit()
@@ -94,8 +100,9 @@ async def get_preset(session: AsyncSession, caller: Caller, preset_id: uuid.UUID
     return row
 
 
-async def list_presets(session: AsyncSession, caller: Caller, owner: str | None, limit: int,
-                       cursor: str | None) -> tuple[list[Preset], str | None]:  # fmt: skip
+async def list_presets(
+    session: AsyncSession, caller: Caller, owner: str | None, limit: int, cursor: str | None
+) -> tuple[list[Preset], str | None]:
     """Presets the caller may use (its own and public ones; admins: all), newest first, one page after
     ``cursor``; ``owner`` keeps one owner's."""
     query = select(Preset).where(_visible(caller))

@@ -132,9 +132,17 @@ async def _runs(session: AsyncSession, model: Model) -> list[ClusterRun]:
 
 def _run_info(run: ClusterRun, active_id: int) -> ClusterRunInfo:
     return ClusterRunInfo(
-        id=run.id, k=run.k, niter=run.niter, seed=run.seed, n_points=run.n_points, inertia=run.inertia,
-        duration_seconds=run.duration_seconds, created_at=run.created_at, active=run.id == active_id, params=run.params,
-    )  # fmt: skip
+        id=run.id,
+        k=run.k,
+        niter=run.niter,
+        seed=run.seed,
+        n_points=run.n_points,
+        inertia=run.inertia,
+        duration_seconds=run.duration_seconds,
+        created_at=run.created_at,
+        active=run.id == active_id,
+        params=run.params,
+    )
 
 
 def _members_query(caller: Caller):
@@ -224,9 +232,15 @@ async def cluster_detail(
     rows = page.all()
     members = [ClusterMember(a.latent_id, gen, a.score, a.x, a.y) for a, gen in rows[:limit]]
     return ClusterDetail(
-        id=cluster.id, run_id=run.id, model=alias, label=cluster.label, size=cluster.size, active=run.id == active_id,
-        members=members, next_cursor=encode_id_cursor(members[-1].latent_id) if len(rows) > limit else None,
-    )  # fmt: skip
+        id=cluster.id,
+        run_id=run.id,
+        model=alias,
+        label=cluster.label,
+        size=cluster.size,
+        active=run.id == active_id,
+        members=members,
+        next_cursor=encode_id_cursor(members[-1].latent_id) if len(rows) > limit else None,
+    )
 
 
 async def map_points(session: AsyncSession, caller: Caller, alias: str, limit: int, cursor: str | None) -> MapPage:
@@ -270,8 +284,10 @@ async def check_cluster_of(session: AsyncSession, model: Model, cluster_id: int,
     if owner_model is None:
         raise NotFound(f"no cluster {cluster_id} ({field})")
     if owner_model != model.id:
-        raise InvalidInput(field, f"cluster {cluster_id} belongs to another model than {model.alias!r}; "
-                           "latents of two models never mix")  # fmt: skip
+        raise InvalidInput(
+            field,
+            f"cluster {cluster_id} belongs to another model than {model.alias!r}; latents of two models never mix",
+        )
 
 
 async def active_run_id(session: AsyncSession, model: Model) -> int:

@@ -299,8 +299,9 @@ async def check_filter(session: AsyncSession, model: Model, filters: SearchFilte
         await clusters.check_cluster_of(session, model, filters.cluster_id, "filter.cluster_id")
 
 
-async def _grouped_by_cluster(session: AsyncSession, caller: Caller, target: Target, query: SearchQuery
-                              ) -> SearchResult:  # fmt: skip
+async def _grouped_by_cluster(
+    session: AsyncSession, caller: Caller, target: Target, query: SearchQuery
+) -> SearchResult:
     """Up to ``limit`` clusters of the active run, ordered by their nearest hit, each with its ``group_size``
     nearest hits (Qdrant's search groups). The candidate pool of nearest hits doubles until the groups are
     full or it holds ``GROUP_POOL_MAX`` hits (then far clusters may be missing: best effort, like Qdrant)."""
@@ -331,8 +332,9 @@ def _group(hits: list[Hit], labels: dict[int, tuple[int, int]], limit: int, size
     return list(groups.values())
 
 
-async def resolve_target(session: AsyncSession, caller: Caller, query: SearchQuery,
-                         audio_latent: np.ndarray | None) -> Target:  # fmt: skip
+async def resolve_target(
+    session: AsyncSession, caller: Caller, query: SearchQuery, audio_latent: np.ndarray | None
+) -> Target:
     """The model and query vector(s); ids must be visible (404 otherwise) and have latents in one model's space
     (the ``model`` asked for, else the one ``latents_of`` picks)."""
     named = ensure_searchable(await resolve_model(session, query.model)) if query.model else None
@@ -481,8 +483,15 @@ def _tempo_in(bounds: NumericRange) -> ColumnElement[bool]:
     return inner.exists()
 
 
-async def nearest(session: AsyncSession, caller: Caller, target: Target, filters: SearchFilter, limit: int,
-                  exact: bool = False, after: tuple[float, int] | None = None) -> list[Hit]:  # fmt: skip
+async def nearest(
+    session: AsyncSession,
+    caller: Caller,
+    target: Target,
+    filters: SearchFilter,
+    limit: int,
+    exact: bool = False,
+    after: tuple[float, int] | None = None,
+) -> list[Hit]:
     """The ``limit`` visible items nearest to ``target.vector`` (cosine), filtered, excluding the sources."""
     vector = {QUERY_VECTOR.key: target.vector}
     if not exact and filters != SearchFilter():
@@ -516,8 +525,18 @@ def _shaped(build, caller: Caller, target: Target, filters: SearchFilter, *args)
 
 def _hit(row) -> Hit:
     gid, lid, d, tags, kind, owner, vis, created, audio = row
-    return Hit(generation_id=gid, latent_id=lid, distance=float(d), score=1.0 - float(d), tags=list(tags), kind=kind,
-               owner=owner, visibility=vis, created_at=created, has_audio=audio)  # fmt: skip
+    return Hit(
+        generation_id=gid,
+        latent_id=lid,
+        distance=float(d),
+        score=1.0 - float(d),
+        tags=list(tags),
+        kind=kind,
+        owner=owner,
+        visibility=vis,
+        created_at=created,
+        has_audio=audio,
+    )
 
 
 def _scope(caller: Caller, target: Target, filters: SearchFilter) -> list[ColumnElement[bool]]:
@@ -534,8 +553,9 @@ def _after(distance, latent_id, after: tuple[float, int] | None) -> list[ColumnE
     return [or_(distance > last_distance, and_(distance == last_distance, latent_id > last_id))]
 
 
-def filtered_statement(caller: Caller, target: Target, filters: SearchFilter, limit: int,
-                       after: tuple[float, int] | None = None) -> Select:  # fmt: skip
+def filtered_statement(
+    caller: Caller, target: Target, filters: SearchFilter, limit: int, after: tuple[float, int] | None = None
+) -> Select:
     """A filtered search in one round trip: the generations the filters leave (visibility included, found through
     their indexes, e.g. the GIN index on tags), at most ``EXACT_BELOW_ROWS``, each with its latent in the model's
     space fetched by the unique (generation, model) index and its distance computed (a MATERIALIZED CTE). Rows:
@@ -553,43 +573,75 @@ def filtered_statement(caller: Caller, target: Target, filters: SearchFilter, li
     if target.exclude:
         clauses.append(Generation.id.not_in(target.exclude))
     found = (
-        select(Generation.id.label("generation_id"), latent.c.latent_id, latent.c.distance, Generation.tags,
-               Generation.kind, Generation.owner, Generation.visibility, Generation.created_at)
+        select(
+            Generation.id.label("generation_id"),
+            latent.c.latent_id,
+            latent.c.distance,
+            Generation.tags,
+            Generation.kind,
+            Generation.owner,
+            Generation.visibility,
+            Generation.created_at,
+        )
         .select_from(Generation)
         .join(latent, true())
         .where(*clauses)
         .limit(EXACT_BELOW_ROWS)
         .cte("candidates")
         .prefix_with("MATERIALIZED")
-    )  # fmt: skip
+    )
     counted = select(func.count().label("candidates")).select_from(found).subquery("counted")
     has_audio = select(AudioAsset.id).where(AudioAsset.generation_id == found.c.generation_id).exists()
     hits = (
-        select(found.c.generation_id, found.c.latent_id, found.c.distance, found.c.tags, found.c.kind,
-               found.c.owner, found.c.visibility, found.c.created_at, has_audio.label("has_audio"))
+        select(
+            found.c.generation_id,
+            found.c.latent_id,
+            found.c.distance,
+            found.c.tags,
+            found.c.kind,
+            found.c.owner,
+            found.c.visibility,
+            found.c.created_at,
+            has_audio.label("has_audio"),
+        )
         .where(counted.c.candidates < EXACT_BELOW_ROWS, *_after(found.c.distance, found.c.latent_id, after))
         .order_by(found.c.distance, found.c.latent_id)
         .limit(limit)
         .lateral("hits")
-    )  # fmt: skip
+    )
     return select(counted.c.candidates, *hits.c).select_from(counted).outerjoin(hits, true())
 
 
-def nearest_statement(caller: Caller, target: Target, filters: SearchFilter, limit: int, exact: bool = False,
-                      after: tuple[float, int] | None = None) -> Select:  # fmt: skip
+def nearest_statement(
+    caller: Caller,
+    target: Target,
+    filters: SearchFilter,
+    limit: int,
+    exact: bool = False,
+    after: tuple[float, int] | None = None,
+) -> Select:
     """``ORDER BY embedding <=> q LIMIT n`` (the shape the HNSW index serves) with every filter in the WHERE."""
     distance = LatentEmbedding.embedding.cosine_distance(target.vector)
     clauses = [*_scope(caller, target, filters), *_after(distance, LatentEmbedding.id, after)]
     order = (distance + 0) if exact else distance  # "+ 0" hides the expression from the HNSW index: exact scan
     has_audio = select(AudioAsset.id).where(AudioAsset.generation_id == Generation.id).exists()
     return (
-        select(LatentEmbedding.generation_id, LatentEmbedding.id, distance.label("distance"), Generation.tags,
-               Generation.kind, Generation.owner, Generation.visibility, Generation.created_at, has_audio)
+        select(
+            LatentEmbedding.generation_id,
+            LatentEmbedding.id,
+            distance.label("distance"),
+            Generation.tags,
+            Generation.kind,
+            Generation.owner,
+            Generation.visibility,
+            Generation.created_at,
+            has_audio,
+        )
         .join(Generation, Generation.id == LatentEmbedding.generation_id)
         .where(*clauses)
         .order_by(order, LatentEmbedding.id)
         .limit(limit)
-    )  # fmt: skip
+    )
 
 
 def scan_settings(limit: int) -> dict[str, str]:
@@ -608,10 +660,12 @@ def _above_threshold(hits: list[Hit], threshold: float | None) -> list[Hit]:
 
 async def embeddings_of(session: AsyncSession, latent_ids: list[int]) -> np.ndarray:
     rows = dict(
-        (await session.execute(
-            select(LatentEmbedding.id, LatentEmbedding.embedding).where(LatentEmbedding.id.in_(latent_ids))
-        )).all()
-    )  # fmt: skip
+        (
+            await session.execute(
+                select(LatentEmbedding.id, LatentEmbedding.embedding).where(LatentEmbedding.id.in_(latent_ids))
+            )
+        ).all()
+    )
     return np.stack([np.asarray(rows[i], dtype=np.float32) for i in latent_ids])
 
 
@@ -670,8 +724,14 @@ class PathStop:
     similarity: float  # cosine similarity to the waypoint it was chosen for
 
 
-async def song_path(session: AsyncSession, caller: Caller, start: uuid.UUID, end: uuid.UUID, steps: int,
-                    filters: SearchFilter | None = None) -> tuple[Model, list[PathStop]]:  # fmt: skip
+async def song_path(
+    session: AsyncSession,
+    caller: Caller,
+    start: uuid.UUID,
+    end: uuid.UUID,
+    steps: int,
+    filters: SearchFilter | None = None,
+) -> tuple[Model, list[PathStop]]:
     """``steps`` tracks from ``start`` to ``end``: each interior stop is the nearest unused visible item to the
     waypoint on the great circle between the two latents (no repeats)."""
     if not MIN_PATH_STEPS <= steps <= MAX_PATH_STEPS:

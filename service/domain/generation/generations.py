@@ -64,8 +64,9 @@ class GenerationView:
     has_latent: bool
 
 
-async def request_text_to_music(session: AsyncSession, jobs: JobQueue, caller: Caller, request: TextToMusic,
-                                queue_limit: int) -> list[Generation]:  # fmt: skip
+async def request_text_to_music(
+    session: AsyncSession, jobs: JobQueue, caller: Caller, request: TextToMusic, queue_limit: int
+) -> list[Generation]:
     """Validate, store ``batch_size`` pending generations (seeds seed, seed+1, ...) and queue one job."""
     from service.ml.tags import parse_prompt  # the tag vocabulary; no model weights are loaded
 
@@ -82,10 +83,18 @@ async def request_text_to_music(session: AsyncSession, jobs: JobQueue, caller: C
         "guidance_scale": defaults.guidance_scale if request.guidance_scale is None else request.guidance_scale,
     }
     rows = [
-        Generation(owner=caller.owner, model_id=model.id, kind="text2music", status="pending", seed=seed + i,
-                   params={**params, "batch_index": i}, visibility=request.visibility, tags=list(parsed.tags))
+        Generation(
+            owner=caller.owner,
+            model_id=model.id,
+            kind="text2music",
+            status="pending",
+            seed=seed + i,
+            params={**params, "batch_index": i},
+            visibility=request.visibility,
+            tags=list(parsed.tags),
+        )
         for i in range(request.batch_size)
-    ]  # fmt: skip
+    ]
     session.add_all(rows)
     await session.commit()
     await enqueue(session, jobs, [row.id for row in rows])
@@ -126,8 +135,9 @@ async def get_views(session: AsyncSession, caller: Caller, ids: list[uuid.UUID])
     return [by_id[i] for i in ids if i in by_id]
 
 
-async def list_views(session: AsyncSession, caller: Caller, filters: GenerationFilter, limit: int,
-                     cursor: str | None) -> tuple[list[GenerationView], str | None]:  # fmt: skip
+async def list_views(
+    session: AsyncSession, caller: Caller, filters: GenerationFilter, limit: int, cursor: str | None
+) -> tuple[list[GenerationView], str | None]:
     """The caller's own generations (or ``filters.ids``, or an admin's ``filters.owner``'s), newest first, one
     page after ``cursor``."""
     query = select(Generation).where(_scope(caller, filters), Generation.deleted_at.is_(None))

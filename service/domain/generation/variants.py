@@ -74,8 +74,14 @@ class BatchView:
         return "failed" if c["succeeded"] == 0 else "partial"
 
 
-async def request_style_transfer(session: AsyncSession, jobs: JobQueue, caller: Caller, source_id: uuid.UUID,
-                                 request: StyleTransfer, queue_limit: int) -> Generation:  # fmt: skip
+async def request_style_transfer(
+    session: AsyncSession,
+    jobs: JobQueue,
+    caller: Caller,
+    source_id: uuid.UUID,
+    request: StyleTransfer,
+    queue_limit: int,
+) -> Generation:
     if request.strength is not None:
         _range("strength", request.strength, *sampling.STRENGTH_RANGE)
     _range("near_duplicate_similarity", request.near_duplicate_similarity, -1.0, 1.0)
@@ -97,18 +103,27 @@ async def request_style_transfer(session: AsyncSession, jobs: JobQueue, caller: 
     # a transfer runs no sampler: it records its effective strength, and steps 0 whatever the request said
     params = {"strength": strength, "steps": sampling.TRANSFER_STEPS, "neighbor_rank": rank}
     tags = await tags_of(session, [source_id, neighbor_id])
-    row = Generation(owner=caller.owner, model_id=model.id, kind="style_transfer", status="pending",
-                     seed=_seed(request.seed, 1), params=params, parent_id=source_id, neighbor_id=neighbor_id,
-                     visibility=request.visibility,
-                     tags=with_instruments_of(tags[source_id], tags[neighbor_id]))  # fmt: skip
+    row = Generation(
+        owner=caller.owner,
+        model_id=model.id,
+        kind="style_transfer",
+        status="pending",
+        seed=_seed(request.seed, 1),
+        params=params,
+        parent_id=source_id,
+        neighbor_id=neighbor_id,
+        visibility=request.visibility,
+        tags=with_instruments_of(tags[source_id], tags[neighbor_id]),
+    )
     session.add(row)
     await session.commit()
     await enqueue(session, jobs, [row.id])
     return row
 
 
-async def nth_neighbour(session: AsyncSession, caller: Caller, model: Model, vector, source_id: uuid.UUID, rank: int,
-                        request: StyleTransfer) -> uuid.UUID:  # fmt: skip
+async def nth_neighbour(
+    session: AsyncSession, caller: Caller, model: Model, vector, source_id: uuid.UUID, rank: int, request: StyleTransfer
+) -> uuid.UUID:
     """The ``rank``-th nearest visible neighbour, near-duplicates of the source skipped."""
     if not 1 <= rank <= search.MAX_LIMIT:
         raise InvalidInput("neighbor_rank", f"neighbor_rank must be in [1, {search.MAX_LIMIT}]; got {rank}")
@@ -117,13 +132,23 @@ async def nth_neighbour(session: AsyncSession, caller: Caller, model: Model, vec
     pool = await search.nearest(session, caller, target, request.filter, min(2 * rank + 20, search.MAX_EF_SEARCH))
     distinct = [hit for hit in pool if hit.score < request.near_duplicate_similarity]
     if len(distinct) < rank:
-        raise InvalidInput("neighbor_rank", f"only {len(distinct)} visible neighbours (near-duplicates skipped) "
-                           f"match; neighbor_rank={rank} is out of reach")  # fmt: skip
+        raise InvalidInput(
+            "neighbor_rank",
+            f"only {len(distinct)} visible neighbours (near-duplicates skipped) "
+            f"match; neighbor_rank={rank} is out of reach",
+        )
     return distinct[rank - 1].generation_id
 
 
-async def request_variants(session: AsyncSession, jobs: JobQueue, caller: Caller, request: VariantsRequest,
-                           max_total: int, chunk_size: int, queue_limit: int) -> BatchView:  # fmt: skip
+async def request_variants(
+    session: AsyncSession,
+    jobs: JobQueue,
+    caller: Caller,
+    request: VariantsRequest,
+    max_total: int,
+    chunk_size: int,
+    queue_limit: int,
+) -> BatchView:
     given = sum(source is not None for source in (request.ids, request.search, request.cluster_id))
     if given != 1:
         raise InvalidInput("sources", f"give exactly one of ids, search or cluster_id; {given} were given")
@@ -141,20 +166,39 @@ async def request_variants(session: AsyncSession, jobs: JobQueue, caller: Caller
     for model in {model.id: model for model in models.values()}.values():
         _usable(model)
     seed = _seed(request.seed, total)
-    params = {"n_per_source": request.n_per_source, "variance": request.variance, "steps": request.steps,
-              "seed": seed, "sources": [str(s) for s in sources], "cluster_id": request.cluster_id}  # fmt: skip
+    params = {
+        "n_per_source": request.n_per_source,
+        "variance": request.variance,
+        "steps": request.steps,
+        "seed": seed,
+        "sources": [str(s) for s in sources],
+        "cluster_id": request.cluster_id,
+    }
     batch = Batch(owner=caller.owner, kind="variant", params=params, total=total)
     source_tags = await tags_of(session, sources)
     session.add(batch)
     await session.flush()
     rows = [
-        Generation(owner=caller.owner, model_id=models[source].id, kind="variant", status="pending",
-                   seed=seed + s * request.n_per_source + k, parent_id=source, batch_id=batch.id,
-                   params={"variance": request.variance, "steps": _steps(request.steps, models[source]),
-                           "guidance_scale": sampling.VARIANT_GUIDANCE, "variant_index": k},
-                   visibility=request.visibility, tags=source_tags[source])
-        for s, source in enumerate(sources) for k in range(request.n_per_source)
-    ]  # fmt: skip
+        Generation(
+            owner=caller.owner,
+            model_id=models[source].id,
+            kind="variant",
+            status="pending",
+            seed=seed + s * request.n_per_source + k,
+            parent_id=source,
+            batch_id=batch.id,
+            params={
+                "variance": request.variance,
+                "steps": _steps(request.steps, models[source]),
+                "guidance_scale": sampling.VARIANT_GUIDANCE,
+                "variant_index": k,
+            },
+            visibility=request.visibility,
+            tags=source_tags[source],
+        )
+        for s, source in enumerate(sources)
+        for k in range(request.n_per_source)
+    ]
     session.add_all(rows)
     await session.commit()
     for start in range(0, len(rows), chunk_size):
@@ -227,12 +271,20 @@ async def get_batch(session: AsyncSession, caller: Caller, batch_id: uuid.UUID) 
     if batch.kind == reencode.KIND:  # progress from its items; their ids are not listed (a whole catalogue)
         return BatchView(batch=batch, counts=await reencode.item_counts(session, batch_id), generation_ids=[])
     counts = dict.fromkeys(("pending", "running", "succeeded", "failed", "cancelled"), 0)
-    counts.update(dict((await session.execute(
-        select(Generation.status, func.count()).where(Generation.batch_id == batch_id).group_by(Generation.status)
-    )).all()))  # fmt: skip
-    ids = list(await session.scalars(
-        select(Generation.id).where(Generation.batch_id == batch_id).order_by(Generation.seed)
-    ))  # fmt: skip
+    counts.update(
+        dict(
+            (
+                await session.execute(
+                    select(Generation.status, func.count())
+                    .where(Generation.batch_id == batch_id)
+                    .group_by(Generation.status)
+                )
+            ).all()
+        )
+    )
+    ids = list(
+        await session.scalars(select(Generation.id).where(Generation.batch_id == batch_id).order_by(Generation.seed))
+    )
     return BatchView(batch=batch, counts=counts, generation_ids=ids)
 
 
@@ -245,12 +297,14 @@ async def cancel_batch(session: AsyncSession, jobs: JobQueue, caller: Caller, ba
         return await get_batch(session, caller, batch_id)
     now = datetime.now(UTC)
     view.batch.cancelled_at = now
-    job_ids = set(await session.scalars(
-        update(Generation)
-        .where(Generation.batch_id == batch_id, Generation.status.in_(("pending", "running")), owned_by(caller))
-        .values(status="cancelled", finished_at=now)
-        .returning(Generation.job_id)
-    ))  # fmt: skip
+    job_ids = set(
+        await session.scalars(
+            update(Generation)
+            .where(Generation.batch_id == batch_id, Generation.status.in_(("pending", "running")), owned_by(caller))
+            .values(status="cancelled", finished_at=now)
+            .returning(Generation.job_id)
+        )
+    )
     await session.commit()
     for job_id in job_ids:
         await cancel_job_if_done(session, jobs, job_id)

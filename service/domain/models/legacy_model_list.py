@@ -257,9 +257,12 @@ def plan_import(
         row = existing.get(entry.model_id)
         if row is None and entry.model_id in taken:
             conflicts.append(
-                LineError(entry.line, f"model_id {entry.model_id!r} is the alias of a registered model: "
-                          "references would be ambiguous (rename that model first with `soundalike models alias`)")
-            )  # fmt: skip
+                LineError(
+                    entry.line,
+                    f"model_id {entry.model_id!r} is the alias of a registered model: "
+                    "references would be ambiguous (rename that model first with `soundalike models alias`)",
+                )
+            )
             continue
         if row is None:
             fresh.append(entry)

@@ -166,11 +166,15 @@ async def usage_counts(session: AsyncSession, model_ids: Sequence[int]) -> dict[
     if not model_ids:
         return {}
     gens, lats = [
-        dict((await session.execute(
-            select(table.model_id, func.count()).where(table.model_id.in_(model_ids)).group_by(table.model_id)
-        )).all())
+        dict(
+            (
+                await session.execute(
+                    select(table.model_id, func.count()).where(table.model_id.in_(model_ids)).group_by(table.model_id)
+                )
+            ).all()
+        )
         for table in (Generation, LatentEmbedding)
-    ]  # fmt: skip
+    ]
     return {mid: (gens.get(mid, 0), lats.get(mid, 0)) for mid in model_ids}
 
 

@@ -70,10 +70,13 @@ def test_empty_model_and_k_too_large_are_clear_errors(database, app_conn, demo, 
 
 def test_cli_bad_input(database, demo, index_dir, tmp_path):
     env = env_for(database, index_dir)
-    assert_one_line_error(soundalike("index", "cluster", "--model", "nope", "--k", "3", env=env),
-                          "unknown model alias 'nope'", "demo")  # fmt: skip
-    assert_one_line_error(soundalike("index", "cluster", "--model", "demo", "--k", "1000", env=env),
-                          "k=1000 is larger than the number of latents")  # fmt: skip
+    assert_one_line_error(
+        soundalike("index", "cluster", "--model", "nope", "--k", "3", env=env), "unknown model alias 'nope'", "demo"
+    )
+    assert_one_line_error(
+        soundalike("index", "cluster", "--model", "demo", "--k", "1000", env=env),
+        "k=1000 is larger than the number of latents",
+    )
     zero = soundalike("index", "cluster", "--model", "demo", "--k", "0", env=env)
     assert zero.returncode == 2 and "--k" in zero.stderr
     no_mirror = env_for(database, tmp_path / "elsewhere")
@@ -94,8 +97,9 @@ def test_cli_sync_verify_cluster_duplicates(database, app_conn, demo, index_dir,
     a = latent_ids(app_conn, demo)[10]
     _duplicate_latent(app_conn, demo, a)
     report = tmp_path / "dups.json"
-    dups = soundalike("index", "duplicates", "--model", "demo", "--threshold", "0.999", "--output", str(report),
-                      env=env)  # fmt: skip
+    dups = soundalike(
+        "index", "duplicates", "--model", "demo", "--threshold", "0.999", "--output", str(report), env=env
+    )
     assert dups.returncode == 0, dups.stderr
     data = json.loads(report.read_text())
     assert data["count"] == 1 and data["pairs"][0]["a"] == a and data["pairs"][0]["similarity"] >= 0.999

@@ -25,8 +25,13 @@ def kill_at(failpoint: str, env: dict[str, str], *args: str) -> None:
     """Run ``soundalike *args`` until it reaches ``failpoint``, then SIGKILL it."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SOUNDALIKE_")}
     full_env.update(env, SOUNDALIKE_FAILPOINT=failpoint)
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", *args], env=full_env, stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", *args],
+        env=full_env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         for line in proc.stderr:
             if f"failpoint {failpoint} reached" in line:
@@ -42,8 +47,9 @@ def kill_at(failpoint: str, env: dict[str, str], *args: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["sync:after-read", "sync:after-index-write", "sync:before-manifest",
-                                   "sync:after-manifest"])  # fmt: skip
+@pytest.mark.parametrize(
+    "point", ["sync:after-read", "sync:after-index-write", "sync:before-manifest", "sync:after-manifest"]
+)
 def test_sigkill_during_sync_leaves_a_good_mirror_and_the_next_sync_completes(
     database, app_conn, demo, index_dir, point
 ):

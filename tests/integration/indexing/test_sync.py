@@ -43,8 +43,9 @@ def test_incremental_sync_applies_inserts_updates_and_removals(database, app_con
     new = insert_latent(app_conn, demo, seed=1)
     set_generation(app_conn, ids[0], "deleted_at")
     set_generation(app_conn, ids[1], "archived_at")
-    app_conn.execute("DELETE FROM generations WHERE id = (SELECT generation_id FROM latent_embeddings WHERE id = %s)",
-                     (ids[2],))  # fmt: skip
+    app_conn.execute(
+        "DELETE FROM generations WHERE id = (SELECT generation_id FROM latent_embeddings WHERE id = %s)", (ids[2],)
+    )
     app_conn.execute(
         "UPDATE latent_embeddings SET embedding = (embedding - embedding) - embedding WHERE id = %s", (ids[3],)
     )
@@ -165,9 +166,14 @@ def test_concurrent_writers_with_interleaved_syncs_lose_nothing(database, app_co
     sync_model(database.app_url, index_dir, demo)
     got = mirrored_ids(index_dir, demo)
     assert set(inserted) <= got
-    assert got == set(r[0] for r in app_conn.execute(
-        "SELECT l.id FROM latent_embeddings l JOIN generations g ON g.id = l.generation_id "
-        "WHERE g.archived_at IS NULL AND g.deleted_at IS NULL AND l.model_id = %s", (demo.id,)))  # fmt: skip
+    assert got == set(
+        r[0]
+        for r in app_conn.execute(
+            "SELECT l.id FROM latent_embeddings l JOIN generations g ON g.id = l.generation_id "
+            "WHERE g.archived_at IS NULL AND g.deleted_at IS NULL AND l.model_id = %s",
+            (demo.id,),
+        )
+    )
     assert verify_model(database.app_url, index_dir, demo).status == "clean"
 
 

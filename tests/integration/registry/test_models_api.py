@@ -57,9 +57,14 @@ async def snapshot(client) -> list[tuple]:
 @pytest.mark.parametrize("role", ["reader", "creator"])
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/v1/models"), ("GET", "/v1/models/a"), ("POST", "/v1/models"), ("PATCH", "/v1/models/a"),
-     ("DELETE", "/v1/models/a")],
-)  # fmt: skip
+    [
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/a"),
+        ("POST", "/v1/models"),
+        ("PATCH", "/v1/models/a"),
+        ("DELETE", "/v1/models/a"),
+    ],
+)
 async def test_only_admins_may_use_the_registry(client, keys, two_models, role, method, path):
     response = await client.request(method, path, headers=keys[role], json={"alias": "x"})
     assert_problem(response, 403, "needs the admin role")
@@ -93,16 +98,24 @@ async def test_add_a_checkpoint(client, keys, real_checkpoint, tiny_pipeline):
     assert response.status_code == 201, response.text
     created = response.json()
     assert (created["alias"], created["version"], created["source_type"], created["is_default"]) == (
-        "new", "v3", "local", True,
-    )  # fmt: skip
+        "new",
+        "v3",
+        "local",
+        True,
+    )
     assert created["checkpoint_sha256"] == registry.sha256_file(path)
     # the checkpoint's calibrated in-domain threshold and sampling defaults are recorded next to the client's metadata
     config = tiny_pipeline.config
-    defaults = {"steps": config.default_steps, "guidance_scale": config.default_guidance,
-                "strength": config.default_strength}  # fmt: skip
+    defaults = {
+        "steps": config.default_steps,
+        "guidance_scale": config.default_guidance,
+        "strength": config.default_strength,
+    }
     assert created["metadata"] == {
-        "note": "x", "in_domain_threshold": tiny_pipeline.in_domain_threshold, "defaults": defaults
-    }  # fmt: skip
+        "note": "x",
+        "in_domain_threshold": tiny_pipeline.in_domain_threshold,
+        "defaults": defaults,
+    }
     config = tiny_pipeline.config  # what the file says, not what a client claims
     assert (created["sample_rate"], created["clip_seconds"]) == (config.sample_rate, config.clip_seconds)
 

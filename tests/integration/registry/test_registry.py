@@ -26,8 +26,12 @@ async def test_builtin_registration_is_idempotent(session, checkpoint):
     assert len(rows) == 1
     row = rows[0]
     assert (row.alias, row.source_type, row.version, row.is_default, row.status) == (
-        "default", "builtin", "v1", True, "READY",
-    )  # fmt: skip
+        "default",
+        "builtin",
+        "v1",
+        True,
+        "READY",
+    )
     assert row.checkpoint_sha256 == registry.sha256_file(path) and row.sample_rate == 32000
     assert row.source_id.startswith("builtin-default@")
 

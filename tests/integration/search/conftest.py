@@ -40,16 +40,32 @@ def insert(owner_conn, items: list[Item]) -> None:
     from psycopg.types.json import Jsonb
 
     copy_rows(
-        owner_conn, "generations",
+        owner_conn,
+        "generations",
         ["id", "owner", "model_id", "kind", "status", "visibility", "tags", "params", "deleted_at"],
         ["uuid", "text", "int4", "text", "text", "text", "text[]", "jsonb", "timestamptz"],
-        ([i.id, i.owner, i.model_id, i.kind, "succeeded", i.visibility, i.tags, Jsonb(i.params),
-          DELETED_AT if i.deleted else None] for i in items),
-    )  # fmt: skip
+        (
+            [
+                i.id,
+                i.owner,
+                i.model_id,
+                i.kind,
+                "succeeded",
+                i.visibility,
+                i.tags,
+                Jsonb(i.params),
+                DELETED_AT if i.deleted else None,
+            ]
+            for i in items
+        ),
+    )
     copy_rows(
-        owner_conn, "latent_embeddings", ["generation_id", "model_id", "embedding"], ["uuid", "int4", "vector"],
+        owner_conn,
+        "latent_embeddings",
+        ["generation_id", "model_id", "embedding"],
+        ["uuid", "int4", "vector"],
         ([i.id, i.model_id, i.vector] for i in items),
-    )  # fmt: skip
+    )
 
 
 def add_model(owner_conn, alias: str) -> int:
@@ -88,17 +104,34 @@ def catalogue(owner_conn, tiny_model) -> Catalogue:
     owners = ["alice", "bob"]
     items = []
     for n, vector in enumerate(vectors):
-        items.append(Item(
-            id=uuid.uuid4(), model_id=tiny_model["id"], vector=vector, owner=owners[n % 2],
-            visibility="public" if n % 3 == 0 else "private",
-            tags=["piano" if n % 4 == 0 else "guitar", "minor" if n % 5 == 0 else "major", f"{60 + n % 7 * 10} bpm"],
-            kind="import" if n % 10 == 0 else "text2music", deleted=n % 17 == 0, params={"steps": n % 30},
-        ))  # fmt: skip
+        items.append(
+            Item(
+                id=uuid.uuid4(),
+                model_id=tiny_model["id"],
+                vector=vector,
+                owner=owners[n % 2],
+                visibility="public" if n % 3 == 0 else "private",
+                tags=[
+                    "piano" if n % 4 == 0 else "guitar",
+                    "minor" if n % 5 == 0 else "major",
+                    f"{60 + n % 7 * 10} bpm",
+                ],
+                kind="import" if n % 10 == 0 else "text2music",
+                deleted=n % 17 == 0,
+                params={"steps": n % 30},
+            )
+        )
     model_b = add_model(owner_conn, "other")
     twins = [
-        Item(id=uuid.uuid4(), model_id=model_b, vector=(i.vector + 1e-3).astype(np.float32), owner="alice",
-             visibility="public", tags=list(i.tags))
+        Item(
+            id=uuid.uuid4(),
+            model_id=model_b,
+            vector=(i.vector + 1e-3).astype(np.float32),
+            owner="alice",
+            visibility="public",
+            tags=list(i.tags),
+        )
         for i in items[:100]
-    ]  # fmt: skip
+    ]
     insert(owner_conn, items + twins)
     return Catalogue(model_a=tiny_model["id"], model_b=model_b, items=items, twins=twins)

@@ -83,8 +83,9 @@ async def test_items_newer_than_the_run_form_an_unclustered_group(client, owner_
     source = client.catalogue.items[3]
     fresh = owner_conn.execute(
         "INSERT INTO generations (owner, model_id, kind, status, visibility) VALUES ('alice', %s, 'import', "
-        "'succeeded', 'private') RETURNING id", (client.catalogue.model_a,),
-    ).fetchone()[0]  # fmt: skip
+        "'succeeded', 'private') RETURNING id",
+        (client.catalogue.model_a,),
+    ).fetchone()[0]
     owner_conn.execute(
         "INSERT INTO latent_embeddings (generation_id, model_id, embedding) VALUES (%s, %s, %s::float4[]::vector)",
         (fresh, client.catalogue.model_a, (source.vector * 1.0001).tolist()),

@@ -38,8 +38,11 @@ def mine(client):
 async def test_style_transfer_picks_the_ranked_neighbour(client, owner_conn):
     source = mine(client)[0]
     visible = visible_to(client.catalogue.items, "alice")
-    response = await client.post(f"/v1/generations/{source.id}/style-transfer", headers=client.alice,
-                                 json={"neighbor_rank": 3, "strength": 0.6, "seed": 5})  # fmt: skip
+    response = await client.post(
+        f"/v1/generations/{source.id}/style-transfer",
+        headers=client.alice,
+        json={"neighbor_rank": 3, "strength": 0.6, "seed": 5},
+    )
     assert response.status_code == 202, response.text
     body = response.json()
     assert body["kind"] == "style_transfer" and body["status"] == "pending" and body["seed"] == 5
@@ -49,8 +52,9 @@ async def test_style_transfer_picks_the_ranked_neighbour(client, owner_conn):
     job = owner_conn.execute("SELECT job_id FROM generations WHERE id = %s", (body["id"],)).fetchone()[0]
     assert job is not None
 
-    filtered = await client.post(f"/v1/generations/{source.id}/style-transfer", headers=client.alice,
-                                 json={"filter": {"tags_all": ["minor"]}})  # fmt: skip
+    filtered = await client.post(
+        f"/v1/generations/{source.id}/style-transfer", headers=client.alice, json={"filter": {"tags_all": ["minor"]}}
+    )
     minor = [i for i in visible if "minor" in i.tags]
     assert filtered.json()["neighbor_id"] == str(exact_ids(minor, source.vector, 1, exclude=[source.id])[0])
 
@@ -61,8 +65,9 @@ async def test_near_duplicates_are_skipped(client, owner_conn, tiny_model):
     nearest = exact_ids(visible, source.vector, 2, exclude=[source.id])
     owner_conn.execute(
         "UPDATE latent_embeddings SET embedding = (SELECT embedding FROM latent_embeddings WHERE generation_id = %s)"
-        " WHERE generation_id = %s", (source.id, nearest[0]),
-    )  # fmt: skip
+        " WHERE generation_id = %s",
+        (source.id, nearest[0]),
+    )
     response = await client.post(f"/v1/generations/{source.id}/style-transfer", headers=client.alice, json={})
     assert response.json()["neighbor_id"] == str(nearest[1])
     # no strength given: the checkpoint's default is recorded; a transfer runs no sampler steps
@@ -72,8 +77,11 @@ async def test_near_duplicates_are_skipped(client, owner_conn, tiny_model):
 
 async def test_variants_batch_progress_and_cancel(client, owner_conn, tiny_model):
     sources = mine(client)[:3]
-    response = await client.post("/v1/variants", headers=client.alice, json={
-        "ids": [str(s.id) for s in sources], "n_per_source": 4, "variance": 0.4, "seed": 100})  # fmt: skip
+    response = await client.post(
+        "/v1/variants",
+        headers=client.alice,
+        json={"ids": [str(s.id) for s in sources], "n_per_source": 4, "variance": 0.4, "seed": 100},
+    )
     assert response.status_code == 202, response.text
     batch = response.json()
     assert batch["status"] == "pending" and batch["total"] == 12 and batch["pending"] == 12
@@ -102,8 +110,9 @@ async def test_variants_batch_progress_and_cancel(client, owner_conn, tiny_model
     assert (body["status"], body["cancelled"], body["done"], body["failed"]) == ("cancelled", 10, 1, 1)
     statuses = owner_conn.execute(
         "SELECT DISTINCT j.status FROM procrastinate_jobs j JOIN generations g ON g.job_id = j.id "
-        "WHERE g.batch_id = %s", (batch["id"],),
-    ).fetchall()  # fmt: skip
+        "WHERE g.batch_id = %s",
+        (batch["id"],),
+    ).fetchall()
     assert {s[0] for s in statuses} == {"cancelled"}
     again = await client.post(f"{batch['url']}/cancel", headers=client.alice)
     assert again.status_code == 409
@@ -214,8 +223,11 @@ async def test_transfer_and_variants_through_a_real_worker(database, tiny_model,
             clip, rate = sf.read(io.BytesIO(audio.content), dtype="float32")
             return pipeline.encode_joint(clip, rate)
 
-        transfer = await client.post(f"/v1/generations/{a}/style-transfer", headers=alice,
-                                     json={"neighbor_id": c, "strength": 0.7, "seed": 9, "steps": 4})  # fmt: skip
+        transfer = await client.post(
+            f"/v1/generations/{a}/style-transfer",
+            headers=alice,
+            json={"neighbor_id": c, "strength": 0.7, "seed": 9, "steps": 4},
+        )
         assert transfer.status_code == 202, transfer.text
         done = await wait_until_finished(client, alice, transfer.json()["id"])
         assert done["status"] == "succeeded", done["error"]
@@ -223,16 +235,20 @@ async def test_transfer_and_variants_through_a_real_worker(database, tiny_model,
         expected = pipeline.searchable(pipeline.transfer(await joint(a), latent(c), 0.7))
         np.testing.assert_allclose(latent(done["id"]), expected, atol=1e-4)
 
-        batch = await client.post("/v1/variants", headers=alice, json={
-            "ids": [a, b], "n_per_source": 3, "variance": 0.4, "seed": 50, "steps": 4})  # fmt: skip
+        batch = await client.post(
+            "/v1/variants",
+            headers=alice,
+            json={"ids": [a, b], "n_per_source": 3, "variance": 0.4, "seed": 50, "steps": 4},
+        )
         assert batch.status_code == 202, batch.text
         finished = await wait_batch(client, alice, batch.json()["url"])
         assert (finished["status"], finished["done"], finished["total"]) == ("succeeded", 6, 6)
         rows = owner_conn.execute(
             "SELECT g.id, g.parent_id, g.seed, g.kind FROM generations g JOIN latent_embeddings l "
             "ON l.generation_id = g.id JOIN audio_assets s ON s.generation_id = g.id WHERE g.batch_id = %s "
-            "ORDER BY g.seed", (finished["id"],),
-        ).fetchall()  # fmt: skip
+            "ORDER BY g.seed",
+            (finished["id"],),
+        ).fetchall()
         assert len(rows) == 6 and {r[3] for r in rows} == {"variant"}
         for parent in (a, b):
             mine_rows = [r for r in rows if str(r[1]) == parent]
@@ -248,16 +264,20 @@ async def test_transfer_and_variants_through_a_real_worker(database, tiny_model,
         assert {g for r, g in relations if r == "variant"} == {str(r[0]) for r in rows if str(r[1]) == a}
         of_transfer = (await client.get(f"/v1/generations/{done['id']}/lineage", headers=alice)).json()
         assert [(x["relation"], x["generation"]["id"]) for x in of_transfer["ancestors"]] == [
-            ("parent", a), ("style_neighbor", c)]  # fmt: skip
+            ("parent", a),
+            ("style_neighbor", c),
+        ]
 
         # variants of a variant: two generations deep
-        grand = await client.post("/v1/variants", headers=alice, json={"ids": [str(rows[0][0])], "n_per_source": 1,
-                                                                        "steps": 4})  # fmt: skip
+        grand = await client.post(
+            "/v1/variants", headers=alice, json={"ids": [str(rows[0][0])], "n_per_source": 1, "steps": 4}
+        )
         await wait_batch(client, alice, grand.json()["url"])
         deep = (await client.get(f"/v1/generations/{a}/lineage", headers=alice)).json()
         assert max(d["depth"] for d in deep["descendants"]) == 2
-        searchable = await client.post("/v1/search", headers=alice, json={
-            "generation_id": a, "limit": 20, "filter": {"kind": "variant"}})  # fmt: skip
+        searchable = await client.post(
+            "/v1/search", headers=alice, json={"generation_id": a, "limit": 20, "filter": {"kind": "variant"}}
+        )
         assert {i["kind"] for i in searchable.json()["items"]} == {"variant"}
         assert len(searchable.json()["items"]) == 7
 
@@ -295,8 +315,13 @@ async def test_variants_survive_a_killed_worker_without_duplicates(
     give_audio(owner_conn, tiny_model["pipeline"], tmp_path / "blobs", sources)
     async with api_client(database, settings, worker=False) as client:
         alice = await bearer_for(client, "alice", "creator")
-        batch = (await client.post("/v1/variants", headers=alice, json={
-            "ids": sources, "n_per_source": 4, "variance": 1.0, "steps": 200, "seed": 3})).json()  # fmt: skip
+        batch = (
+            await client.post(
+                "/v1/variants",
+                headers=alice,
+                json={"ids": sources, "n_per_source": 4, "variance": 1.0, "steps": 200, "seed": 3},
+            )
+        ).json()
         first = batch["generation_ids"][0]
         doomed = start_worker(database, tmp_path, "doomed.log")
         try:
@@ -316,7 +341,8 @@ async def test_variants_survive_a_killed_worker_without_duplicates(
     assert (finished["status"], finished["done"]) == ("succeeded", 8)
     latents = owner_conn.execute(
         "SELECT count(*), count(DISTINCT l.generation_id) FROM latent_embeddings l JOIN generations g "
-        "ON g.id = l.generation_id WHERE g.batch_id = %s", (batch["id"],),
-    ).fetchone()  # fmt: skip
+        "ON g.id = l.generation_id WHERE g.batch_id = %s",
+        (batch["id"],),
+    ).fetchone()
     assert latents == (8, 8)
     assert "retrying" in (tmp_path / "rescuer.log").read_text()

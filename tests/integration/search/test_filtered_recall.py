@@ -26,10 +26,16 @@ def rare_catalogue(owner_conn, tiny_model) -> list[Item]:
     rng = np.random.default_rng(11)
     vectors = clustered(rng, N, centres=6)
     items = [
-        Item(id=uuid.uuid4(), model_id=tiny_model["id"], vector=v, owner="alice", visibility="public",
-             tags=["rare" if n % (N // RARE) == 0 else "common"])
+        Item(
+            id=uuid.uuid4(),
+            model_id=tiny_model["id"],
+            vector=v,
+            owner="alice",
+            visibility="public",
+            tags=["rare" if n % (N // RARE) == 0 else "common"],
+        )
         for n, v in enumerate(vectors)
-    ]  # fmt: skip
+    ]
     insert(owner_conn, items)
     owner_conn.execute("ANALYZE generations; ANALYZE latent_embeddings")
     return items
@@ -47,8 +53,11 @@ async def test_api_returns_limit_rows_at_one_percent_selectivity(database, rare_
         alice = await bearer_for(client, "alice", "reader")
         for query in queries(rare_catalogue):
             for limit in (10, 25):
-                response = await client.post("/v1/search", headers=alice, json={
-                    "vector": query.tolist(), "limit": limit, "filter": {"tags_all": ["rare"]}})  # fmt: skip
+                response = await client.post(
+                    "/v1/search",
+                    headers=alice,
+                    json={"vector": query.tolist(), "limit": limit, "filter": {"tags_all": ["rare"]}},
+                )
                 found = [uuid.UUID(i["id"]) for i in response.json()["items"]]
                 assert len(found) == limit
                 assert found == exact_ids(rare, query, limit)
@@ -76,8 +85,10 @@ async def test_selective_filters_are_scanned_exactly(database, settings, rare_ca
             expected = exact_ids(rare, target.vector, 20)
             assert [row.generation_id for row in rows] == expected[:10]
             statement = domain.filtered_statement(caller, target, rare_only, 10)
-            plan = "\n".join(r[0] for r in await session.execute(
-                text("EXPLAIN " + str(statement.compile())), statement.compile().params))  # fmt: skip
+            plan = "\n".join(
+                r[0]
+                for r in await session.execute(text("EXPLAIN " + str(statement.compile())), statement.compile().params)
+            )
             assert "ix_latent_embeddings_embedding_hnsw" not in plan and "Hash" not in plan, plan
             hits = await domain.nearest(session, caller, target, rare_only, 10)
             assert [h.generation_id for h in hits] == expected[:10]
@@ -124,10 +135,12 @@ async def test_index_path_with_iterative_scan_versus_without(database, settings,
                 statement = domain.nearest_statement(caller, target, SearchFilter(tags_all=["rare"]), 10)
                 hits = await domain.nearest(session, caller, target, SearchFilter(tags_all=["rare"]), 10)
                 plan = "\n".join(
-                    r[0] for r in await session.execute(
+                    r[0]
+                    for r in await session.execute(
                         text("EXPLAIN " + str(statement.compile(compile_kwargs={"literal_binds": False}))),
-                        statement.compile().params)
-                )  # fmt: skip
+                        statement.compile().params,
+                    )
+                )
                 assert "ix_latent_embeddings_embedding_hnsw" in plan, plan
                 assert len(hits) == 10
                 recalls.append(len({h.generation_id for h in hits} & set(exact_ids(rare, query, 10))) / 10)

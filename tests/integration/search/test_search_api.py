@@ -52,8 +52,11 @@ async def test_by_id_returns_the_exact_nearest_visible_items(client):
 async def test_by_vector_sees_only_own_and_public_and_never_deleted(client):
     items = client.catalogue.items
     query = items[3].vector
-    for headers, owner, admin in ((client.alice, "alice", False), (client.bob, "bob", False),
-                                  (client.admin, "root", True)):  # fmt: skip
+    for headers, owner, admin in (
+        (client.alice, "alice", False),
+        (client.bob, "bob", False),
+        (client.admin, "root", True),
+    ):
         body = await search(client, headers, vector=query.tolist(), limit=50)
         assert ids(body) == exact_ids(visible_to(items, owner, admin), query, 50)
         by_id = {i.id: i for i in items}
@@ -104,11 +107,13 @@ async def test_created_range(client, owner_conn):
     early = [i for i in visible_to(cat.items, "alice")][:40]
     owner_conn.execute("UPDATE generations SET created_at = '2020-01-01' WHERE id = ANY(%s)", ([i.id for i in early],))
     query = early[5].vector
-    body = await search(client, client.alice, vector=query.tolist(), limit=10,
-                        filter={"created_before": "2021-01-01T00:00:00Z"})  # fmt: skip
+    body = await search(
+        client, client.alice, vector=query.tolist(), limit=10, filter={"created_before": "2021-01-01T00:00:00Z"}
+    )
     assert ids(body) == exact_ids(early, query, 10)
-    after = await search(client, client.alice, vector=query.tolist(), limit=100,
-                         filter={"created_after": "2021-01-01T00:00:00Z"})  # fmt: skip
+    after = await search(
+        client, client.alice, vector=query.tolist(), limit=100, filter={"created_after": "2021-01-01T00:00:00Z"}
+    )
     assert not set(ids(after)) & {i.id for i in early}
 
 
@@ -118,8 +123,9 @@ async def test_cursor_pages_continue_the_exact_order(client):
     truth = exact_ids(items, query, 25)
     seen, cursor = [], None
     while len(seen) < 25:
-        body = await search(client, client.alice, vector=query.tolist(), limit=10,
-                            **({"cursor": cursor} if cursor else {}))  # fmt: skip
+        body = await search(
+            client, client.alice, vector=query.tolist(), limit=10, **({"cursor": cursor} if cursor else {})
+        )
         seen += ids(body)
         cursor = body["next_cursor"]
         assert cursor
@@ -150,8 +156,9 @@ async def test_average_vector_examples(client):
 async def test_best_score_prefers_items_closer_to_positives(client):
     items = visible_to(client.catalogue.items, "alice")
     pos, neg = items[0], items[1]
-    body = await search(client, client.alice, positive=[str(pos.id)], negative=[str(neg.id)],
-                        strategy="best_score", limit=20)  # fmt: skip
+    body = await search(
+        client, client.alice, positive=[str(pos.id)], negative=[str(neg.id)], strategy="best_score", limit=20
+    )
     assert len(body["items"]) == 20 and not {pos.id, neg.id} & set(ids(body))
     by_id = {i.id: i for i in items}
     for item in body["items"]:
@@ -191,8 +198,9 @@ async def test_exact_scan_is_admin_only_and_matches_truth(client):
 
 
 async def test_unknown_and_invisible_ids_are_404(client):
-    private_of_bob = next(i for i in client.catalogue.items if i.owner == "bob" and i.visibility == "private"
-                          and not i.deleted)  # fmt: skip
+    private_of_bob = next(
+        i for i in client.catalogue.items if i.owner == "bob" and i.visibility == "private" and not i.deleted
+    )
     deleted = next(i for i in client.catalogue.items if i.deleted and i.owner == "alice")
     for missing in (uuid.uuid4(), private_of_bob.id, deleted.id):
         await search(client, client.alice, 404, generation_id=str(missing))
@@ -244,13 +252,15 @@ async def test_by_uploaded_audio_encodes_with_the_searched_model(client, tiny_mo
     data, mono, rate = clip_bytes(seconds=3)
     expected_query = tiny_model["pipeline"].encode(mono, rate)
     files = {"file": ("probe.wav", data, "audio/wav")}
-    response = await client.post("/v1/search", files=files, data={"query": json.dumps({"limit": 7})},
-                                 headers=client.alice)  # fmt: skip
+    response = await client.post(
+        "/v1/search", files=files, data={"query": json.dumps({"limit": 7})}, headers=client.alice
+    )
     assert response.status_code == 200, response.text
     assert ids(response.json()) == exact_ids(visible_to(client.catalogue.items, "alice"), expected_query, 7)
 
-    both = await client.post("/v1/search", files=files, data={"query": json.dumps({"vector": [0.1] * 512})},
-                             headers=client.alice)  # fmt: skip
+    both = await client.post(
+        "/v1/search", files=files, data={"query": json.dumps({"vector": [0.1] * 512})}, headers=client.alice
+    )
     assert both.status_code == 422 and both.json()["errors"][0]["field"] == "query"
     broken = await client.post("/v1/search", files={"file": ("x.wav", b"nope", "audio/wav")}, headers=client.alice)
     assert broken.status_code == 422 and broken.json()["errors"][0]["field"] == "file"
@@ -261,8 +271,9 @@ async def test_song_path_walks_the_great_circle_without_repeats(client):
 
     items = visible_to(client.catalogue.items, "alice")
     start, end = items[0], items[-1]
-    response = await client.get("/v1/path", params={"from": str(start.id), "to": str(end.id), "steps": 6},
-                                headers=client.alice)  # fmt: skip
+    response = await client.get(
+        "/v1/path", params={"from": str(start.id), "to": str(end.id), "steps": 6}, headers=client.alice
+    )
     assert response.status_code == 200, response.text
     stops = response.json()["stops"]
     found = [uuid.UUID(s["generation"]["id"]) for s in stops]
@@ -288,7 +299,8 @@ async def test_song_path_errors(client):
     across = await path(422, **{"from": str(items[0].id), "to": str(twin.id)})
     assert across["errors"][0]["field"] == "to" and "model" in across["detail"]
     assert (await path(422, **{"from": str(items[0].id), "to": str(items[1].id), "steps": 2}))["errors"][0][
-        "field"] == "steps"  # fmt: skip
+        "field"
+    ] == "steps"
     assert (await path(422, **{"from": str(items[0].id), "to": str(items[0].id)}))["errors"][0]["field"] == "to"
     await path(404, **{"from": str(items[0].id), "to": str(uuid.uuid4())})
     await path(400, **{"from": "not-a-uuid", "to": str(items[0].id)})

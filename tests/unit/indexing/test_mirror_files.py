@@ -17,9 +17,18 @@ from indexing.source import COPY_SIGNATURE, _CopyDecoder
 
 
 def manifest(**overrides) -> Manifest:
-    fields = dict(model_id=3, model_alias="m", index_file="model-3-ab.faiss", count=2, dim=4, watermark=100,
-                  checksum="sha256:00", bytes=10, built_at="2026-11-22T00:00:00+00:00",
-                  synced_at="2026-11-22T00:00:00+00:00")  # fmt: skip
+    fields = dict(
+        model_id=3,
+        model_alias="m",
+        index_file="model-3-ab.faiss",
+        count=2,
+        dim=4,
+        watermark=100,
+        checksum="sha256:00",
+        bytes=10,
+        built_at="2026-11-22T00:00:00+00:00",
+        synced_at="2026-11-22T00:00:00+00:00",
+    )
     return Manifest(**{**fields, **overrides})
 
 
