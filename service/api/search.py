@@ -23,6 +23,7 @@ from service.api.schemas import Generation, Visibility, generation_url, to_gener
 from service.db.schema.models import GENERATION_KINDS, LATENT_DIM
 from service.domain.catalogue.imports import analyse_clip, decode_upload
 from service.domain.discovery import search as domain
+from service.domain.discovery import song_path as paths
 from service.domain.generation import generations
 from service.domain.models.model_archive import ensure_searchable
 from service.domain.models.model_lookup import resolve_model
@@ -290,11 +291,11 @@ class PathController(Controller):
             int,
             QueryParameter(
                 description="Tracks in the path, both ends included (3-50)",
-                schema_extra={"minimum": domain.MIN_PATH_STEPS, "maximum": domain.MAX_PATH_STEPS},
+                schema_extra={"minimum": paths.MIN_PATH_STEPS, "maximum": paths.MAX_PATH_STEPS},
             ),
         ] = 10,
     ) -> SongPath:
-        model, stops = await domain.song_path(db_session, caller, start, end, steps)
+        model, stops = await paths.song_path(db_session, caller, start, end, steps)
         views = {v.row.id: v for v in await generations.get_views(db_session, caller, [s.generation_id for s in stops])}
         return SongPath(
             model=model.alias,

@@ -8,7 +8,7 @@ import warnings
 import pytest
 
 from service.db.schema.models import LATENT_DIM
-from service.domain.discovery import search
+from service.domain.discovery import search, song_path
 from service.domain.generation import variants
 from service.domain.generation.generations import MAX_SEED
 
@@ -68,7 +68,7 @@ def test_query_parameters_carry_their_vocabularies_and_ranges(document):
         "style_transfer",
         "import",
     ]
-    assert bounds(parameter(document, "/v1/path", "steps")) == (search.MIN_PATH_STEPS, search.MAX_PATH_STEPS)
+    assert bounds(parameter(document, "/v1/path", "steps")) == (song_path.MIN_PATH_STEPS, song_path.MAX_PATH_STEPS)
 
 
 def test_public_routes_need_no_key_and_the_others_do(document):

@@ -8,7 +8,6 @@ Only rows the caller may see are ever read: the visibility rule is part of the S
 
 from __future__ import annotations
 
-import math
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -349,8 +348,8 @@ async def resolve_target(
         exclude = (*query.positive, *query.negative)
         if query.strategy == "best_score":
             return Target(model, None, positives=pos, negatives=neg, exclude=exclude)
-        average = _unit(pos).mean(axis=0)
-        vector = average if neg is None else 2 * average - _unit(neg).mean(axis=0)
+        average = unit_rows(pos).mean(axis=0)
+        vector = average if neg is None else 2 * average - unit_rows(neg).mean(axis=0)
         return Target(model, check_vector(vector, model.latent_dim, "positive"), exclude=exclude)
     model = named or await resolve_model(session, None)
     if audio_latent is not None:
@@ -427,7 +426,7 @@ async def _common_space(
     return await session.get(Model, next(space for space in preferred if space in common))
 
 
-def _unit(vectors: np.ndarray) -> np.ndarray:
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
@@ -674,7 +673,7 @@ async def _mmr(session: AsyncSession, target: Target, pool: list[Hit], limit: in
     ``weight * sim(query, d) - (1 - weight) * max sim(d, picked)``."""
     if not pool:
         return []
-    vectors = _unit(await embeddings_of(session, [hit.latent_id for hit in pool]))
+    vectors = unit_rows(await embeddings_of(session, [hit.latent_id for hit in pool]))
     relevance = np.array([hit.score for hit in pool])
     picked: list[int] = []
     redundancy = np.full(len(pool), -np.inf)
@@ -699,11 +698,11 @@ async def _best_score(session: AsyncSession, caller: Caller, target: Target, que
     if not pool:
         return []
     hits = list(pool.values())
-    vectors = _unit(await embeddings_of(session, [hit.latent_id for hit in hits]))
-    best_positive = (vectors @ _unit(target.positives).T).max(axis=1)
+    vectors = unit_rows(await embeddings_of(session, [hit.latent_id for hit in hits]))
+    best_positive = (vectors @ unit_rows(target.positives).T).max(axis=1)
     scores = best_positive.copy()
     if target.negatives is not None:
-        best_negative = (vectors @ _unit(target.negatives).T).max(axis=1)
+        best_negative = (vectors @ unit_rows(target.negatives).T).max(axis=1)
         scores = np.where(best_positive > best_negative, best_positive, -(best_negative**2))
     ranked = sorted(zip(scores, hits, strict=True), key=lambda pair: (-pair[0], pair[1].latent_id))
     out = [_rescored(hit, float(score)) for score, hit in ranked]
@@ -712,55 +711,3 @@ async def _best_score(session: AsyncSession, caller: Caller, target: Target, que
 
 def _rescored(hit: Hit, score: float) -> Hit:
     return Hit(**{**hit.__dict__, "score": score, "distance": None})
-
-
-MIN_PATH_STEPS, MAX_PATH_STEPS = 3, 50
-
-
-@dataclass(frozen=True)
-class PathStop:
-    generation_id: uuid.UUID
-    position: float  # 0 at the start, 1 at the end
-    similarity: float  # cosine similarity to the waypoint it was chosen for
-
-
-async def song_path(
-    session: AsyncSession,
-    caller: Caller,
-    start: uuid.UUID,
-    end: uuid.UUID,
-    steps: int,
-    filters: SearchFilter | None = None,
-) -> tuple[Model, list[PathStop]]:
-    """``steps`` tracks from ``start`` to ``end``: each interior stop is the nearest unused visible item to the
-    waypoint on the great circle between the two latents (no repeats)."""
-    if not MIN_PATH_STEPS <= steps <= MAX_PATH_STEPS:
-        raise InvalidInput("steps", f"steps must be in [{MIN_PATH_STEPS}, {MAX_PATH_STEPS}]; got {steps}", "query")
-    if start == end:
-        raise InvalidInput("to", "from and to are the same generation; a path needs two", "query")
-    model, first = await latents_of(session, caller, [start], "from")
-    try:
-        _, last = await latents_of(session, caller, [end], "to", model, space_field="to")
-    except InvalidInput as exc:  # a path walks within one model's latent space
-        raise InvalidInput("to", f"{exc.message}; a path walks within one model's latent space", "query") from None
-    a, b = _unit(first)[0], _unit(last)[0]
-    stops, used = [PathStop(start, 0.0, 1.0)], [start, end]
-    for index in range(1, steps - 1):
-        position = index / (steps - 1)
-        waypoint = slerp(a, b, position)
-        target = Target(model, waypoint, exclude=tuple(used))
-        hits = await nearest(session, caller, target, filters or SearchFilter(), 1)
-        if not hits:
-            break
-        stops.append(PathStop(hits[0].generation_id, position, hits[0].score))
-        used.append(hits[0].generation_id)
-    stops.append(PathStop(end, 1.0, 1.0))
-    return model, stops
-
-
-def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
-    """The point a fraction ``t`` along the great circle from unit vector ``a`` to ``b``."""
-    omega = math.acos(float(np.clip(a @ b, -1.0, 1.0)))
-    if omega < 1e-6:
-        return a
-    return (math.sin((1 - t) * omega) * a + math.sin(t * omega) * b) / math.sin(omega)

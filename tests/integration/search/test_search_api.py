@@ -267,7 +267,7 @@ async def test_by_uploaded_audio_encodes_with_the_searched_model(client, tiny_mo
 
 
 async def test_song_path_walks_the_great_circle_without_repeats(client):
-    from service.domain.discovery.search import slerp
+    from service.domain.discovery.song_path import slerp
 
     items = visible_to(client.catalogue.items, "alice")
     start, end = items[0], items[-1]
