@@ -31,12 +31,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.schema.models import ArchivedLatent, AudioAsset, Generation, LatentEmbedding, Model
+from service.db.schema.models import ArchivedLatent, Generation, LatentEmbedding, Model
 from service.domain.access.api_keys import Caller
 from service.domain.access.visibility import visible_to
 from service.domain.catalogue.segments import Analysed, InDomain
 from service.domain.discovery import clusters, search_cursors
 from service.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from service.domain.generation.generations import audio_exists
 from service.domain.models import registry
 from service.domain.models.model_archive import ensure_searchable
 from service.domain.models.model_lookup import resolve_model
@@ -538,6 +539,10 @@ def _hit(row) -> Hit:
     )
 
 
+# the columns every hit carries after its ids and distance (``_hit`` reads them in this order), then has_audio
+HIT_COLUMNS = (Generation.tags, Generation.kind, Generation.owner, Generation.visibility, Generation.created_at)
+
+
 def _scope(caller: Caller, target: Target, filters: SearchFilter) -> list[ColumnElement[bool]]:
     clauses = [LatentEmbedding.model_id == target.model.id, *filter_clauses(caller, filters)]
     if target.exclude:
@@ -576,11 +581,7 @@ def filtered_statement(
             Generation.id.label("generation_id"),
             latent.c.latent_id,
             latent.c.distance,
-            Generation.tags,
-            Generation.kind,
-            Generation.owner,
-            Generation.visibility,
-            Generation.created_at,
+            *HIT_COLUMNS,
         )
         .select_from(Generation)
         .join(latent, true())
@@ -590,18 +591,13 @@ def filtered_statement(
         .prefix_with("MATERIALIZED")
     )
     counted = select(func.count().label("candidates")).select_from(found).subquery("counted")
-    has_audio = select(AudioAsset.id).where(AudioAsset.generation_id == found.c.generation_id).exists()
     hits = (
         select(
             found.c.generation_id,
             found.c.latent_id,
             found.c.distance,
-            found.c.tags,
-            found.c.kind,
-            found.c.owner,
-            found.c.visibility,
-            found.c.created_at,
-            has_audio.label("has_audio"),
+            *(found.c[column.key] for column in HIT_COLUMNS),
+            audio_exists(found.c.generation_id).label("has_audio"),
         )
         .where(counted.c.candidates < EXACT_BELOW_ROWS, *_after(found.c.distance, found.c.latent_id, after))
         .order_by(found.c.distance, found.c.latent_id)
@@ -623,18 +619,13 @@ def nearest_statement(
     distance = LatentEmbedding.embedding.cosine_distance(target.vector)
     clauses = [*_scope(caller, target, filters), *_after(distance, LatentEmbedding.id, after)]
     order = (distance + 0) if exact else distance  # "+ 0" hides the expression from the HNSW index: exact scan
-    has_audio = select(AudioAsset.id).where(AudioAsset.generation_id == Generation.id).exists()
     return (
         select(
             LatentEmbedding.generation_id,
             LatentEmbedding.id,
             distance.label("distance"),
-            Generation.tags,
-            Generation.kind,
-            Generation.owner,
-            Generation.visibility,
-            Generation.created_at,
-            has_audio,
+            *HIT_COLUMNS,
+            audio_exists(Generation.id),
         )
         .join(Generation, Generation.id == LatentEmbedding.generation_id)
         .where(*clauses)

@@ -20,10 +20,11 @@ import numpy as np
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.schema.models import AudioAsset, Generation, LatentSegment
+from service.db.schema.models import Generation, LatentSegment
 from service.domain.access.api_keys import Caller
 from service.domain.catalogue.segments import Analysed
 from service.domain.discovery.search import (
+    HIT_COLUMNS,
     Hit,
     SearchFilter,
     SearchQuery,
@@ -35,6 +36,7 @@ from service.domain.discovery.search import (
     tune_scan,
 )
 from service.domain.errors import InvalidInput
+from service.domain.generation.generations import audio_exists
 
 SEGMENT_POOL_FACTOR, SEGMENT_POOL_MAX = 4, 5000  # nearest windows spread over items
 MAX_QUERY_WINDOWS = 150  # a window-by-window query: 5 minutes at the shipped model's 2 s hop
@@ -156,7 +158,6 @@ def segment_statement(
     if target.exclude:
         clauses.append(LatentSegment.generation_id.not_in(target.exclude))
     order = (distance + 0) if exact else distance  # "+ 0" hides the expression from the HNSW index: exact scan
-    has_audio = select(AudioAsset.id).where(AudioAsset.generation_id == Generation.id).exists()
     return (
         select(
             LatentSegment.generation_id,
@@ -164,12 +165,8 @@ def segment_statement(
             LatentSegment.start_seconds,
             LatentSegment.end_seconds,
             distance.label("distance"),
-            Generation.tags,
-            Generation.kind,
-            Generation.owner,
-            Generation.visibility,
-            Generation.created_at,
-            has_audio,
+            *HIT_COLUMNS,
+            audio_exists(Generation.id),
         )
         .join(Generation, Generation.id == LatentSegment.generation_id)
         .where(*clauses)

@@ -180,8 +180,13 @@ def _apply_filters(query: Select, filters: GenerationFilter) -> Select:
     return query
 
 
+def audio_exists(generation_id) -> ColumnElement[bool]:
+    """Whether the generation ``generation_id`` (a column or a value) has its audio stored."""
+    return select(AudioAsset.id).where(AudioAsset.generation_id == generation_id).exists()
+
+
 async def _views(session: AsyncSession, query: Select) -> list[GenerationView]:
-    has_audio = select(AudioAsset.id).where(AudioAsset.generation_id == Generation.id).exists()
+    has_audio = audio_exists(Generation.id)
     has_latent = (
         select(LatentEmbedding.id).where(LatentEmbedding.generation_id == Generation.id).exists()
         | select(ArchivedLatent.id).where(ArchivedLatent.generation_id == Generation.id).exists()
