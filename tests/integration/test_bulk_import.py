@@ -73,8 +73,10 @@ def test_each_batch_commits_on_the_connection_the_cli_opens(database, settings, 
         seen.append((imported, free))
 
     store = BlobStore(tmp_path / "blobs", tmp_path / "archive")
-    with connect_sync(database.app_url) as conn:
-        report = import_folder(
+
+    def import_all(conn, **batching):
+        """The four files into the tiny model's space, as one folder import on ``conn``."""
+        return import_folder(
             conn,
             store,
             tiny_model["pipeline"],
@@ -83,21 +85,14 @@ def test_each_batch_commits_on_the_connection_the_cli_opens(database, settings, 
             audio_files(folder),
             ImportOptions(),
             settings.storage,
-            batch_size=2,
-            on_batch=after_batch,
+            **batching,
         )
+
+    with connect_sync(database.app_url) as conn:
+        report = import_all(conn, batch_size=2, on_batch=after_batch)
         assert report.imported == 4
         assert seen == [(2, True), (4, True)], "each batch is committed and leaves the re-encode lock free"
 
         conn.execute("SELECT 1")  # a transaction the caller opened: refused, not silently nested in
         with pytest.raises(ValueError, match="outside a transaction"):
-            import_folder(
-                conn,
-                store,
-                tiny_model["pipeline"],
-                tiny_model["id"],
-                "label",
-                audio_files(folder),
-                ImportOptions(),
-                settings.storage,
-            )
+            import_all(conn)
