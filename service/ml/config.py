@@ -30,6 +30,8 @@ class ModelConfig:
     global_blocks: int = 3
     # content latent: melody and rhythm, (content_channels, n_frames / 2**ae_downsamples)
     content_channels: int = 32
+    # "rms": scaled to unit RMS per clip (cannot saturate); "tanh": squashed (checkpoints before 2026-11-29 10:00)
+    content_norm: str = "rms"
     ae_channels: int = 192
     ae_downsamples: int = 4
     ae_decoder_blocks: int = 2
@@ -74,7 +76,7 @@ class ModelConfig:
                 f"checkpoint architecture {values.get('architecture', 'flat-latent (2026-11)')!r} is not supported "
                 f"by this version (expects {ARCHITECTURE!r})"
             )
-        return cls(**values)
+        return cls(**{"content_norm": "tanh", **values})
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,8 @@ class CorpusConfig:
     margin_seconds: float = 0.5
     mixture_probability: float = 0.15
     augment_probability: float = 0.7
+    # the autoencoder checkpoint kept is the one with the best family precision@5 on this bank (clean programs)
+    selection_bank: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,12 +106,14 @@ class TrainConfig:
     diffusion_lr: float = 6e-4
     ema_decay: float = 0.999
     latent_noise: float = 0.1
+    content_noise: float = 0.1  # Gaussian noise on the unit-RMS content the decoder reads while training
     contrastive_weight: float = 1.0
     instance_weight: float = 0.5
     label_weight: float = 0.5
     swap_weight: float = 1.0
     cycle_weight: float = 0.2
     negatives_per_batch: int = 6  # synthetic non-music clips (noise, tones, buzz) for the in-domain head
+    speech_negatives: int = 0  # of those, spoken by espeak-ng in voices and sentences the evaluation never uses
     max_offset_seconds: float = 0.5
     cond_drop_all: float = 0.1
     cond_drop_slot: float = 0.3
@@ -127,7 +133,9 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "default": Preset("default", ModelConfig(), CorpusConfig(), TrainConfig()),
+    "default": Preset(
+        "default", ModelConfig(), CorpusConfig(selection_bank="timgm6mb"), TrainConfig(speech_negatives=2)
+    ),
     "tiny": Preset(
         "tiny",
         ModelConfig(

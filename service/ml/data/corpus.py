@@ -216,7 +216,8 @@ def load(config: CorpusConfig, model: ModelConfig, split: str, workers: int = 1,
 
 def cache_path(config: CorpusConfig, model: ModelConfig, split: str) -> Path:
     """Named by everything the renders depend on, the instrument table included."""
-    key = json.dumps([CACHE_VERSION, asdict(config), model.sample_rate, model.clip_seconds, split, FAMILIES])
+    renders = {name: value for name, value in asdict(config).items() if name != "selection_bank"}
+    key = json.dumps([CACHE_VERSION, renders, model.sample_rate, model.clip_seconds, split, FAMILIES])
     return cache_dir() / f"{split}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 
 

@@ -97,9 +97,19 @@ class ContentEncoder(nn.Module):
             ]
         )
         self.out = nn.Conv1d(widths[-1], config.content_channels, 1)
+        self.norm = config.content_norm
 
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.out(F.gelu(self.down(self.stem(log_mel)))))
+        content = self.out(F.gelu(self.down(self.stem(log_mel))))
+        if self.norm == "tanh":
+            return torch.tanh(content)
+        return unit_rms(content)
+
+
+def unit_rms(x: torch.Tensor) -> torch.Tensor:
+    """Scale each item to a root mean square of 1 over all its values: a fixed scale for the denoiser with no
+    saturation (a tanh content code drifted to +-1 and stopped learning)."""
+    return x * torch.rsqrt(x.pow(2).mean(dim=tuple(range(1, x.dim())), keepdim=True) + 1e-6)
 
 
 class FiLMBlock(nn.Module):

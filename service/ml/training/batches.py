@@ -15,6 +15,7 @@ import torch
 
 from service.ml.audio import MelFrontEnd, normalise_loudness
 from service.ml.config import Preset
+from service.ml.data import speech
 from service.ml.data.corpus import Corpus
 from service.ml.data.negatives import negative_clip
 from service.ml.tags import labels_to_slot_ids
@@ -49,7 +50,15 @@ class Batch:
     ids_b: torch.Tensor
 
 
-def sample(corpus: Corpus, index: SceneIndex, preset: Preset, frontend: MelFrontEnd, rng: np.random.Generator) -> Batch:
+def sample(
+    corpus: Corpus,
+    index: SceneIndex,
+    preset: Preset,
+    frontend: MelFrontEnd,
+    rng: np.random.Generator,
+    speech_pool: np.ndarray | None = None,
+) -> Batch:
+    """One step's clips; ``speech_pool`` (rendered speech) supplies ``train.speech_negatives`` of the negatives."""
     model, train = preset.model, preset.train
     scenes = rng.choice(len(index.rows), size=train.batch_scenes, replace=False)
     pairs = np.array([rng.choice(index.rows[s], size=2, replace=False) for s in scenes])
@@ -58,8 +67,10 @@ def sample(corpus: Corpus, index: SceneIndex, preset: Preset, frontend: MelFront
     crop_a = np.stack([corpus.audio[r, s : s + model.n_samples] for r, s in zip(pairs[:, 0], starts, strict=True)])
     crop_b = np.stack([corpus.audio[r, s : s + model.n_samples] for r, s in zip(pairs[:, 1], starts, strict=True)])
     views = np.stack([_view(corpus.audio[r], model.n_samples, model.sample_rate, train, rng) for r in pairs[:, 0]])
+    spoken = train.speech_negatives if speech_pool is not None else 0
     negatives = np.stack(
-        [negative_clip(rng, model.sample_rate, model.n_samples) for _ in range(train.negatives_per_batch)]
+        [speech.crop(rng, speech_pool, model.n_samples) for _ in range(spoken)]
+        + [negative_clip(rng, model.sample_rate, model.n_samples) for _ in range(train.negatives_per_batch - spoken)]
     )
     return Batch(
         log_mel_a=log_mel(crop_a, frontend),

@@ -49,7 +49,8 @@ def autoencoder_loss(model: AutoEncoder, batch: Batch, preset: Preset, generator
     g_a, g_b, g_view, g_negative = g_all[:n], g_all[n : 2 * n], g_all[2 * n : 3 * n], g_all[3 * n :]
     content = model.content_encoder(torch.cat(standardised))
     jitter = torch.randn((2 * n, g_a.shape[1]), generator=generator) * train.latent_noise
-    decoded = model.decoder(torch.cat([g_b, g_a]) + jitter, content)
+    content_jitter = torch.randn(content.shape, generator=generator) * train.content_noise
+    decoded = model.decoder(torch.cat([g_b, g_a]) + jitter, content + content_jitter)
     target = torch.cat(standardised[::-1])
     reconstruction = F.l1_loss(decoded, target)
 

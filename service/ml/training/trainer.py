@@ -20,15 +20,17 @@ from tqdm.auto import tqdm
 from service.ml import checkpoint
 from service.ml.audio import MelFrontEnd
 from service.ml.config import PRESETS, Preset
-from service.ml.data import corpus
+from service.ml.data import corpus, speech
 from service.ml.data.instruments import FAMILY_NAMES
 from service.ml.model.autoencoder import AutoEncoder
 from service.ml.model.diffusion import Denoiser
 from service.ml.training import batches, validation
 from service.ml.training.losses import autoencoder_loss, denoiser_loss
 from service.ml.training.phase import Phase, step_generator
+from service.ml.training.selection import CheckpointSelector
 
 IN_DOMAIN_QUANTILE = 0.02  # the threshold lets 98 % of validation clips (unseen melodies) pass
+SPEECH_POOL_CLIPS = 400
 
 
 class Trainer:
@@ -49,13 +51,19 @@ class Trainer:
         train, val = self._load_data()
         scenes = batches.SceneIndex.of(train)
         val_set = validation.ValidationSet.of(val, self.frontend, self.preset.model)
+        speech_pool = self._speech_pool()
+        self.selector = CheckpointSelector(self.preset, self.frontend)
         self._resume()
         self._set_mel_statistics(train)
         self._run_phase(
             self.autoencoder,
-            lambda g, rng: self._ae_step(train, scenes, g, rng),
-            lambda: validation.autoencoder(self.autoencoder.ema, val_set),
+            lambda g, rng: self._ae_step(train, scenes, g, rng, speech_pool),
+            lambda: (
+                validation.autoencoder(self.autoencoder.ema, val_set)
+                | self.selector.offer(self.autoencoder.ema, self.autoencoder.step, self.autoencoder.steps)
+            ),
         )
+        self.selector.apply_best(self.autoencoder.ema)
         ae = self.autoencoder.ema
         latents = validation.encode_joint(ae, train, self.frontend, self.preset.model)
         mean, std = latents.mean(0), latents.std(0) + 1e-4
@@ -81,6 +89,11 @@ class Trainer:
         self.timings["data_seconds"] = time.perf_counter() - started
         return splits[0], splits[1]
 
+    def _speech_pool(self) -> np.ndarray | None:
+        if not self.preset.train.speech_negatives:
+            return None
+        return speech.pool(SPEECH_POOL_CLIPS, self.preset.model.sample_rate, corpus.cache_dir(), self.seed)
+
     def _set_mel_statistics(self, train: corpus.Corpus) -> None:
         if self.autoencoder.step == 0:
             rows = np.random.default_rng(self.seed).choice(len(train.labels), min(2000, len(train.labels)), False)
@@ -89,8 +102,8 @@ class Trainer:
                 model.mel_mean.copy_(sample.mean(dim=(0, 2))[:, None])
                 model.mel_std.copy_(sample.std(dim=(0, 2))[:, None])
 
-    def _ae_step(self, train, scenes, generator: torch.Generator, rng: np.random.Generator) -> float:
-        batch = batches.sample(train, scenes, self.preset, self.frontend, rng)
+    def _ae_step(self, train, scenes, generator: torch.Generator, rng: np.random.Generator, speech_pool) -> float:
+        batch = batches.sample(train, scenes, self.preset, self.frontend, rng, speech_pool)
         loss, reconstruction, _ = autoencoder_loss(self.autoencoder.model, batch, self.preset, generator)
         self.autoencoder.apply(loss, self.preset.train.ema_decay)
         return reconstruction.item()
@@ -133,6 +146,7 @@ class Trainer:
                 "seed": self.seed,
                 "autoencoder": self.autoencoder.state(),
                 "denoiser": self.denoiser.state(),
+                "selection": self.selector.state(),
                 "history": self.history,
                 "timings": self.timings,
             },
@@ -147,6 +161,7 @@ class Trainer:
             raise ValueError(f"{self.state_path} belongs to preset {state['preset']!r} seed {state['seed']}")
         self.autoencoder.restore(state["autoencoder"])
         self.denoiser.restore(state["denoiser"])
+        self.selector.restore(state.get("selection"))
         self.history, self.timings = state["history"], state["timings"]
 
     def _write_final(self, latent_mean, latent_std, family_means, in_domain_threshold: float) -> Path:
@@ -166,6 +181,13 @@ class Trainer:
             "latent_std": latent_std,
             "family_means": family_means,
             "in_domain_threshold": in_domain_threshold,
+            "selected_autoencoder": {
+                "bank": self.selector.bank_name,
+                "step": self.selector.best_step,
+                "family_p5": self.selector.best_score,
+            }
+            if self.selector.active
+            else None,
             "history": self.history,
             "timings": self.timings,
             "torch_threads": torch.get_num_threads(),

@@ -91,3 +91,19 @@ def test_contrastive_losses_prefer_the_right_neighbours():
     grouped = torch.cat([a[:1].expand(3, -1), a[3:4].expand(3, -1)]) + 0.01 * torch.randn(6, 16)
     assert supervised_contrastive(grouped, classes) < supervised_contrastive(a, classes)
     assert info_nce(a + 0.01 * torch.randn(6, 16), a) < info_nce(a, a.roll(1, dims=0))
+
+
+def test_content_has_unit_rms_and_does_not_saturate_on_loud_input():
+    model = AutoEncoder(CONFIG).eval()
+    with torch.no_grad():
+        quiet = model.content_encoder(torch.randn(2, CONFIG.n_mels, CONFIG.n_frames))
+        loud = model.content_encoder(1000 * torch.randn(2, CONFIG.n_mels, CONFIG.n_frames))
+    for content in (quiet, loud):
+        assert torch.allclose(content.pow(2).mean(dim=(1, 2)), torch.ones(2), rtol=1e-3)
+    assert loud.abs().max() > 1.0  # not squashed into [-1, 1]
+
+
+def test_checkpoints_from_before_the_content_norm_setting_keep_their_tanh_content():
+    before = {k: v for k, v in CONFIG.to_dict().items() if k != "content_norm"}
+    assert ModelConfig.from_dict(before).content_norm == "tanh"
+    assert ModelConfig.from_dict(CONFIG.to_dict()).content_norm == "rms"
