@@ -9,7 +9,7 @@ import click
 
 from service.cli_reencode import reencode_command
 from service.cli_support import database, run_in_session
-from service.domain.models import checkpoints, registry
+from service.domain.models import checkpoints, inference_stats, registry
 from service.errors import SoundalikeError
 from service.tables import format_table
 
@@ -47,9 +47,10 @@ def list_command(active: bool) -> None:
 
     async def work(session):
         rows = await registry.list_models(session, include_archived=not active)
-        return rows, await registry.usage_counts(session, [r.id for r in rows])
+        ids = [r.id for r in rows]
+        return rows, await registry.usage_counts(session, ids), await inference_stats.stats_of(session, ids)
 
-    rows, usage = _run(work)
+    rows, usage, stats = _run(work)
     if not rows:
         click.echo("no models registered (add one with `soundalike models add PATH --alias NAME`)")
         return
@@ -61,12 +62,48 @@ def list_command(active: bool) -> None:
             row.source_type,
             row.status,
             usage[row.id][0],
+            *_run_summary(stats[row.id]),
             row.latent_dim,
             row.checkpoint_path or row.config_path,
         ]
         for row in rows
     ]
-    click.echo(format_table(["id", "  alias", "version", "source", "status", "generations", "dim", "file"], table))
+    headers = ["id", "  alias", "version", "source", "status", "generations", "calls", "p95-ms", "rss-MB", "dim"]
+    click.echo(format_table([*headers, "file"], table))
+
+
+def _run_summary(stats: list[inference_stats.OperationStats]) -> list[str]:
+    """Model calls (every operation but loading), the p95 latency of its busiest operation and the peak RSS of a
+    process that loaded it; ``-`` for a model that never ran."""
+    calls = [s for s in stats if s.operation != inference_stats.LOAD]
+    busiest = max(calls, key=lambda s: s.calls, default=None)
+    rss = max((s.peak_rss_bytes or 0 for s in stats), default=0)
+    return [
+        str(sum(s.calls for s in calls)) if calls else "-",
+        _ms(busiest.p95_seconds) + f" ({busiest.operation})" if busiest else "-",
+        f"{rss / 2**20:.0f}" if rss else "-",
+    ]
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f}"
+
+
+def _stats_lines(stats: list[inference_stats.OperationStats]) -> list[tuple[str, str]]:
+    """One ``models show`` line per operation: calls, items, errors, mean/p50/p95/max ms, memory."""
+    lines = []
+    for s in stats:
+        memory = f", peak rss {s.peak_rss_bytes / 2**20:.0f} MB" if s.peak_rss_bytes else ""
+        if s.rss_growth_bytes:
+            memory += f", rss growth {s.rss_growth_bytes / 2**20:.0f} MB"
+        lines.append(
+            (
+                s.operation,
+                f"{s.calls} calls, {s.items} items, {s.errors} errors; ms mean {_ms(s.mean_seconds)} "
+                f"p50 {_ms(s.p50_seconds)} p95 {_ms(s.p95_seconds)} max {_ms(s.max_seconds)}{memory}",
+            )
+        )
+    return lines
 
 
 @models_group.command("show")
@@ -76,9 +113,10 @@ def show_command(ref: str) -> None:
 
     async def work(session):
         row = await registry.get_model(session, ref)
-        return row, (await registry.usage_counts(session, [row.id]))[row.id]
+        stats = (await inference_stats.stats_of(session, [row.id]))[row.id]
+        return row, (await registry.usage_counts(session, [row.id]))[row.id], stats
 
-    row, (generations, latents) = _run(work)
+    row, (generations, latents), stats = _run(work)
     fields = [
         ("id", row.id),
         ("alias", row.alias + ("  (default)" if row.is_default else "")),
@@ -98,6 +136,7 @@ def show_command(ref: str) -> None:
         ("created", f"{row.created_at:%Y-%m-%d %H:%M:%S %Z}"),
         ("updated", f"{row.updated_at:%Y-%m-%d %H:%M:%S %Z}"),
         ("metadata", json.dumps(row.metadata_, sort_keys=True) if row.metadata_ else None),
+        *_stats_lines(stats),
     ]
     for name, value in fields:
         click.echo(f"{name + ':':<14}{'-' if value is None else value}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -13,13 +13,14 @@ from litestar import Controller, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.exceptions import ClientException, NotFoundException, ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.api.auth import requires_role
 from service.api.deps import CallerDep, JobsDep, SessionDep
 from service.api.variants import BatchStatus, to_batch
 from service.db.schema.models import Model
 from service.domain.generation import variants
-from service.domain.models import checkpoints, reencode, registry
+from service.domain.models import checkpoints, inference_stats, reencode, registry
 
 Alias = Annotated[str, msgspec.Meta(min_length=1, max_length=registry.ALIAS_MAX_LENGTH)]
 
@@ -45,10 +46,18 @@ class ModelOut(msgspec.Struct):
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    inference: list[inference_stats.OperationStats] = []  # how it ran, per operation, over every process
 
     @classmethod
-    def of(cls, row: Model) -> ModelOut:
-        return cls(**{f: getattr(row, "metadata_" if f == "metadata" else f) for f in cls.__struct_fields__})
+    def of(cls, row: Model, stats: Sequence[inference_stats.OperationStats] = ()) -> ModelOut:
+        fields = {f: getattr(row, "metadata_" if f == "metadata" else f) for f in cls.__struct_fields__[:-1]}
+        return cls(**fields, inference=list(stats))
+
+
+async def models_out(session: AsyncSession, rows: list[Model]) -> list[ModelOut]:
+    """The registry entries with their inference statistics."""
+    stats = await inference_stats.stats_of(session, [row.id for row in rows])
+    return [ModelOut.of(row, stats[row.id]) for row in rows]
 
 
 class ModelCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -116,12 +125,12 @@ class ModelController(Controller):
         db_session: SessionDep,
         include_archived: FromQuery[bool] = True,
     ) -> list[ModelOut]:
-        return [ModelOut.of(row) for row in await registry.list_models(db_session, include_archived)]
+        return await models_out(db_session, await registry.list_models(db_session, include_archived))
 
     @get("/{ref:path}", summary="One model, by alias, source id or id")
     async def show(self, db_session: SessionDep, ref: FromPath[Path]) -> ModelOut:
         with registry_errors():
-            return ModelOut.of(await registry.get_model(db_session, _ref(ref)))
+            return (await models_out(db_session, [await registry.get_model(db_session, _ref(ref))]))[0]
 
     @post(
         summary="Register a checkpoint file on the server under an alias",
@@ -143,7 +152,7 @@ class ModelController(Controller):
             )
             await db_session.commit()
             await db_session.refresh(row)
-        return ModelOut.of(row)
+        return (await models_out(db_session, [row]))[0]
 
     @post(
         "/{ref:path}",
@@ -194,7 +203,7 @@ class ModelController(Controller):
                 row = await registry.update_metadata(db_session, row.id, data.metadata)
             await db_session.commit()
             await db_session.refresh(row)
-        return ModelOut.of(row)
+        return (await models_out(db_session, [row]))[0]
 
     @delete("/{ref:path}", summary="Delete a model nothing refers to (otherwise archive it)")
     async def remove(self, db_session: SessionDep, ref: FromPath[Path]) -> None:

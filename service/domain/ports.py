@@ -26,5 +26,8 @@ class JobQueue(Protocol):
 
 @runtime_checkable
 class ModelRunner(Protocol):
-    async def run(self, model_id: int, work: Callable[[Pipeline], T]) -> T:
-        """Run ``work`` with the model's loaded (checksum-verified) pipeline, off the event loop."""
+    async def run(
+        self, model_id: int, work: Callable[[Pipeline], T], operation: str = "inference", items: int = 1
+    ) -> T:
+        """Run ``work`` with the model's loaded (checksum-verified) pipeline, off the event loop; the call is
+        counted in the model's inference statistics under ``operation`` (``generate``, ``encode``)."""

@@ -35,4 +35,5 @@ class Runtime:
         )
 
     async def close(self) -> None:
+        await self.models.flush_stats()  # what ran since the last job's flush (API imports, a stopping worker)
         await self.engine.dispose()

@@ -37,14 +37,19 @@ async def generate(context: procrastinate.JobContext, generation_ids: list[str])
         async with runtime.sessions() as session:
             await failures.record(session, ids, failures.classify(exc))
         raise
+    finally:
+        await runtime.models.flush_stats()  # this job's model calls into the registry's statistics
     return [str(i) for i in done]
 
 
 async def reencode_chunk(context: procrastinate.JobContext, batch_id: str, chunk: int) -> dict[str, int]:
     runtime = runtime_of(context)
-    return await reencode.run_chunk_job(
-        runtime.sessions, runtime.database_url, runtime.store, runtime.models, uuid.UUID(batch_id), chunk
-    )
+    try:
+        return await reencode.run_chunk_job(
+            runtime.sessions, runtime.database_url, runtime.store, runtime.models, uuid.UUID(batch_id), chunk
+        )
+    finally:
+        await runtime.models.flush_stats()
 
 
 async def sweep(context: procrastinate.JobContext, timestamp: int) -> dict[str, int]:

@@ -50,6 +50,7 @@ FAILURE_CLASSES = (
 )  # see domain.generation.failures
 VISIBILITIES = ("private", "public")
 API_KEY_ROLES = ("reader", "creator", "admin")
+INFERENCE_OPERATIONS = ("load", "generate", "encode", "inference")  # see domain.models.inference_stats
 
 
 def one_of(column: str, values: tuple[str, ...]) -> str:
@@ -109,6 +110,26 @@ class Model(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+
+
+class ModelInferenceStats(Base):
+    """How one model version has run, summed over every process that ran it (revision 0014): calls, latency
+    (a histogram over ``domain.models.inference_stats.LATENCY_BOUNDS``) and memory, per operation."""
+
+    __tablename__ = "model_inference_stats"
+    __table_args__ = (CheckConstraint(one_of("operation", INFERENCE_OPERATIONS), name="operation"),)
+
+    model_id: Mapped[int] = mapped_column(Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    operation: Mapped[str] = mapped_column(Text, primary_key=True)
+    calls: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    items: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    errors: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    total_seconds: Mapped[float] = mapped_column(Double, server_default=text("0"))
+    max_seconds: Mapped[float] = mapped_column(Double, server_default=text("0"))
+    latency_buckets: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+    peak_rss_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    rss_growth_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class Generation(Base):

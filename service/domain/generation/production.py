@@ -117,7 +117,9 @@ async def produce(
         return []
     await _model_status(sessions, registry.mark_running, model.id)
     try:
-        synthesis = await models.run(model.id, lambda pipeline: synthesize(pipeline, rows, sources))
+        synthesis = await models.run(
+            model.id, lambda pipeline: synthesize(pipeline, rows, sources), operation="generate", items=len(rows)
+        )
         blobs = await asyncio.to_thread(_store_audio, store, synthesis)
         async with sessions() as session:
             return await _finish(session, rows, synthesis, blobs)

@@ -5,13 +5,19 @@ the model FAILED with the reason and raises. Loading happens under a per-model l
 a model build it once; hashing, loading and inference run in threads, never on the event loop.
 
     cache = ModelCache(sessionmaker)                # loader: service.ml.pipeline.Pipeline.load
-    audio = await cache.run(model_id, lambda pipeline: pipeline.generate(...))
+    audio = await cache.run(model_id, lambda pipeline: pipeline.generate(...), operation="generate", items=8)
+    await cache.flush_stats()                       # workers: at the end of each job
+
+Every load and call is also tallied per model version and operation (``inference_stats``: calls, latency, memory)
+and added to the registry's ``model_inference_stats`` by ``flush_stats``, or by ``run`` a minute after the last
+flush.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.schema.models import Model
 from service.domain.generation import failures
-from service.domain.models import registry
+from service.domain.models import inference_stats, registry
 from service.domain.models.checkpoints import load_failure
 from service.errors import SoundalikeError
 from service.metrics import MODEL_INFERENCE, MODEL_LOAD, timed
@@ -58,6 +64,7 @@ class ModelCache:
         self._models: OrderedDict[int, Any] = OrderedDict()
         self._locks: dict[int, asyncio.Lock] = {}
         self._labels: dict[int, dict[str, str]] = {}  # metric labels: alias and version of each loaded model
+        self.stats = inference_stats.InferenceStats()
 
     @property
     def loaded_ids(self) -> list[int]:
@@ -84,16 +91,37 @@ class ModelCache:
                 log.info("model cache: evicted model %s (cache size %s)", evicted, self._size)
             return model
 
-    async def run(self, model_id: int, work: Callable[[Any], T]) -> T:
-        """Run ``work(model)`` in a thread (inference never blocks the event loop), timed per model version.
-        What goes wrong in here is the model's failure (``failures.mark_model_stage``)."""
+    async def run(
+        self, model_id: int, work: Callable[[Any], T], operation: str = inference_stats.INFERENCE, items: int = 1
+    ) -> T:
+        """Run ``work(model)`` in a thread (inference never blocks the event loop), timed per model version and
+        tallied under ``operation`` (``generate``, ``encode``) for ``items`` clips. What goes wrong in here is
+        the model's failure (``failures.mark_model_stage``)."""
         try:
             model = await self.get(model_id)
-            with timed(MODEL_INFERENCE, **self._labels[model_id]):
-                return await asyncio.to_thread(work, model)
+            rss_before, start, ok = self.stats.start(), time.perf_counter(), False
+            try:
+                with timed(MODEL_INFERENCE, **self._labels[model_id]):
+                    result = await asyncio.to_thread(work, model)
+                ok = True
+                return result
+            finally:
+                self.stats.record(model_id, operation, time.perf_counter() - start, items, ok, rss_before)
+                if self.stats.due():
+                    await self.flush_stats()
         except Exception as exc:
             failures.mark_model_stage(exc)
             raise
+
+    async def flush_stats(self) -> int:
+        """Add this process's tallies to the registry; a failure is logged (the tallies wait for the next
+        flush), never raised: statistics never fail a job."""
+        try:
+            async with self._sessions() as session:
+                return await self.stats.flush(session)
+        except Exception as exc:
+            log.warning("model statistics not written (kept for the next flush): %s", exc)
+            return 0
 
     async def _load(self, model_id: int) -> Any:
         async with self._sessions() as session:
@@ -112,13 +140,16 @@ class ModelCache:
         if problem:
             await self._fail(model_id, problem)
             raise ModelLoadError(f"model {alias!r} cannot be loaded: {problem}")
+        rss_before, start = self.stats.start(), time.perf_counter()
         try:
             with timed(MODEL_LOAD, **labels):
                 model = await asyncio.to_thread(self._loader, Path(path))
         except Exception as exc:
+            self.stats.record(model_id, inference_stats.LOAD, time.perf_counter() - start, ok=False)
             reason = f"loading {path} failed: {load_failure(exc)}"
             await self._fail(model_id, reason)
             raise ModelLoadError(f"model {alias!r} cannot be loaded: {reason}") from exc
+        self.stats.record(model_id, inference_stats.LOAD, time.perf_counter() - start, rss_before=rss_before)
 
         async with self._sessions() as session:
             await registry.mark_ready(session, model_id)

@@ -339,7 +339,7 @@ async def _run_or_fail(
     from service.domain.models.model_cache import ModelLoadError
 
     try:
-        return await models.run(target, lambda pipeline: work(pipeline, chunk))
+        return await models.run(target, lambda pipeline: work(pipeline, chunk), operation="encode")
     except (ModelLoadError, registry.RegistryError) as exc:
         async with sessions() as session:
             await fail_chunk(session, batch_id, chunk, str(exc))

@@ -33,7 +33,8 @@ def test_registry_commands(cli, real_checkpoint, checkpoint):
     assert "as 'a' (the default model)" in added
     ok(cli("add", str(real_checkpoint("b.pt")), "--alias", "b"))
     listing = ok(cli("list")).splitlines()
-    assert listing[0].split() == ["id", "alias", "version", "source", "status", "generations", "dim", "file"]
+    header = ["id", "alias", "version", "source", "status", "generations", "calls", "p95-ms", "rss-MB", "dim", "file"]
+    assert listing[0].split() == header
     assert listing[2].split()[:6] == ["1", "*", "a", "v1", "local", "READY"]
     assert listing[3].split()[:5] == ["2", "b", listing[3].split()[2], "local", "READY"]
 
