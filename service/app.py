@@ -23,6 +23,7 @@ from service.api.imports import ImportController
 from service.api.me import MeController
 from service.api.metrics import MetricsController, request_metrics
 from service.api.models import ModelController
+from service.api.neighbours import NeighboursController
 from service.api.openapi_docs import openapi_config
 from service.api.presets import DefaultsController, PresetController
 from service.api.problems import EXCEPTION_HANDLERS
@@ -34,6 +35,7 @@ from service.api.variants import DerivedController
 from service.api.webhooks import WebhookController
 from service.domain.access.api_keys import KeyCache
 from service.domain.access.shared_state import SharedState
+from service.domain.cache.store import ReadCache
 from service.domain.notify.events import EventHub
 from service.domain.ports import JobQueue
 from service.jobs.app import create_job_app, opened
@@ -51,6 +53,7 @@ ROUTES = [
     DefaultsController,
     PresetController,
     GenerationController,
+    NeighboursController,
     ImportController,
     ModelController,
     ClustersController,
@@ -125,6 +128,8 @@ def create_app(database_url: str, settings: Settings | None = None, run_worker_i
     # shared with every API process through SOUNDALIKE_CACHE_URL (service.domain.access.shared_state), else in-process
     app.state.shared = SharedState.create(settings.cache.url, settings.cache.prefix, settings.auth.key_cache_seconds)
     app.state.key_cache = app.state.shared.key_cache
+    # hot reads (presets by id, public neighbours) on the same shared server, else in-process (service.domain.cache)
+    app.state.read_cache = ReadCache.create(app.state.shared.client, settings.cache.prefix)
     return app
 
 

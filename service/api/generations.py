@@ -35,6 +35,7 @@ from service.api.schemas import (
 )
 from service.db.schema.models import GENERATION_KINDS, GENERATION_STATUSES
 from service.domain.access.api_keys import Caller
+from service.domain.cache import neighbours
 from service.domain.catalogue import presets
 from service.domain.generation import generations as domain
 
@@ -111,7 +112,7 @@ class GenerationController(Controller):
         state: State,
         wait: Annotated[int, Parameter(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for the result")] = 0,
     ) -> Response[GenerationsAccepted | GenerationBatch]:
-        request = await presets.text_to_music(db_session, caller, generation_ask(data))
+        request = await presets.text_to_music(db_session, caller, generation_ask(data), state.read_cache)
         rows = await domain.request_text_to_music(db_session, jobs, caller, request, state.settings.jobs.queue_limit)
         ids = [row.id for row in rows]
         if wait and (finished := await _wait_for(state, caller, ids, wait)):
@@ -233,8 +234,10 @@ class GenerationController(Controller):
         data: JSONBody[GenerationUpdate],
         caller: CallerDep,
         db_session: SessionDep,
+        state: State,
     ) -> Generation:
         await domain.set_visibility(db_session, caller, generation_id, data.visibility)
+        await neighbours.forget_all(state.read_cache)  # the item joins or leaves public neighbour lists
         return to_generation(await domain.get_view(db_session, caller, generation_id))
 
     @delete(
@@ -249,8 +252,10 @@ class GenerationController(Controller):
         caller: CallerDep,
         db_session: SessionDep,
         jobs: JobsDep,
+        state: State,
     ) -> None:
         await domain.soft_delete(db_session, jobs, caller, generation_id)
+        await neighbours.forget_all(state.read_cache)
 
 
 async def _wait_for(state: State, caller: Caller, ids: list[uuid.UUID], seconds: int) -> list[Generation] | None:

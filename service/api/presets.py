@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 from litestar import Controller, delete, get, post, put
+from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from msgspec import Meta
@@ -51,18 +51,8 @@ class PresetCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     visibility: Annotated[Visibility, Meta(description="public: anyone may list and apply it")] = "private"
 
 
-class Preset(msgspec.Struct):
-    id: uuid.UUID
-    owner: str
-    name: str
-    description: str | None
-    prompt: str | None
-    steps: int | None
-    guidance_scale: float | None
-    model: str | None
-    batch_size: int | None
-    visibility: str
-    created_at: datetime
+class Preset(domain.PresetView):
+    """A preset: its owner, name, fields and visibility."""
 
 
 class PresetPage(msgspec.Struct):
@@ -92,7 +82,7 @@ def generation_ask(data: GenerationCreate) -> domain.GenerationAsk:
     )
 
 
-def to_preset(row: PresetRow) -> Preset:
+def to_preset(row: PresetRow | domain.PresetView) -> Preset:
     return msgspec.convert(row, Preset, from_attributes=True)
 
 
@@ -134,9 +124,9 @@ class PresetController(Controller):
         rows, next_cursor = await domain.list_presets(db_session, caller, owner, limit, cursor)
         return PresetPage(items=[to_preset(row) for row in rows], next_cursor=next_cursor)
 
-    @get("/{preset_id:uuid}", summary="One preset", responses={404: NOT_FOUND})
-    async def get_preset(self, preset_id: PresetId, caller: CallerDep, db_session: SessionDep) -> Preset:
-        return to_preset(await domain.get_preset(db_session, caller, preset_id))
+    @get("/{preset_id:uuid}", summary="One preset (served from the read cache)", responses={404: NOT_FOUND})
+    async def get_preset(self, preset_id: PresetId, caller: CallerDep, db_session: SessionDep, state: State) -> Preset:
+        return to_preset(await domain.get_preset(db_session, caller, preset_id, state.read_cache))
 
     @delete(
         "/{preset_id:uuid}",
@@ -144,8 +134,8 @@ class PresetController(Controller):
         summary="Delete your preset (admins: any); what it made keeps its parameters",
         responses={404: NOT_FOUND},
     )
-    async def delete_preset(self, preset_id: PresetId, caller: CallerDep, db_session: SessionDep) -> None:
-        await domain.delete_preset(db_session, caller, preset_id)
+    async def delete_preset(self, preset_id: PresetId, caller: CallerDep, db_session: SessionDep, state: State) -> None:
+        await domain.delete_preset(db_session, caller, preset_id, state.read_cache)
 
 
 class DefaultsController(Controller):

@@ -4,19 +4,26 @@ A preset is a named prompt + parameter set of one owner, private or public (anyo
 one; admins see all). An owner's defaults are the fields its generation requests fall back to. A generation
 request's fields come, in this order, from: the request itself, the preset it names, the caller's defaults,
 then the model (steps, guidance scale) or the service (one clip, private). A field left out is None.
+
+Presets by id are served from the read cache (``PRESETS``; a popular public preset is read by many callers, and
+applied by id in their generation requests): the cached preset carries its owner and visibility, so the same rule
+decides who sees it; deleting a preset forgets it.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, fields
+from datetime import datetime
 
+import msgspec
 from sqlalchemy import ColumnElement, and_, or_, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.schema.models import VISIBILITIES, GenerationDefaults, Preset
 from service.domain.access.api_keys import Caller
+from service.domain.cache.store import ReadCache, Space
 from service.domain.errors import Conflict, InvalidInput, MissingInput, NotFound
 from service.domain.generation.generations import TextToMusic
 from service.domain.models.model_lookup import resolve_model
@@ -24,6 +31,7 @@ from service.domain.pagination import encode_cursor, older_than
 
 DEFAULT_BATCH_SIZE = 1
 DEFAULT_VISIBILITY = "private"
+PRESETS = Space("presets", ttl=300.0)
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,25 @@ class GenerationAsk:
     preset: str | None = None  # a preset's id (any visible one) or the name of one of the caller's own
 
 
+class PresetView(msgspec.Struct):
+    """A preset as the read cache keeps it and the API shows it (the columns of a ``Preset`` row)."""
+
+    id: uuid.UUID
+    owner: str
+    name: str
+    description: str | None
+    prompt: str | None
+    steps: int | None
+    guidance_scale: float | None
+    model: str | None
+    batch_size: int | None
+    visibility: str
+    created_at: datetime
+
+
+VIEW_FIELDS = PresetView.__struct_fields__
+
+
 async def create_preset(session: AsyncSession, caller: Caller, spec: PresetSpec) -> Preset:
     name = spec.name.strip()
     if not name:
@@ -93,11 +120,28 @@ async def create_preset(session: AsyncSession, caller: Caller, spec: PresetSpec)
     return row
 
 
-async def get_preset(session: AsyncSession, caller: Caller, preset_id: uuid.UUID) -> Preset:
-    row = await session.scalar(select(Preset).where(Preset.id == preset_id, _visible(caller)))
+async def get_preset(
+    session: AsyncSession, caller: Caller, preset_id: uuid.UUID, cache: ReadCache | None = None
+) -> Preset | PresetView:
+    row = await _preset_by_id(session, caller, preset_id, cache)
     if row is None:
         raise NotFound(f"no preset {preset_id}")
     return row
+
+
+async def _preset_by_id(
+    session: AsyncSession, caller: Caller, preset_id: uuid.UUID, cache: ReadCache | None
+) -> Preset | PresetView | None:
+    """The preset if the caller may see it; through ``cache`` when given."""
+    if cache is None:
+        return await session.scalar(select(Preset).where(Preset.id == preset_id, _visible(caller)))
+
+    async def load() -> PresetView | None:
+        row = await session.get(Preset, preset_id)
+        return None if row is None else PresetView(**{name: getattr(row, name) for name in VIEW_FIELDS})
+
+    view = await cache.fetch(PRESETS, str(preset_id), PresetView, load)
+    return view if view is not None and _may_see(caller, view) else None
 
 
 async def list_presets(
@@ -115,13 +159,18 @@ async def list_presets(
     return page, encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
 
 
-async def delete_preset(session: AsyncSession, caller: Caller, preset_id: uuid.UUID) -> None:
-    """Delete the caller's own preset (admins: any); generations made with it keep their parameters."""
+async def delete_preset(
+    session: AsyncSession, caller: Caller, preset_id: uuid.UUID, cache: ReadCache | None = None
+) -> None:
+    """Delete the caller's own preset (admins: any); generations made with it keep their parameters. ``cache``:
+    the read cache to forget it in (every process sharing it stops serving it)."""
     row = await session.scalar(select(Preset).where(Preset.id == preset_id, _owned(caller)))
     if row is None:
         raise NotFound(f"no preset {preset_id}")
     await session.delete(row)
     await session.commit()
+    if cache is not None:
+        await cache.forget(PRESETS, str(preset_id))
 
 
 async def get_defaults(session: AsyncSession, caller: Caller) -> Defaults:
@@ -145,9 +194,12 @@ async def put_defaults(session: AsyncSession, caller: Caller, defaults: Defaults
     return defaults
 
 
-async def text_to_music(session: AsyncSession, caller: Caller, ask: GenerationAsk) -> TextToMusic:
-    """The request to run: the fields the client left out taken from its preset, then the caller's defaults."""
-    preset = await _named_preset(session, caller, ask.preset) if ask.preset is not None else None
+async def text_to_music(
+    session: AsyncSession, caller: Caller, ask: GenerationAsk, cache: ReadCache | None = None
+) -> TextToMusic:
+    """The request to run: the fields the client left out taken from its preset (by id through ``cache``), then
+    the caller's defaults."""
+    preset = await _named_preset(session, caller, ask.preset, cache) if ask.preset is not None else None
     defaults = await get_defaults(session, caller)
     params = ask.params
     prompt = ask.prompt
@@ -169,13 +221,15 @@ async def text_to_music(session: AsyncSession, caller: Caller, ask: GenerationAs
     )
 
 
-async def _named_preset(session: AsyncSession, caller: Caller, ref: str) -> Preset:
+async def _named_preset(
+    session: AsyncSession, caller: Caller, ref: str, cache: ReadCache | None
+) -> Preset | PresetView:
     """A visible preset by id, or one of the caller's own by name."""
     if _is_uuid(ref):
-        which = Preset.id == uuid.UUID(ref)
+        row = await _preset_by_id(session, caller, uuid.UUID(ref), cache)
     else:
         which = and_(Preset.owner == caller.owner, Preset.name == ref.strip())
-    row = await session.scalar(select(Preset).where(which, _visible(caller)))
+        row = await session.scalar(select(Preset).where(which, _visible(caller)))
     if row is None:
         raise InvalidInput("preset", f"no preset {ref!r}: give the id of a preset you can see or the name of yours")
     return row
@@ -193,11 +247,11 @@ async def _check(session: AsyncSession, prompt: str | None, params: GenerationFi
         raise InvalidInput("visibility", f"visibility must be one of {', '.join(VISIBILITIES)}; got {visibility!r}")
 
 
-def _columns(params: GenerationFields | Preset | GenerationDefaults) -> dict[str, object]:
+def _columns(params: GenerationFields | Preset | PresetView | GenerationDefaults) -> dict[str, object]:
     return {f.name: getattr(params, f.name) for f in FIELDS}
 
 
-def _fields_of(row: Preset | GenerationDefaults) -> GenerationFields:
+def _fields_of(row: Preset | PresetView | GenerationDefaults) -> GenerationFields:
     return GenerationFields(**_columns(row))
 
 
@@ -215,6 +269,11 @@ def _first(*values):
 
 def _visible(caller: Caller) -> ColumnElement[bool]:
     return true() if caller.is_admin else or_(Preset.owner == caller.owner, Preset.visibility == "public")
+
+
+def _may_see(caller: Caller, preset: PresetView) -> bool:
+    """``_visible`` for a cached preset."""
+    return caller.is_admin or preset.owner == caller.owner or preset.visibility == "public"
 
 
 def _owned(caller: Caller) -> ColumnElement[bool]:

@@ -2,9 +2,15 @@
 
 The vocabulary lives with the model code (``service.ml.tags``); every registered model is conditioned on the
 same slots, so a model's vocabulary is that one, named after the model that was asked about.
+
+The slots are built once per process (``vocabulary_body``; building them looks up every tag's synonyms, ~0.3 ms):
+they are code, not data, so no write changes them and a new release starts new processes. Only the model is looked
+up per request.
 """
 
 from __future__ import annotations
+
+import functools
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -42,6 +48,13 @@ class TagVocabulary(msgspec.Struct):
 
 async def vocabulary(session: AsyncSession, alias: str | None) -> TagVocabulary:
     model = await resolve_model(session, alias)
+    return TagVocabulary(model=model.alias, **vocabulary_body())
+
+
+@functools.cache
+def vocabulary_body() -> dict:
+    """Everything in a vocabulary but the model, built once (shared by every response; nothing mutates it).
+    ``vocabulary_body.__wrapped__`` builds it afresh."""
     slots = [
         TagSlot(slot=slot, tags=[TagInfo(tag=tag, synonyms=tags.synonyms_of(tag)) for tag in names])
         for slot, names in tags.SLOT_TAGS.items()
@@ -53,4 +66,4 @@ async def vocabulary(session: AsyncSession, alias: str | None) -> TagVocabulary:
         "A prompt is comma-separated tags, at most one per slot; case, spacing, '-' and '_' do not matter. A bpm "
         "tag also sets the tempo class (slow < 90 <= medium <= 130 < fast). Generations store the canonical tags."
     )
-    return TagVocabulary(model=model.alias, slots=slots, bpm=bpm, examples=list(EXAMPLE_PROMPTS), rules=rules)
+    return {"slots": slots, "bpm": bpm, "examples": list(EXAMPLE_PROMPTS), "rules": rules}
