@@ -272,6 +272,11 @@ class Endpoints:
         form = {"query": json.dumps(_jsonable(query))} if query else None
         return self._send(Call("POST", "/v1/search", SearchResult, files={"file": upload(file)}, form=form))
 
+    def neighbours(self, generation_id: uuid.UUID | str, limit: int = 10) -> SearchResult:
+        """The nearest public clips of a clip you can see (served from the read cache; no cursor)."""
+        path = f"/v1/generations/{generation_id}/neighbours"
+        return self._send(Call("GET", path, SearchResult, params={"limit": limit}))
+
     def path(self, start: uuid.UUID | str, end: uuid.UUID | str, steps: int = 10) -> SongPath:
         return self._send(
             Call("GET", "/v1/path", SongPath, params={"from": str(start), "to": str(end), "steps": steps})

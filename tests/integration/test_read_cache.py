@@ -7,10 +7,12 @@ from __future__ import annotations
 import contextlib
 import uuid
 
+import httpx
 import numpy as np
 import pytest
 import redis.asyncio as redis
 
+from service.client import AsyncClient
 from service.domain.cache.store import ReadCache, Space
 from tests.integration.api_helpers import bearer_for
 from tests.integration.search.conftest import DIM, Item, insert
@@ -133,9 +135,14 @@ async def test_a_cached_list_never_shows_what_a_write_elsewhere_hid(
 
 async def test_neighbours_of_an_unknown_item_and_a_bad_limit(database, tmp_path, catalogue):
     async with deployment(database, tmp_path, None) as (first, _, _):
+        key = first.alice["Authorization"].removeprefix("Bearer ")
+        transport = httpx.ASGITransport(first.app)
+        async with AsyncClient("http://testserver.local", key, transport=transport) as client:
+            through_client = await client.neighbours(catalogue["source"], limit=2)
         unknown = await first.get(f"/v1/generations/{uuid.uuid4()}/neighbours", headers=first.alice)
         secret = await first.get(f"/v1/generations/{catalogue['secret']}/neighbours", headers=first.alice)
         too_many = await first.get(f"/v1/generations/{catalogue['source']}/neighbours?limit=101", headers=first.alice)
+    assert [hit.id for hit in through_client.items] == [catalogue["near0"], catalogue["near1"]]
     assert unknown.status_code == 404 and secret.status_code == 404
     assert too_many.status_code == 400 and "limit" in too_many.text
 
