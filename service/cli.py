@@ -61,19 +61,32 @@ def main(verbose: bool) -> None:
 @click.option("--host", default=None, help="Bind address [SOUNDALIKE_SERVER_HOST, 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port [SOUNDALIKE_SERVER_PORT, 8000].")
 @click.option(
+    "--workers",
+    type=int,
+    default=1,
+    envvar="SOUNDALIKE_SERVER_WORKERS",
+    show_default=True,
+    help="API processes sharing the port (uvicorn's multi-process supervisor) [SOUNDALIKE_SERVER_WORKERS].",
+)
+@click.option(
     "--migrate/--no-migrate",
     "run_migrations",
     default=None,
     help="Apply migrations first [default: yes on the embedded server, no on an external one].",
 )
-def serve(host: str | None, port: int | None, run_migrations: bool | None) -> None:
-    """Serve the API (embedded PostgreSQL unless SOUNDALIKE_DATABASE_URL is set). Ctrl-C or SIGTERM stops both."""
+def serve(host: str | None, port: int | None, workers: int, run_migrations: bool | None) -> None:
+    """Serve the API (embedded PostgreSQL unless SOUNDALIKE_DATABASE_URL is set). Ctrl-C or SIGTERM stops both.
+
+    With --workers N, uvicorn's supervisor runs N API processes on one socket (the kernel spreads connections
+    over them) and replaces one that dies; this process owns the embedded server and stops it last."""
     import uvicorn
 
     from service.app import create_app
     from service.db.server.checks import check_ready
     from service.net import ensure_port_free
 
+    if workers < 1:
+        _fail(f"--workers must be at least 1 (got {workers}): it is the number of API processes")
     settings = get_settings()
     host, port = host or settings.server.host, port or settings.server.port
     ensure_port_free(host, port)
@@ -85,10 +98,34 @@ def serve(host: str | None, port: int | None, run_migrations: bool | None) -> No
         log.info(register_shipped_model(db))
         _print_first_admin_key(db)
         click.echo(f"Soundalike on http://{host}:{port}  (OpenAPI: http://{host}:{port}/schema)")
+        # Open event streams (the explorer keeps one) never end by themselves: give them 5 s at shutdown.
+        options = {"host": host, "port": port, "log_level": "info", "timeout_graceful_shutdown": 5}
+        if workers > 1:
+            click.echo(
+                f"{workers} API processes" + (", each with a job worker" if settings.jobs.in_process_worker else "")
+            )
+            # Each child imports the app factory and reads the database from the environment it inherits; the
+            # supervisor stops them on SIGINT/SIGTERM, then returns, and ``database()`` stops the embedded server.
+            os.environ[API_PROCESS_DATABASE_URL] = db.app_url
+            uvicorn.run("service.cli:api_process_app", factory=True, workers=workers, **options)
+            return
         app = create_app(db.app_url, settings, run_worker_in_process=settings.jobs.in_process_worker)
         signal.signal(signal.SIGTERM, _exit_cleanly)
-        # Open event streams (the explorer keeps one) never end by themselves: give them 5 s at shutdown.
-        uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+        uvicorn.run(app, **options)
+
+
+# Set by `serve --workers N` for its API processes: the application-role URL of the database it resolved.
+API_PROCESS_DATABASE_URL = "SOUNDALIKE_SERVE_APP_URL"
+
+
+def api_process_app():
+    """The app of one of `serve --workers N`'s processes (uvicorn calls this factory in each child)."""
+    from service.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    app_url = os.environ[API_PROCESS_DATABASE_URL]
+    return create_app(app_url, settings, run_worker_in_process=settings.jobs.in_process_worker)
 
 
 def _exit_cleanly(signum: int, frame) -> None:
@@ -129,6 +166,8 @@ def worker(concurrency: int | None) -> None:
     from service.jobs.runtime import Runtime
     from service.jobs.worker import run_worker, serve_metrics
 
+    if concurrency is not None and concurrency < 1:
+        _fail(f"--concurrency must be at least 1 (got {concurrency}): it is the number of jobs run at once")
     settings = get_settings()
     if concurrency is not None:
         settings = settings.model_copy(update={"jobs": settings.jobs.model_copy(update={"concurrency": concurrency})})
