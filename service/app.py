@@ -36,6 +36,7 @@ from service.api.webhooks import WebhookController
 from service.domain.access.api_keys import KeyCache
 from service.domain.access.shared_state import SharedState
 from service.domain.cache.store import ReadCache
+from service.domain.models.default_cache import MODELS_CHANNEL, DefaultModelCache
 from service.domain.notify.events import EventHub
 from service.domain.ports import JobQueue
 from service.jobs.app import create_job_app, opened
@@ -88,6 +89,7 @@ def create_app(database_url: str, settings: Settings | None = None, run_worker_i
         app.state.event_hub = EventHub(database_url, settings.database.connect_timeout)
         if isinstance(app.state.key_cache, KeyCache):  # in-process: revocations arrive by NOTIFY
             app.state.event_hub.follow_revocations(app.state.key_cache.drop)
+        app.state.event_hub.follow(MODELS_CHANNEL, app.state.default_model.drop)  # registry changes, by NOTIFY
         async with opened(job_app, database_url, settings.database) as job_pool:
             app.state.job_pool = job_pool
             worker = asyncio.create_task(run_worker(job_app, runtime, False)) if run_worker_in_process else None
@@ -128,6 +130,7 @@ def create_app(database_url: str, settings: Settings | None = None, run_worker_i
     # shared with every API process through SOUNDALIKE_CACHE_URL (service.domain.access.shared_state), else in-process
     app.state.shared = SharedState.create(settings.cache.url, settings.cache.prefix, settings.auth.key_cache_seconds)
     app.state.key_cache = app.state.shared.key_cache
+    app.state.default_model = DefaultModelCache()  # searches that name no model (service.domain.models.default_cache)
     # hot reads (presets by id, public neighbours) on the same shared server, else in-process (service.domain.cache)
     app.state.read_cache = ReadCache.create(app.state.shared.client, settings.cache.prefix)
     return app

@@ -248,7 +248,7 @@ class SearchController(Controller):
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             return await self._search_audio(request, caller, db_session, state)
         body = parse_body(await request.body(), SearchRequest)
-        return to_response(await domain.search(db_session, caller, body.to_domain()))
+        return to_response(await domain.search(db_session, caller, body.to_domain(), defaults=state.default_model))
 
     async def _search_audio(self, request: Request, caller, db_session, state: State) -> SearchResponse:
         form = await request.form()
@@ -265,9 +265,12 @@ class SearchController(Controller):
         clip = await asyncio.to_thread(
             decode_upload, raw, upload.filename, limits.max_upload_bytes, limits.max_upload_seconds
         )
-        model = ensure_searchable(await resolve_model(db_session, query.model))
+        if query.model:
+            model = ensure_searchable(await resolve_model(db_session, query.model))
+        else:
+            model = await state.default_model.get(db_session)
         audio = await analyse_clip(state.models, model, clip, upload.filename)
-        return to_response(await domain.search(db_session, caller, query, audio=audio))
+        return to_response(await domain.search(db_session, caller, query, audio=audio, defaults=state.default_model))
 
 
 class PathController(Controller):

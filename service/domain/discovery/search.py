@@ -8,6 +8,7 @@ Only rows the caller may see are ever read: the visibility rule is part of the S
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -29,7 +30,8 @@ from sqlalchemy import (
     text,
     true,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service.db.schema.models import ArchivedLatent, Generation, LatentEmbedding, Model
 from service.domain.access.api_keys import Caller
@@ -39,6 +41,7 @@ from service.domain.discovery import clusters, search_cursors
 from service.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from service.domain.generation.generations import audio_exists
 from service.domain.models import registry
+from service.domain.models.default_cache import DefaultModelCache
 from service.domain.models.model_archive import ensure_searchable
 from service.domain.models.model_lookup import resolve_model
 from service.ml.tags import normalise_tags  # the tag vocabulary; no model weights are loaded
@@ -58,11 +61,16 @@ GROUP_BY = ("cluster", *SEGMENT_GROUPINGS)
 AUDIO_QUERIES = ("pooled", "windows")  # an uploaded query searched whole (pooled) or window by window
 MAX_GROUP_SIZE = 10
 GROUP_POOL_FACTOR, GROUP_POOL_MAX = 4, 1000  # nearest candidates spread over groups
-# One round trip; set_config(..., true) is SET LOCAL: the values end with the transaction. Only the HNSW path
-# needs them (a selective filter is answered by ``filtered_statement`` alone, without settings).
+# set_config(..., true) is SET LOCAL: the values end with the transaction. Only the HNSW path needs them (a
+# selective filter is answered by ``filtered_statement`` alone). ``nearest`` sends them in the same pipeline as the
+# search statement, with custom plans forced: a prepared statement is planned for its values every time, as an
+# unprepared one is, so the plan never changes.
 SCAN_SETTINGS = text(
     "SELECT set_config('hnsw.iterative_scan', 'strict_order', true), "
     "set_config('hnsw.ef_search', :ef_search, true), set_config('hnsw.max_scan_tuples', :max_scan_tuples, true)"
+)
+PIPELINE_SETTINGS = re.sub(r":(\w+)", r"%(\1)s", str(SCAN_SETTINGS)) + (
+    ", set_config('plan_cache_mode', 'force_custom_plan', true)"
 )
 
 
@@ -255,11 +263,17 @@ def check_vector(values: Any, dim: int, field_name: str = "vector") -> np.ndarra
 
 
 async def search(
-    session: AsyncSession, caller: Caller, query: SearchQuery, audio: Analysed | None = None
+    session: AsyncSession,
+    caller: Caller,
+    query: SearchQuery,
+    audio: Analysed | None = None,
+    defaults: DefaultModelCache | None = None,
 ) -> SearchResult:
-    """``audio``: an uploaded query, analysed by the searched model (its pooled latent, windows and verdict)."""
+    """``audio``: an uploaded query, analysed by the searched model (its pooled latent, windows and verdict);
+    ``defaults``: the serving process's cached default model, for a query that names none."""
     check_query(query, caller, has_audio=audio is not None)
-    target = await resolve_target(session, caller, query, None if audio is None else audio.latent)
+    latent = None if audio is None else audio.latent
+    target = await resolve_target(session, caller, query, latent, defaults)
     await check_filter(session, target.model, query.filter)
     if query.segments or query.audio_query == "windows":
         from service.domain.discovery import segment_search  # it builds on this module
@@ -333,7 +347,11 @@ def _group(hits: list[Hit], labels: dict[int, tuple[int, int]], limit: int, size
 
 
 async def resolve_target(
-    session: AsyncSession, caller: Caller, query: SearchQuery, audio_latent: np.ndarray | None
+    session: AsyncSession,
+    caller: Caller,
+    query: SearchQuery,
+    audio_latent: np.ndarray | None,
+    defaults: DefaultModelCache | None = None,
 ) -> Target:
     """The model and query vector(s); ids must be visible (404 otherwise) and have latents in one model's space
     (the ``model`` asked for, else the one ``latents_of`` picks)."""
@@ -352,7 +370,7 @@ async def resolve_target(
         average = unit_rows(pos).mean(axis=0)
         vector = average if neg is None else 2 * average - unit_rows(neg).mean(axis=0)
         return Target(model, check_vector(vector, model.latent_dim, "positive"), exclude=exclude)
-    model = named or await resolve_model(session, None)
+    model = named or (await defaults.get(session) if defaults else await resolve_model(session, None))
     if audio_latent is not None:
         return Target(model, check_vector(audio_latent, model.latent_dim, "audio"))
     return Target(model, check_vector(query.vector, model.latent_dim, "vector"))
@@ -493,34 +511,83 @@ async def nearest(
     after: tuple[float, int] | None = None,
 ) -> list[Hit]:
     """The ``limit`` visible items nearest to ``target.vector`` (cosine), filtered, excluding the sources."""
-    vector = {QUERY_VECTOR.key: target.vector}
     if not exact and filters != SearchFilter():
-        statement = _shaped(filtered_statement, caller, target, filters, limit, after)
-        rows = (await session.execute(statement, vector)).all()
-        if rows[0].candidates < EXACT_BELOW_ROWS:  # selective: these are the exact nearest candidates
-            return [_hit(row[1:]) for row in rows if row.generation_id is not None]
-    await tune_scan(session, limit)
-    statement = _shaped(nearest_statement, caller, target, filters, limit, exact, after)
-    return [_hit(row) for row in await session.execute(statement, vector)]
+        rows = await _rows(session, _shaped(filtered_statement, caller, target, filters, limit, after), target, limit)
+        if rows[0][0] < EXACT_BELOW_ROWS:  # selective: these are the exact nearest candidates
+            return [_hit(row[1:]) for row in rows if row[1] is not None]
+    shape = _shaped(nearest_statement, caller, target, filters, limit, exact, after)
+    return [_hit(row) for row in await _rows(session, shape, target, limit)]
 
 
 QUERY_VECTOR = bindparam("query_vector", type_=LatentEmbedding.embedding.type)
 SHAPES_KEPT = 512
-_shapes: dict[str, Select] = {}
+PSYCOPG = postgresql.psycopg.dialect()
 
 
-def _shaped(build, caller: Caller, target: Target, filters: SearchFilter, *args) -> Select:
-    """``build``'s statement with the query vector as the bind parameter ``QUERY_VECTOR``, built once per shape
-    (caller, model, filters, exclusions, the other arguments and the exact-scan threshold) and kept (the last
-    ``SHAPES_KEPT``): building a SQLAlchemy expression costs about as much as running a selective search."""
+@dataclass(frozen=True)
+class Shape:
+    """A search statement as psycopg SQL text and its bind values, all but the query vector's."""
+
+    sql: str
+    params: dict[str, Any]
+
+
+_shapes: dict[str, Shape] = {}
+
+
+def _shaped(build, caller: Caller, target: Target, filters: SearchFilter, *args) -> Shape:
+    """``build``'s statement with the query vector as the bind parameter ``QUERY_VECTOR``, built and compiled once
+    per shape (caller, model, filters, exclusions, the other arguments and the exact-scan threshold) and kept (the
+    last ``SHAPES_KEPT``): building a SQLAlchemy expression costs about as much as running a selective search."""
     key = repr((build.__name__, caller, target.model.id, filters, target.exclude, args, EXACT_BELOW_ROWS))
-    statement = _shapes.pop(key, None)
-    if statement is None:
-        statement = build(caller, replace(target, vector=QUERY_VECTOR), filters, *args)
-    _shapes[key] = statement  # most recently used last
+    shape = _shapes.pop(key, None)
+    if shape is None:
+        shape = _compiled(build(caller, replace(target, vector=QUERY_VECTOR), filters, *args))
+    _shapes[key] = shape  # most recently used last
     if len(_shapes) > SHAPES_KEPT:
         del _shapes[next(iter(_shapes))]
-    return statement
+    return shape
+
+
+def _compiled(statement: Select) -> Shape:
+    state = statement.compile(dialect=PSYCOPG).construct_expanded_state({QUERY_VECTOR.key: None})
+    processors = state.processors
+    params = {
+        name: processors[name](value) if name in processors else value
+        for name, value in state.parameters.items()
+        if name != QUERY_VECTOR.key
+    }
+    return Shape(state.statement, params)
+
+
+async def _rows(session: AsyncSession, shape: Shape, target: Target, limit: int) -> list[tuple]:
+    """One round trip: the settings (``scan_settings``; the filtered statement ignores them) and the search
+    statement in one psycopg pipeline, the query vector sent in binary (pgvector's dumper, registered on every
+    connection), plain rows back (no ORM).
+
+    A session that has not touched the database yet (a search by vector with the default model cached) lends its
+    engine: a connection of the pool runs the statement prepared and commits in the same pipeline, so the pool's
+    rollback on return costs nothing and the connection keeps its prepared statement (psycopg deallocates them
+    all at a rollback). A session already in a transaction (it may hold uncommitted work) runs it in that
+    transaction, unprepared, and commits nothing."""
+    params = {**shape.params, QUERY_VECTOR.key: np.asarray(target.vector, dtype=np.float32)}
+    settings = scan_settings(limit)
+    if session.in_transaction() or session.bind is None:
+        return await _pipelined(await session.connection(), shape, params, settings, own=False)
+    async with session.bind.connect() as connection:
+        return await _pipelined(connection, shape, params, settings, own=True)
+
+
+async def _pipelined(
+    connection: AsyncConnection, shape: Shape, params: dict[str, Any], settings: dict[str, str], own: bool
+) -> list[tuple]:
+    driver = (await connection.get_raw_connection()).driver_connection
+    async with driver.pipeline():
+        await driver.execute(PIPELINE_SETTINGS, settings)
+        cursor = await driver.execute(shape.sql, params, prepare=own)
+        if own:
+            await driver.commit()
+    return await cursor.fetchall()
 
 
 def _hit(row) -> Hit:

@@ -68,12 +68,17 @@ class EventHub:
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._listening = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self._on_revoked: Callable[[list[str] | None], None] | None = None
+        self._followers: dict[str, Callable[[list[str] | None], None]] = {}
 
     def follow_revocations(self, forget: Callable[[list[str] | None], None]) -> None:
         """Listen from now on and call ``forget`` with the cache keys of every revoked key, and with None
         whenever listening (re)starts (a revocation may have gone by unheard)."""
-        self._on_revoked = forget
+        self.follow(REVOKED_CHANNEL, forget)
+
+    def follow(self, channel: str, forget: Callable[[list[str] | None], None]) -> None:
+        """Listen from now on and call ``forget`` with the words of every notification on ``channel``, and with
+        None whenever listening (re)starts. Follow every channel before the hub's first await."""
+        self._followers[channel] = forget
         if self._task is None or self._task.done():
             self._listening.clear()
             self._task = asyncio.create_task(self._listen(), name="event-hub")
@@ -117,15 +122,15 @@ class EventHub:
             try:
                 async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
-                    await conn.execute(f"LISTEN {REVOKED_CHANNEL}")
+                    for channel in self._followers:
+                        await conn.execute(f"LISTEN {channel}")
                     self._listening.set()
                     self._wake_all()
-                    if self._on_revoked is not None:
-                        self._on_revoked(None)
+                    for forget in self._followers.values():
+                        forget(None)
                     async for notify in conn.notifies():
-                        if notify.channel == REVOKED_CHANNEL:
-                            if self._on_revoked is not None:
-                                self._on_revoked(notify.payload.split())
+                        if (forget := self._followers.get(notify.channel)) is not None:
+                            forget(notify.payload.split())
                         else:
                             self._wake(notify.payload)
             except psycopg.Error as exc:
