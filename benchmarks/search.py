@@ -144,25 +144,28 @@ def with_vector(statement: tuple[str, dict], vector: np.ndarray) -> tuple[str, d
     return sql, {k: (vector if isinstance(v, np.ndarray) else v) for k, v in params.items()}
 
 
-SCAN_SETTINGS_SQL = re.sub(r":(\w+)", r"%(\1)s", str(domain.SCAN_SETTINGS))
-
-
 async def raw_query(conn, statements: dict, rare: bool, vector: np.ndarray, prefix: str = "") -> list:
-    """What the app sends for one search, over one psycopg connection: the same statements, no framework. A
-    filtered search is one statement when the filter is selective (rows carry the candidate count first);
-    otherwise, as unfiltered, the scan settings then the HNSW query. ``prefix`` (EXPLAIN ...) goes on the
-    search statement."""
-    async with conn.transaction():
-        if rare:
-            sql, params = with_vector(statements["filtered"], vector)
-            if prefix:  # the plan of the statement a selective filter runs
-                return await (await conn.execute(prefix + sql, params)).fetchall()
-            rows = await (await conn.execute(sql, params)).fetchall()
-            if rows[0][0] < domain.EXACT_BELOW_ROWS:
-                return [row[1:] for row in rows if row[1] is not None]
-        await conn.execute(SCAN_SETTINGS_SQL, domain.scan_settings(K))
-        sql, params = with_vector(statements["hnsw"], vector)
-        return await (await conn.execute(prefix + sql, params)).fetchall()
+    """The best plain psycopg can do for one search, over one connection: the app's statements, each as one
+    pipeline (the scan settings, the statement prepared with the vector in binary, COMMIT so the connection keeps
+    its prepared statement). A filtered search is one statement when the filter is selective (rows carry the
+    candidate count first); otherwise, as unfiltered, the HNSW query. ``prefix`` (EXPLAIN ...) goes on the search
+    statement, unprepared."""
+    if rare:
+        rows = await _pipelined(conn, with_vector(statements["filtered"], vector), prefix)
+        if prefix:  # the plan of the statement a selective filter runs
+            return rows
+        if rows[0][0] < domain.EXACT_BELOW_ROWS:
+            return [row[1:] for row in rows if row[1] is not None]
+    return await _pipelined(conn, with_vector(statements["hnsw"], vector), prefix)
+
+
+async def _pipelined(conn, statement: tuple[str, dict], prefix: str) -> list:
+    sql, params = statement
+    async with conn.pipeline():
+        await conn.execute(domain.PIPELINE_SETTINGS, domain.scan_settings(K))
+        cursor = await conn.execute(prefix + sql, params, prepare=not prefix)
+        await conn.commit()
+    return await cursor.fetchall()
 
 
 def summary(latencies: list[float], wall: float, found: list[set], truth: list[set]) -> dict:
