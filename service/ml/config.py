@@ -134,7 +134,10 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "default": Preset(
-        "default", ModelConfig(), CorpusConfig(selection_bank="timgm6mb"), TrainConfig(speech_negatives=2)
+        "default",
+        ModelConfig(content_channels=16, ae_downsamples=3),
+        CorpusConfig(selection_bank="timgm6mb"),
+        TrainConfig(speech_negatives=2),
     ),
     "tiny": Preset(
         "tiny",
