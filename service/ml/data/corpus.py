@@ -198,6 +198,16 @@ def render_test_clips(
     return Corpus(np.stack(clips).astype(np.float32), labels)
 
 
+def render_clean_clips(
+    bank: Bank, against: list[Bank], per_family: int, model: ModelConfig, seed: int = 0
+) -> tuple[Corpus, dict[int, int]]:
+    """Test clips of ``bank`` from its programs that share no sample with ``against`` (the training banks), and
+    the dropped programs (program -> shared samples)."""
+    kept, dropped = overlap.clean_programs(bank, [b for b in against if b.available()])
+    programs = {family: tuple(p for p in FAMILIES[family] if p in kept) for family in FAMILY_NAMES}
+    return render_test_clips(bank, per_family, model, seed, programs), dropped
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("SOUNDALIKE_ML_CACHE", Path.home() / ".cache" / "soundalike" / "corpus"))
 

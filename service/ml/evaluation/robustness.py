@@ -115,7 +115,7 @@ def recorded_speech_clips(sample_rate: int) -> list[np.ndarray]:
     """A human voice, not a synthesiser: alsa-utils' channel announcements ("Front left", ...); reported
     beside the espeak-ng rate as a check on real speech (empty where alsa-utils is not installed)."""
     paths = sorted(p for p in RECORDED_SPEECH_DIR.glob("*.wav") if p.stem != "Noise")
-    return [resample(soundfile.read(p, dtype="float32")[0], soundfile.info(p).samplerate, sample_rate) for p in paths]
+    return [resample(*soundfile.read(p, dtype="float32"), sample_rate) for p in paths]
 
 
 def speech_clips(sample_rate: int, count: int) -> list[np.ndarray]:

@@ -16,9 +16,8 @@ import torch
 
 from service.ml.audio import normalise_loudness
 from service.ml.config import CorpusConfig
-from service.ml.data import corpus, overlap
+from service.ml.data import corpus
 from service.ml.data.banks import BANKS, CROSS_BANK_TEST, SECOND_TEST
-from service.ml.data.instruments import FAMILIES, FAMILY_NAMES
 from service.ml.model.autoencoder import band_statistics
 from service.ml.pipeline import Pipeline
 
@@ -61,9 +60,7 @@ def cross_bank_sets(pipeline: Pipeline, per_family: int) -> dict[str, ClipSet | 
         if not bank.available():
             out[name] = f"{bank.source} is not installed here"
             continue
-        kept, dropped = overlap.clean_programs(bank, [b for b in training if b.available()])
-        programs = {family: tuple(p for p in FAMILIES[family] if p in kept) for family in FAMILY_NAMES}
-        clips = corpus.render_test_clips(bank, per_family, pipeline.config, programs=programs)
+        clips, dropped = corpus.render_clean_clips(bank, training, per_family, pipeline.config)
         out[name] = clip_set(pipeline, name, clips.audio, clips.labels, dropped)
     return out
 

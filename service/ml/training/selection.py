@@ -14,9 +14,9 @@ import torch
 
 from service.ml.audio import MelFrontEnd
 from service.ml.config import Preset
-from service.ml.data import corpus, overlap
+from service.ml.data import corpus
 from service.ml.data.banks import BANKS, CROSS_BANK_TEST, SECOND_TEST
-from service.ml.data.instruments import FAMILIES, FAMILY_NAMES
+from service.ml.data.instruments import FAMILY_NAMES
 from service.ml.model.autoencoder import AutoEncoder
 from service.ml.training.batches import log_mel
 from service.ml.training.validation import encode_global, precision_at
@@ -71,8 +71,6 @@ def _clips(preset: Preset, frontend: MelFrontEnd) -> tuple[torch.Tensor, torch.T
     if not bank.available():
         raise RuntimeError(f"selection_bank={name!r} needs {bank.source}, which is not installed here")
     training = [BANKS[b] for b in preset.corpus.banks]
-    kept, _ = overlap.clean_programs(bank, training)
-    programs = {family: tuple(p for p in FAMILIES[family] if p in kept) for family in FAMILY_NAMES}
-    clips = corpus.render_test_clips(bank, CLIPS_PER_FAMILY, preset.model, SELECTION_SEED, programs)
+    clips, _ = corpus.render_clean_clips(bank, training, CLIPS_PER_FAMILY, preset.model, SELECTION_SEED)
     families = torch.tensor([FAMILY_NAMES.index(label.family) for label in clips.labels])
     return log_mel(clips.audio, frontend), families
