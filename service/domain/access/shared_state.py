@@ -81,7 +81,7 @@ class RedisRateLimiter:
         self._prefix = f"{prefix}ratelimit:"
 
     async def hit(self, identifier: str, window_seconds: int) -> Window:
-        count, ttl_ms = await _shared(self._script(keys=[self._prefix + identifier], args=[window_seconds * 1000]))
+        count, ttl_ms = await shared_call(self._script(keys=[self._prefix + identifier], args=[window_seconds * 1000]))
         return Window(int(count), max(1, math.ceil(int(ttl_ms) / 1000)))
 
 
@@ -93,18 +93,18 @@ class RedisKeyCache:
         self._client, self._prefix, self.ttl = client, f"{prefix}key:", ttl
 
     async def get(self, cache_key: str) -> Caller | None:
-        raw = await _shared(self._client.get(self._prefix + cache_key))
+        raw = await shared_call(self._client.get(self._prefix + cache_key))
         return Caller(**json.loads(raw)) if raw else None
 
     async def put(self, cache_key: str, caller: Caller) -> None:
         if self.ttl <= 0:
             return
         value = json.dumps({"owner": caller.owner, "role": caller.role, "key_id": caller.key_id})
-        await _shared(self._client.set(self._prefix + cache_key, value, px=max(1, int(self.ttl * 1000))))
+        await shared_call(self._client.set(self._prefix + cache_key, value, px=max(1, int(self.ttl * 1000))))
 
     async def forget(self, *cache_keys: str) -> None:
         if cache_keys:
-            await _shared(self._client.delete(*(self._prefix + key for key in cache_keys)))
+            await shared_call(self._client.delete(*(self._prefix + key for key in cache_keys)))
 
 
 @dataclass
@@ -132,7 +132,7 @@ class SharedState:
         """``"redis"`` when the shared server answers, ``"in-process"`` without one; CacheUnavailable otherwise."""
         if self.client is None:
             return "in-process"
-        await _shared(self.client.ping())
+        await shared_call(self.client.ping())
         return "redis"
 
     async def close(self) -> None:
@@ -140,7 +140,7 @@ class SharedState:
             await self.client.aclose()
 
 
-async def _shared(call: Awaitable[T]) -> T:
+async def shared_call(call: Awaitable[T]) -> T:
     try:
         return await call
     except (RedisError, OSError) as exc:

@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 import msgspec
 import redis.asyncio as redis
 
-from service.domain.access.shared_state import _shared
+from service.domain.access.shared_state import shared_call
 
 T = TypeVar("T")
 
@@ -139,15 +139,15 @@ class RedisBackend:
         return [base, f"{base}:generation"]
 
     async def lookup(self, space: Space, key: str) -> Lookup:
-        value, generation = await _shared(self._lookup(keys=self._keys(space), args=[key]))
+        value, generation = await shared_call(self._lookup(keys=self._keys(space), args=[key]))
         return Lookup(value or None, generation.decode() if generation else "")
 
     async def store(self, space: Space, key: str, value: bytes, generation: str) -> bool:
         ttl_ms = max(1, int(space.ttl * 1000))
-        return bool(await _shared(self._store(keys=self._keys(space), args=[key, value, ttl_ms, generation])))
+        return bool(await shared_call(self._store(keys=self._keys(space), args=[key, value, ttl_ms, generation])))
 
     async def forget(self, space: Space, keys: tuple[str, ...]) -> None:
-        await _shared(self._forget(keys=self._keys(space), args=list(keys)))
+        await shared_call(self._forget(keys=self._keys(space), args=list(keys)))
 
 
 class ReadCache:
