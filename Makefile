@@ -8,7 +8,7 @@ CLI := $(VENV)/bin/soundalike
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install chromium redis run test test-fast lint migrate bench backup restore notebooks clean
+.PHONY: help install chromium redis run test test-fast lint migrate bench backup restore notebooks training-samples clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,6 +57,15 @@ restore: $(STAMP) ## restore a dump: make restore FILE=var/backup.dump
 
 notebooks: $(STAMP) ## execute notebooks/ headless against a throw-away embedded PostgreSQL with demo data
 	$(PY) -m indexing.notebooks
+
+TONEJS_DIR ?= var/training/tonejs
+TONEJS_INSTRUMENTS := bass-electric@1.1.2 bassoon@1.1.2 cello@1.1.1 clarinet@1.1.2 contrabass@1.1.2 flute@1.1.2 \
+	french-horn@1.1.2 guitar-acoustic@1.1.2 guitar-electric@1.1.1 guitar-nylon@1.1.1 harmonium@1.1.1 harp@1.1.1 \
+	organ@1.1.1 piano@1.1.2 saxophone@1.1.2 trombone@1.1.2 trumpet@1.1.2 tuba@1.1.2 violin@1.1.1 xylophone@1.1.2
+training-samples: ## npm: the recorded instruments of tonejs-instruments for training (then SOUNDALIKE_TONEJS_DIR=$(TONEJS_DIR))
+	mkdir -p $(TONEJS_DIR)
+	npm install --prefix $(TONEJS_DIR) --no-save --no-audit --no-fund --ignore-scripts --omit=peer \
+		$(foreach i,$(TONEJS_INSTRUMENTS),tonejs-instrument-$(subst @,-mp3@,$(i)))
 
 clean: ## remove the virtualenv and local data (var/)
 	rm -rf $(VENV) var

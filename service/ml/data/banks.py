@@ -1,8 +1,10 @@
 """Instrument sample banks: where each comes from, its licence, its role, and how to play it.
 
-Four kinds: SoundFonts shipped in PyPI wheels, SoundFonts from Debian packages, Debian's freepats
-GUS patches, and the WebAudioFont banks of a local ``surikov/webaudiofontdata`` checkout (``SOUNDALIKE_WAF_DIR``,
-read for training only; nothing is downloaded). ``role`` says what a bank may be used for:
+Five kinds: SoundFonts shipped in PyPI wheels, SoundFonts from Debian packages, Debian's freepats
+GUS patches, the WebAudioFont banks of a local ``surikov/webaudiofontdata`` checkout (``SOUNDALIKE_WAF_DIR``),
+and the recorded instruments of the npm ``tonejs-instrument-*-mp3`` packages installed in a local folder
+(``SOUNDALIKE_TONEJS_DIR``, ``make training-data``). The last two are read for training only; nothing is
+downloaded at run time. ``role`` says what a bank may be used for:
 FluidR3_GM and everything built from it is the declared cross-bank test set and never trained on.
 """
 
@@ -13,11 +15,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from service.ml.data import gus, sf2_render, waf
+from service.ml.data import gus, sf2_render, tonejs, waf
 from service.ml.data.music import NoteEvent
 from service.ml.data.soundfonts import soundfont_path
 
 WAF_ENV = "SOUNDALIKE_WAF_DIR"
+TONEJS_ENV = "SOUNDALIKE_TONEJS_DIR"
 WAF_COMMIT = "23ca907d4370a04fd89ca483a92915e4d6159ab9"
 DEBIAN_SF2 = Path("/usr/share/sounds/sf2")
 FREEPATS = Path("/usr/share/midi/freepats")
@@ -26,7 +29,7 @@ FREEPATS = Path("/usr/share/midi/freepats")
 @dataclass(frozen=True)
 class Bank:
     name: str
-    kind: str  # "sf2" | "waf" | "gus"
+    kind: str  # "sf2" | "waf" | "gus" | "tonejs"
     role: str  # "train" | "test"
     source: str
     license: str
@@ -37,13 +40,15 @@ class Bank:
             return waf_root()
         if self.kind == "gus":
             return FREEPATS
+        if self.kind == "tonejs":
+            return local_root(TONEJS_ENV, "the npm tonejs-instrument-*-mp3 packages (make training-data)")
         if self.source.startswith("PyPI"):
             return soundfont_path(self.location)
         return DEBIAN_SF2 / self.location
 
     def available(self) -> bool:
         try:
-            return self.path().exists() and (self.kind != "waf" or self.has_program(0))
+            return self.path().exists() and (self.kind not in ("waf", "tonejs") or self.has_program(0))
         except FileNotFoundError:
             return False
 
@@ -52,6 +57,8 @@ class Bank:
             return waf.preset_path(self.path(), self.location, program) is not None
         if self.kind == "gus":
             return gus.patch_path(self.path(), program) is not None
+        if self.kind == "tonejs":
+            return tonejs.package_dir(self.path(), program) is not None
         return True
 
     def render(self, events: list[NoteEvent], program: int, sample_rate: int, n_samples: int, tuning: float = 0.0):
@@ -62,7 +69,12 @@ class Bank:
         return waf.render(melodic, self.zones(program), sample_rate, n_samples, tuning)
 
     def zones(self, program: int) -> tuple[waf.Zone, ...]:
-        """The sampled zones of ``program`` (WebAudioFont and GUS banks)."""
+        """The sampled zones of ``program`` (WebAudioFont, GUS and tonejs banks)."""
+        if self.kind == "tonejs":
+            folder = tonejs.package_dir(self.path(), program)
+            if folder is None:
+                raise FileNotFoundError(f"{self.path()} has no tonejs-instruments package for GM program {program}")
+            return tonejs.read_instrument(folder)
         if self.kind == "gus":
             path = gus.patch_path(self.path(), program)
             if path is None:
@@ -72,9 +84,13 @@ class Bank:
 
 
 def waf_root() -> Path:
-    value = os.environ.get(WAF_ENV)
+    return local_root(WAF_ENV, "a local checkout of surikov/webaudiofontdata (its sound/ folder)")
+
+
+def local_root(variable: str, what: str) -> Path:
+    value = os.environ.get(variable)
     if not value:
-        raise FileNotFoundError(f"set {WAF_ENV} to a local checkout of surikov/webaudiofontdata (its sound/ folder)")
+        raise FileNotFoundError(f"set {variable} to {what}")
     return Path(value)
 
 
@@ -113,6 +129,14 @@ BANKS: dict[str, Bank] = {
             "Debian freepats 20060219-4 (GUS patches, Tone_000)",
             "GPL-2+ with a composition exception",
             "Tone_000",
+        ),
+        Bank(
+            "tonejs",
+            "tonejs",
+            "train",
+            f"npm tonejs-instrument-*-mp3 {tonejs.PACKAGE_VERSION}.x (nbrosowsky/tonejs-instruments samples)",
+            "samples CC-BY-3.0 (VSO2, Karoryfer, Iowa, Freesound); packages MIT",
+            "tonejs-instruments",
         ),
         _waf("GeneralUserGS", "train", "GeneralUser GS licence (S. Christian Collins); repository MIT"),
         _waf("JCLive", "train", UNSTATED),

@@ -4,9 +4,10 @@ import base64
 
 import numpy as np
 import pytest
+import soundfile
 
-from service.ml.data import gus, overlap, waf
-from service.ml.data.banks import BANKS
+from service.ml.data import gus, overlap, tonejs, waf
+from service.ml.data.banks import BANKS, TONEJS_ENV
 from service.ml.data.music import NoteEvent
 from service.ml.data.sf2 import SoundFont2
 
@@ -115,3 +116,42 @@ def test_a_file_that_is_not_a_gus_patch_is_refused(tmp_path):
     path.write_bytes(b"RIFF" + bytes(200))
     with pytest.raises(ValueError, match="not a GUS patch"):
         gus.read_patch(path)
+
+
+def tonejs_package(root, name: str, notes: dict[str, float], lead_silence: float = 0.05):
+    """An npm-pack style tonejs-instruments package: one MP3 per note, each a sine after some silence."""
+    folder = root / f"tonejs-instrument-{name}-mp3" / "package"
+    folder.mkdir(parents=True)
+    rate = 44_100
+    for stem, hz in notes.items():
+        tone = 0.3 * np.sin(2 * np.pi * hz * np.arange(rate) / rate)
+        soundfile.write(folder / f"{stem}.mp3", np.concatenate([np.zeros(int(lead_silence * rate)), tone]), rate)
+    return folder
+
+
+def test_tonejs_note_names_are_midi_notes():
+    assert [tonejs.note_number(s) for s in ("A3", "Cs4", "C-1", "B7")] == [57, 61, 0, 107]
+    assert tonejs.note_number("F2 v2") is None and tonejs.note_number("index") is None
+
+
+def test_tonejs_notes_become_pcm_zones_split_halfway_and_play_at_pitch(tmp_path):
+    folder = tonejs_package(tmp_path, "cello", {"A3": 220.0, "C4": 261.63, "A4": 440.0, "A3 v2": 100.0})
+    assert tonejs.package_dir(tmp_path, 42) == folder and tonejs.package_dir(tmp_path, 43) is None
+    zones = tonejs.read_instrument(folder)
+    assert [(z.key_low, z.key_high, z.root_cents) for z in zones] == [(0, 58, 5700), (59, 64, 6000), (65, 127, 6900)]
+    assert all(z.is_pcm and z.sample_rate == tonejs.ZONE_RATE and not z.looped for z in zones)
+    audio = zones[0].audio()
+    assert np.abs(audio[:40]).max() > 0.05  # the leading silence (and the encoder's delay) is trimmed
+    assert np.abs(audio).max() == pytest.approx(0.9, abs=0.01)
+    played = waf.render([NoteEvent(0.0, 0.8, 69, 1.0)], zones, RATE, RATE)
+    assert abs(peak_hz(played[: int(0.7 * RATE)]) - 440.0) < 10.0
+
+
+def test_tonejs_bank_reads_its_folder_from_the_environment(tmp_path, monkeypatch):
+    tonejs_package(tmp_path, "piano", {"C4": 261.63})
+    monkeypatch.delenv(TONEJS_ENV, raising=False)
+    assert not BANKS["tonejs"].available()
+    monkeypatch.setenv(TONEJS_ENV, str(tmp_path))
+    bank = BANKS["tonejs"]
+    assert bank.available() and bank.has_program(0) and not bank.has_program(40)
+    assert abs(peak_hz(bank.render([NoteEvent(0.0, 0.8, 60, 1.0)], 0, RATE, RATE)[: int(0.7 * RATE)]) - 261.6) < 10
