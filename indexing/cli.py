@@ -237,11 +237,14 @@ def duplicates_command(alias: str, threshold: float, output: Path | None, show: 
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo_data_command(alias: str, rows: int, clusters: int, seed: int) -> None:
     """Bulk-load synthetic clustered latents (COPY) for development, notebooks and benchmarks."""
-    from indexing.demo import load_demo
+    from indexing.demo import DemoAlreadyLoaded, load_demo
     from indexing.sync import connect
 
     with _app_database() as handle, connect(handle.app_url) as conn:
-        data = load_demo(conn, alias, rows, clusters, seed)
+        try:
+            data = load_demo(conn, alias, rows, clusters, seed)
+        except DemoAlreadyLoaded as exc:
+            raise click.ClickException(str(exc)) from exc
         conn.commit()
     click.echo(
         f"loaded {data.rows} synthetic latents in {data.clusters} clusters for model {alias} (id {data.model.id})"

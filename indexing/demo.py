@@ -22,6 +22,10 @@ from service.db.schema.models import LATENT_DIM
 DEMO_OWNERS = ("alice", "bob", "carol")
 
 
+class DemoAlreadyLoaded(ValueError):
+    """The demo latents of this seed are in the database already (their generation ids derive from it)."""
+
+
 @dataclass(frozen=True)
 class DemoData:
     model: ModelRef
@@ -74,6 +78,8 @@ def load_demo(
         size = min(batch, n - start)
         vectors, labels = clustered_vectors(size, centres, seed=seed + 1 + start)
         gen_ids = [uuid.UUID(bytes=rng.bytes(16), version=4) for _ in range(size)]
+        if start == 0:
+            refuse_reload(conn, gen_ids[0], alias, seed)
         owners = rng.choice(DEMO_OWNERS, size)
         public = rng.random(size) < public_fraction
         copy_rows(
@@ -103,3 +109,10 @@ def load_demo(
             ((g, model.id, v) for g, v in zip(gen_ids, vectors, strict=True)),
         )
     return DemoData(model, n, clusters)
+
+
+def refuse_reload(conn: psycopg.Connection, first_id: uuid.UUID, alias: str, seed: int) -> None:
+    if conn.execute("SELECT 1 FROM generations WHERE id = %s", (first_id,)).fetchone():
+        raise DemoAlreadyLoaded(
+            f"the demo latents of seed {seed} are already loaded (model {alias!r}); pass another --seed to add more"
+        )

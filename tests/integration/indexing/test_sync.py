@@ -223,3 +223,13 @@ def test_latents_of_other_models_stay_out(database, app_conn, demo, index_dir):
     sync_model(database.app_url, index_dir, other)
     assert mirrored_ids(index_dir, demo) == set(latent_ids(app_conn, demo))
     assert mirrored_ids(index_dir, other) == set(latent_ids(app_conn, other))
+
+
+def test_loading_the_same_demo_seed_twice_is_a_clear_error_and_adds_nothing(database, app_conn, demo):
+    from indexing.demo import DemoAlreadyLoaded, load_demo
+
+    before = len(latent_ids(app_conn, demo))
+    with pytest.raises(DemoAlreadyLoaded, match="seed 3 are already loaded \\(model 'demo'\\); pass another --seed"):
+        load_demo(app_conn, "demo", n=300, clusters=4, seed=3)
+    assert len(latent_ids(app_conn, demo)) == before
+    assert load_demo(app_conn, "demo", n=20, clusters=4, seed=4).rows == 20
