@@ -39,9 +39,10 @@ from indexing.demo import load_demo  # noqa: E402
 from indexing.scratch import scratch_database  # noqa: E402
 from indexing.sync import connect, sync_model  # noqa: E402
 from indexing.verify import verify_model  # noqa: E402
+from service.db.schema.models import LATENT_HNSW_INDEX  # noqa: E402
 
 THREADS = 2
-HNSW = "ix_latent_embeddings_embedding_hnsw"
+HNSW = LATENT_HNSW_INDEX
 RESULTS = ROOT / "benchmarks" / "results" / "indexing.json"
 PLOT = ROOT / "docs" / "img" / "indexing-benchmark.png"
 

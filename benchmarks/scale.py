@@ -35,7 +35,7 @@ from pgvector.psycopg import register_vector_async  # noqa: E402
 from benchmarks._harness import throwaway_database, write_result  # noqa: E402
 from benchmarks.search import summary  # noqa: E402
 from service.db.engine import connect_sync, copy_rows  # noqa: E402
-from service.db.schema.models import HNSW_EF_CONSTRUCTION, HNSW_M  # noqa: E402
+from service.db.schema.models import HNSW_EF_CONSTRUCTION, HNSW_M, LATENT_HNSW_INDEX  # noqa: E402
 from service.db.server import urls  # noqa: E402
 from service.db.server.embedded import EmbeddedPostgres, run_pg_tool  # noqa: E402
 from service.domain.discovery.search import scan_settings  # noqa: E402
@@ -89,7 +89,7 @@ def load(handle, vectors: np.ndarray) -> tuple[float, int]:
             "INSERT INTO models (source_id, alias, source_type, version, is_default) "
             "VALUES ('bench', 'bench', 'local', 'v1', true) RETURNING id"
         ).fetchone()[0]
-        conn.execute("DROP INDEX ix_latent_embeddings_embedding_hnsw")
+        conn.execute(f"DROP INDEX {LATENT_HNSW_INDEX}")
         started = time.perf_counter()
         for start in range(0, len(vectors), CHUNK):
             part = range(start, min(start + CHUNK, len(vectors)))

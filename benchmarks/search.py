@@ -37,6 +37,7 @@ from psycopg.types.json import Jsonb  # noqa: E402
 
 from benchmarks._harness import throwaway_database, write_result  # noqa: E402
 from service.db.engine import connect_sync, copy_rows  # noqa: E402
+from service.db.schema.models import LATENT_HNSW_INDEX  # noqa: E402
 from service.db.server import urls  # noqa: E402
 from service.domain.access import api_keys  # noqa: E402
 from service.domain.access.api_keys import Caller  # noqa: E402
@@ -64,9 +65,9 @@ def load(handle, vectors: np.ndarray) -> tuple[int, list[uuid.UUID]]:
             "VALUES ('bench', 'bench', 'local', 'v1', true) RETURNING id"
         ).fetchone()[0]
         indexdef = conn.execute(
-            "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_latent_embeddings_embedding_hnsw'"
+            "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (LATENT_HNSW_INDEX,)
         ).fetchone()[0]
-        conn.execute("DROP INDEX ix_latent_embeddings_embedding_hnsw")
+        conn.execute(f"DROP INDEX {LATENT_HNSW_INDEX}")
         started = time.perf_counter()
         with conn.transaction():
             copy_rows(
@@ -131,7 +132,7 @@ def app_statements(model_id: int, rare: bool) -> dict[str, tuple[str, dict]]:
     selective)."""
     model = domain.Model(id=model_id, alias="bench", latent_dim=DIM)
     filters = domain.SearchFilter(tags_all=["rare"]) if rare else domain.SearchFilter()
-    target = domain.Target(model, np.zeros(DIM, dtype=np.float32))
+    target = domain.Target(model, domain.QUERY_VECTOR)  # one parameter, however often the statement uses it
     caller = Caller("bench", "reader", 0)
     return {
         "filtered": compiled(domain.filtered_statement(caller, target, filters, K)),
@@ -141,7 +142,7 @@ def app_statements(model_id: int, rare: bool) -> dict[str, tuple[str, dict]]:
 
 def with_vector(statement: tuple[str, dict], vector: np.ndarray) -> tuple[str, dict]:
     sql, params = statement
-    return sql, {k: (vector if isinstance(v, np.ndarray) else v) for k, v in params.items()}
+    return sql, {**params, domain.QUERY_VECTOR.key: vector}
 
 
 async def raw_query(conn, statements: dict, rare: bool, vector: np.ndarray, prefix: str = "") -> list:

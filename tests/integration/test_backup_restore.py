@@ -74,11 +74,11 @@ def test_backup_drop_restore_round_trip(make_database, tmp_path):
         plan = "\n".join(
             r[0]
             for r in conn.execute(
-                "EXPLAIN SELECT id FROM latent_embeddings ORDER BY embedding <=> (SELECT embedding FROM "
-                "latent_embeddings LIMIT 1) LIMIT 5"
+                "EXPLAIN SELECT id FROM latent_embeddings ORDER BY embedding::halfvec(512) <=> (SELECT "
+                "embedding::halfvec(512) FROM latent_embeddings LIMIT 1) LIMIT 5"
             ).fetchall()
         )
-        assert "ix_latent_embeddings_embedding_hnsw" in plan
+        assert "ix_latent_embeddings_embedding_halfvec_hnsw" in plan
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == migrate.head_revision()
 
 

@@ -31,7 +31,7 @@ def test_app_role_reads_and_writes_rows(app_conn, empty_tables):
         "ALTER TABLE models ADD COLUMN intruder int",
         "TRUNCATE models",
         "CREATE SCHEMA intruder",
-        "DROP INDEX ix_latent_embeddings_embedding_hnsw",
+        "DROP INDEX ix_latent_embeddings_embedding_halfvec_hnsw",
         "INSERT INTO alembic_version VALUES ('forged')",
     ],
 )

@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from service.db.schema.models import ArchivedLatent, Generation, LatentEmbedding, Model
+from service.db.schema.models import ArchivedLatent, Generation, LatentEmbedding, Model, half_precision
 from service.domain.access.api_keys import Caller
 from service.domain.access.visibility import visible_to
 from service.domain.catalogue.segments import Analysed, InDomain
@@ -150,6 +150,8 @@ class Hit:
     segments: list[SegmentMatch] | None = None  # with segments: the item's matching windows, nearest first
     query_start: float | None = None  # a window-by-window audio query: the query window that matched best
     query_end: float | None = None
+    rank: float | None = None  # what the scan ordered by: the half-precision distance on the HNSW path (``distance``
+    # otherwise); cursors page on it so the pages partition the scan's order
 
 
 @dataclass(frozen=True)
@@ -302,8 +304,8 @@ async def _search_items(session: AsyncSession, caller: Caller, target: Target, q
     if query.diversity is not None:
         hits = await _mmr(session, target, hits, query.limit, 1.0 - query.diversity)
         return SearchResult(target.model, hits, None)
-    last = hits[-1] if len(hits) == query.limit else None
-    next_cursor = search_cursors.encode(last.distance, last.latent_id, bound_to) if last else None
+    last = max(hits, key=lambda hit: (hit.rank, hit.latent_id)) if len(hits) == query.limit else None
+    next_cursor = search_cursors.encode(last.rank, last.latent_id, bound_to) if last else None
     return SearchResult(target.model, hits, next_cursor)
 
 
@@ -516,7 +518,13 @@ async def nearest(
         if rows[0][0] < EXACT_BELOW_ROWS:  # selective: these are the exact nearest candidates
             return [_hit(row[1:]) for row in rows if row[1] is not None]
     shape = _shaped(nearest_statement, caller, target, filters, limit, exact, after)
-    return [_hit(row) for row in await _rows(session, shape, target, limit)]
+    return by_distance([_hit(row) for row in await _rows(session, shape, target, limit)])
+
+
+def by_distance(hits: list[Hit]) -> list[Hit]:
+    """The page the HNSW scan found (in half-precision order) in full-precision order: the two can differ among
+    near ties, and clients see full-precision scores."""
+    return sorted(hits, key=lambda hit: (hit.distance, hit.latent_id))
 
 
 QUERY_VECTOR = bindparam("query_vector", type_=LatentEmbedding.embedding.type)
@@ -591,7 +599,8 @@ async def _pipelined(
 
 
 def _hit(row) -> Hit:
-    gid, lid, d, tags, kind, owner, vis, created, audio = row
+    """A row of ``nearest_statement`` (which ends with the rank) or of ``filtered_statement`` (ranked by distance)."""
+    gid, lid, d, tags, kind, owner, vis, created, audio, *rank = row
     return Hit(
         generation_id=gid,
         latent_id=lid,
@@ -603,6 +612,7 @@ def _hit(row) -> Hit:
         visibility=vis,
         created_at=created,
         has_audio=audio,
+        rank=float(rank[0] if rank else d),
     )
 
 
@@ -682,10 +692,13 @@ def nearest_statement(
     exact: bool = False,
     after: tuple[float, int] | None = None,
 ) -> Select:
-    """``ORDER BY embedding <=> q LIMIT n`` (the shape the HNSW index serves) with every filter in the WHERE."""
+    """``ORDER BY embedding::halfvec(512) <=> q::halfvec(512) LIMIT n`` (the expression the HNSW index holds, so
+    the planner walks it) with every filter in the WHERE; the distance returned is the full-precision one, and
+    the last column the half-precision rank the order and a cursor use. ``exact``: an exact scan in full
+    precision (the distance is then the rank)."""
     distance = LatentEmbedding.embedding.cosine_distance(target.vector)
-    clauses = [*_scope(caller, target, filters), *_after(distance, LatentEmbedding.id, after)]
-    order = (distance + 0) if exact else distance  # "+ 0" hides the expression from the HNSW index: exact scan
+    rank = (distance + 0) if exact else index_distance(LatentEmbedding.embedding, target.vector)
+    clauses = [*_scope(caller, target, filters), *_after(rank, LatentEmbedding.id, after)]
     return (
         select(
             LatentEmbedding.generation_id,
@@ -693,12 +706,19 @@ def nearest_statement(
             distance.label("distance"),
             *HIT_COLUMNS,
             audio_exists(Generation.id),
+            rank.label("rank"),
         )
         .join(Generation, Generation.id == LatentEmbedding.generation_id)
         .where(*clauses)
-        .order_by(order, LatentEmbedding.id)
+        .order_by(rank, LatentEmbedding.id)
         .limit(limit)
     )
+
+
+def index_distance(embedding, vector) -> ColumnElement[float]:
+    """The cosine distance the HNSW indexes order by: both sides in half precision (``half_precision``). "+ 0"
+    on a distance hides it from the index (an exact scan)."""
+    return half_precision(embedding).cosine_distance(half_precision(vector))
 
 
 def scan_settings(limit: int) -> dict[str, str]:

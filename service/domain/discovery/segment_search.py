@@ -32,6 +32,7 @@ from service.domain.discovery.search import (
     Target,
     check_vector,
     filter_clauses,
+    index_distance,
     nearest,
     tune_scan,
 )
@@ -152,12 +153,14 @@ def _window_row(row, window: QueryWindow) -> WindowRow:
 def segment_statement(
     caller: Caller, target: Target, vector: np.ndarray, filters: SearchFilter, limit: int, exact: bool = False
 ) -> Select:
-    """``ORDER BY embedding <=> q LIMIT n`` over the windows of the model's space, every filter in the WHERE."""
+    """``ORDER BY embedding::halfvec(512) <=> q::halfvec(512) LIMIT n`` (the segments' HNSW index) over the windows
+    of the model's space, every filter in the WHERE; the distance returned is the full-precision one (``_pool``
+    orders the windows by it). ``exact``: an exact scan in full precision."""
     distance = LatentSegment.embedding.cosine_distance(vector)
     clauses = [LatentSegment.model_id == target.model.id, *filter_clauses(caller, filters)]
     if target.exclude:
         clauses.append(LatentSegment.generation_id.not_in(target.exclude))
-    order = (distance + 0) if exact else distance  # "+ 0" hides the expression from the HNSW index: exact scan
+    order = (distance + 0) if exact else index_distance(LatentSegment.embedding, vector)
     return (
         select(
             LatentSegment.generation_id,

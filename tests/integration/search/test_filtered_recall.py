@@ -89,7 +89,7 @@ async def test_selective_filters_are_scanned_exactly(database, settings, rare_ca
                 r[0]
                 for r in await session.execute(text("EXPLAIN " + str(statement.compile())), statement.compile().params)
             )
-            assert "ix_latent_embeddings_embedding_hnsw" not in plan and "Hash" not in plan, plan
+            assert "ix_latent_embeddings_embedding_halfvec_hnsw" not in plan and "Hash" not in plan, plan
             hits = await domain.nearest(session, caller, target, rare_only, 10)
             assert [h.generation_id for h in hits] == expected[:10]
             after = (hits[-1].distance, hits[-1].latent_id)
@@ -141,7 +141,7 @@ async def test_index_path_with_iterative_scan_versus_without(database, settings,
                         statement.compile().params,
                     )
                 )
-                assert "ix_latent_embeddings_embedding_hnsw" in plan, plan
+                assert "ix_latent_embeddings_embedding_halfvec_hnsw" in plan, plan
                 assert len(hits) == 10
                 recalls.append(len({h.generation_id for h in hits} & set(exact_ids(rare, query, 10))) / 10)
                 await session.rollback()
