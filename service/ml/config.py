@@ -10,7 +10,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 ARCHITECTURE = "global-content/1"
-TRAINING_BANKS = ("merlin", "a320u", "opl3", "generalusergs", "jclive", "chaos", "sblive", "soundblasterold")
+TRAINING_BANKS = (
+    "merlin",
+    "a320u",
+    "opl3",
+    "generalusergs",
+    "jclive",
+    "chaos",
+    "sblive",
+    "soundblasterold",
+    "tonejs",
+)
 HELD_OUT_BANKS = ("fluidr3", "fluidr3_waf", "aspirin")
 
 
@@ -137,7 +147,7 @@ PRESETS: dict[str, Preset] = {
         "default",
         ModelConfig(content_channels=16, ae_downsamples=3),
         CorpusConfig(selection_bank="timgm6mb"),
-        TrainConfig(speech_negatives=2),
+        TrainConfig(ae_steps=16000, speech_negatives=2),
     ),
     "tiny": Preset(
         "tiny",
