@@ -36,4 +36,5 @@ class Runtime:
 
     async def close(self) -> None:
         await self.models.flush_stats()  # what ran since the last job's flush (API imports, a stopping worker)
+        self.models.close()  # the inference thread (service.domain.models.inference_thread)
         await self.engine.dispose()

@@ -20,7 +20,7 @@ import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.db.schema.models import ArchivedLatent, AudioAsset, Generation, LatentEmbedding, Model
+from service.db.schema.models import ArchivedLatent, AudioAsset, Generation, LatentEmbedding
 from service.domain.catalogue.audio import read_audio, to_wav
 from service.domain.models import registry
 from service.domain.ports import ModelRunner
@@ -106,7 +106,7 @@ async def produce(
 ) -> list[uuid.UUID]:
     """Produce the given generations; returns the ids that succeeded. Raises after marking failures."""
     async with sessions() as session:
-        rows, model = await _claim(session, generation_ids)
+        rows = await _claim(session, generation_ids)
         if rows:
             try:
                 sources = Sources(await source_latents(session, rows), await parent_audio(session, store, rows))
@@ -115,10 +115,11 @@ async def produce(
                 raise
     if not rows:
         return []
-    await _model_status(sessions, registry.mark_running, model.id)
+    model_id = rows[0].model_id  # one job's rows share one model
+    await _model_status(sessions, registry.mark_running, model_id)
     try:
         synthesis = await models.run(
-            model.id, lambda pipeline: synthesize(pipeline, rows, sources), operation="generate", items=len(rows)
+            model_id, lambda pipeline: synthesize(pipeline, rows, sources), operation="generate", items=len(rows)
         )
         blobs = await asyncio.to_thread(_store_audio, store, synthesis)
         async with sessions() as session:
@@ -128,7 +129,7 @@ async def produce(
             await mark_failed(session, [row.id for row in rows], describe_error(exc))
         raise
     finally:
-        await _model_status(sessions, registry.mark_idle, model.id)
+        await _model_status(sessions, registry.mark_idle, model_id)
 
 
 async def _model_status(sessions: async_sessionmaker[AsyncSession], transition, model_id: int) -> None:
@@ -186,7 +187,7 @@ def synthesize(pipeline, rows: list[Generation], sources: Sources | None = None)
     )
 
 
-async def _claim(session: AsyncSession, ids: list[uuid.UUID]) -> tuple[list[Generation], Model | None]:
+async def _claim(session: AsyncSession, ids: list[uuid.UUID]) -> list[Generation]:
     result = await session.scalars(
         update(Generation)
         .where(Generation.id.in_(ids), Generation.status.in_(CLAIMABLE), Generation.deleted_at.is_(None))
@@ -195,10 +196,7 @@ async def _claim(session: AsyncSession, ids: list[uuid.UUID]) -> tuple[list[Gene
     )
     rows = sorted(result.all(), key=lambda row: ids.index(row.id))
     await session.commit()
-    if not rows:
-        return [], None
-    model = await session.get(Model, rows[0].model_id)
-    return rows, model
+    return rows
 
 
 def _store_audio(store: BlobStore, synthesis: Synthesis) -> list[StoredBlob]:

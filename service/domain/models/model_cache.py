@@ -2,11 +2,14 @@
 
 Before a model is built its checkpoint is re-hashed against the registry; a mismatch (or a failed load) marks
 the model FAILED with the reason and raises. Loading happens under a per-model lock, so concurrent requests for
-a model build it once; hashing, loading and inference run in threads, never on the event loop.
+a model build it once; hashing runs in a thread, loading and inference on the process's one inference thread
+(``inference_thread``: the same long-lived thread for every call, torch's threads set on it), never on the event
+loop.
 
     cache = ModelCache(sessionmaker)                # loader: service.ml.pipeline.Pipeline.load
     audio = await cache.run(model_id, lambda pipeline: pipeline.generate(...), operation="generate", items=8)
     await cache.flush_stats()                       # workers: at the end of each job
+    cache.close()                                   # stops the inference thread (Runtime.close)
 
 Every load and call is also tallied per model version and operation (``inference_stats``: calls, latency, memory)
 and added to the registry's ``model_inference_stats`` by ``flush_stats``, or by ``run`` a minute after the last
@@ -29,6 +32,7 @@ from service.db.schema.models import Model
 from service.domain.generation import failures
 from service.domain.models import inference_stats, registry
 from service.domain.models.checkpoints import load_failure
+from service.domain.models.inference_thread import InferenceThread
 from service.errors import SoundalikeError
 from service.metrics import MODEL_INFERENCE, MODEL_LOAD, timed
 
@@ -65,11 +69,17 @@ class ModelCache:
         self._locks: dict[int, asyncio.Lock] = {}
         self._labels: dict[int, dict[str, str]] = {}  # metric labels: alias and version of each loaded model
         self.stats = inference_stats.InferenceStats()
+        self.inference = InferenceThread()
 
     @property
     def loaded_ids(self) -> list[int]:
         """Loaded model ids, least recently used first."""
         return list(self._models)
+
+    def close(self) -> None:
+        """Stop the inference thread (a running call finishes); loaded models are dropped."""
+        self.inference.close()
+        self._models.clear()
 
     def evict(self, model_id: int) -> bool:
         return self._models.pop(model_id, None) is not None
@@ -94,7 +104,7 @@ class ModelCache:
     async def run(
         self, model_id: int, work: Callable[[Any], T], operation: str = inference_stats.INFERENCE, items: int = 1
     ) -> T:
-        """Run ``work(model)`` in a thread (inference never blocks the event loop), timed per model version and
+        """Run ``work(model)`` on the inference thread (never on the event loop), timed per model version and
         tallied under ``operation`` (``generate``, ``encode``) for ``items`` clips. What goes wrong in here is
         the model's failure (``failures.mark_model_stage``)."""
         try:
@@ -102,7 +112,7 @@ class ModelCache:
             rss_before, start, ok = self.stats.start(), time.perf_counter(), False
             try:
                 with timed(MODEL_INFERENCE, **self._labels[model_id]):
-                    result = await asyncio.to_thread(work, model)
+                    result = await self.inference.call(work, model)
                 ok = True
                 return result
             finally:
@@ -143,7 +153,7 @@ class ModelCache:
         rss_before, start = self.stats.start(), time.perf_counter()
         try:
             with timed(MODEL_LOAD, **labels):
-                model = await asyncio.to_thread(self._loader, Path(path))
+                model = await self.inference.call(self._loader, Path(path))
         except Exception as exc:
             self.stats.record(model_id, inference_stats.LOAD, time.perf_counter() - start, ok=False)
             reason = f"loading {path} failed: {load_failure(exc)}"

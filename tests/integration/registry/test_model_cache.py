@@ -11,6 +11,7 @@ import pytest
 from service.db.engine import connect_sync
 from service.db.schema.models import Model
 from service.domain.models import registry
+from service.domain.models.inference_thread import THREAD_NAME
 from service.domain.models.model_cache import ModelCache, ModelLoadError
 
 
@@ -73,6 +74,20 @@ async def test_loads_lazily_off_the_loop_and_marks_loading_then_ready(sessions, 
     assert inference_thread[0] != threading.get_ident() and inference_thread[1] == sum(range(64))
     await cache.get(model_id)
     assert loader.loads == Counter({"a.pt": 1})
+    # One long-lived inference thread: the load and every call (also concurrent ones) run on it.
+    calls = await asyncio.gather(*(cache.run(model_id, lambda m: threading.get_ident()) for _ in range(4)))
+    assert loader.threads == set(calls) == {inference_thread[0], cache.inference.ident}
+
+
+async def test_closing_the_cache_stops_its_inference_thread(sessions, json_checkpoint):
+    model_id = await add(sessions, json_checkpoint("a.pt"), "a")
+    cache = ModelCache(sessions, size=1, loader=JsonLoader())
+    name = await cache.run(model_id, lambda m: threading.current_thread().name)
+    assert name.startswith(THREAD_NAME)
+    thread = next(t for t in threading.enumerate() if t.ident == cache.inference.ident)
+    cache.close()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and cache.loaded_ids == []
 
 
 async def test_concurrent_requests_build_a_model_once(sessions, json_checkpoint):
