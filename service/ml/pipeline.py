@@ -9,6 +9,7 @@ Interface (numpy float32 arrays)::
     p.encode(audio, sample_rate) -> (512,)                 # any length: windows pooled into one vector
     p.encode_batch(list_of_arrays, sample_rate) -> (n, 512)
     p.analyse(audio, sample_rate) -> Analysis              # pooled latent, per-window latents, in-domain score
+    p.analyse_many([(audio, sample_rate), ...]) -> [Analysis | ModelInputError]   # windows batched across files
     p.encode_joint(audio, sample_rate) -> (joint_dim,)     # the first window, for variants and transfers
     p.generate(prompts, seeds, steps, guidance_scale) -> (n, joint_dim)
     p.decode(joint (n, joint_dim)) -> (n, n_samples) waveforms in [-1, 1]
@@ -37,7 +38,7 @@ from service.ml import checkpoint
 from service.ml.audio import MelFrontEnd, Windows, prepare_windows
 from service.ml.config import ModelConfig
 from service.ml.data.instruments import FAMILY_NAMES
-from service.ml.errors import ParameterRangeError, check_range
+from service.ml.errors import ModelInputError, ParameterRangeError, check_range
 from service.ml.model import sampler
 from service.ml.model.autoencoder import AutoEncoder
 from service.ml.model.diffusion import Denoiser
@@ -128,7 +129,36 @@ class Pipeline:
 
     def analyse(self, audio: np.ndarray, sample_rate: int) -> Analysis:
         windows = self._windows(audio, sample_rate, "audio")
-        latents, scores = self._encode_windows(windows.clips)
+        return self._analysis(windows, *self._encode_windows(windows.clips))
+
+    def analyse_many(self, files: list[tuple[np.ndarray, int]]) -> list[Analysis | ModelInputError]:
+        """``analyse`` of many files (audio, sample rate) with the windows of several files batched through the
+        encoder (up to ``MAX_WINDOWS`` at a time, so long files do not pile up in memory); a file the model refuses
+        gets its error in its place instead of failing the others."""
+        out: list[Analysis | ModelInputError] = []
+        group: list[Windows | ModelInputError] = []
+        for audio, sample_rate in files:
+            try:
+                group.append(self._windows(audio, sample_rate, "audio"))
+            except ModelInputError as exc:
+                group.append(exc)
+            if sum(len(w.clips) for w in group if isinstance(w, Windows)) >= MAX_WINDOWS:
+                out += self._analyse_group(group)
+                group = []
+        return out + self._analyse_group(group)
+
+    def _analyse_group(self, group: list[Windows | ModelInputError]) -> list[Analysis | ModelInputError]:
+        usable = [w for w in group if isinstance(w, Windows)]
+        if not usable:
+            return list(group)
+        latents, scores = self._encode_windows(np.concatenate([w.clips for w in usable]))
+        edges = np.cumsum([0] + [len(w.clips) for w in usable])
+        analyses = iter(
+            self._analysis(w, latents[a:b], scores[a:b]) for w, a, b in zip(usable, edges[:-1], edges[1:], strict=True)
+        )
+        return [next(analyses) if isinstance(item, Windows) else item for item in group]
+
+    def _analysis(self, windows: Windows, latents: np.ndarray, scores: np.ndarray) -> Analysis:
         loudness = _loudness(windows.rms)
         score = float(np.sum(loudness * scores) / np.sum(loudness))
         return Analysis(

@@ -164,15 +164,13 @@ def _decode(paths: list[Path], limits, report: ImportReport) -> list[tuple[Path,
 
 
 def _encode(pipeline, metadata: dict, decoded: list[tuple[Path, DecodedClip]], report: ImportReport) -> list[Encoded]:
-    """Each file analysed on its own (its windows are batched by the model); a file the model refuses is skipped."""
-    from service.ml.errors import ModelInputError
-
+    """The batch's files analysed together (their windows batched through the encoder); a file the model refuses
+    is skipped."""
+    analyses = pipeline.analyse_many([(clip.audio, clip.sample_rate) for _, clip in decoded])
     encoded = []
-    for path, clip in decoded:
-        try:
-            analysis = pipeline.analyse(clip.audio, clip.sample_rate)
-        except ModelInputError as exc:
-            report.skipped.append((str(path), exc.message))
+    for (path, clip), analysis in zip(decoded, analyses, strict=True):
+        if isinstance(analysis, Exception):
+            report.skipped.append((str(path), analysis.message))
             continue
         encoded.append(Encoded(path, clip, segments.analysed(analysis, pipeline.in_domain_threshold, metadata)))
     return encoded

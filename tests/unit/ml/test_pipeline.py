@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from service.ml.errors import ParameterRangeError, PromptError
+from service.ml.errors import InvalidAudioError, ParameterRangeError, PromptError
 from service.ml.pipeline import Pipeline
 
 pytestmark = pytest.mark.slow
@@ -56,6 +56,19 @@ def test_a_long_file_is_windowed_and_pooled(tiny_pipeline):
         analysis.in_domain >= tiny_pipeline.in_domain_threshold
     )
     assert np.array_equal(analysis.latent, tiny_pipeline.encode(np.concatenate(list(clips)), rate))
+
+
+def test_files_analysed_together_match_each_alone_and_a_refused_file_keeps_its_place(tiny_pipeline, monkeypatch):
+    rate = tiny_pipeline.config.sample_rate
+    clips = tiny_pipeline.decode(tiny_pipeline.generate(["piano", "bass", "organ"], [1, 2, 3], steps=5))
+    files = [(np.concatenate(list(clips)), rate), (np.zeros(rate, np.float32), rate), (clips[1], 44_100)]
+    monkeypatch.setattr("service.ml.pipeline.MAX_WINDOWS", 4)  # the 5-window file fills a group of its own
+    together = tiny_pipeline.analyse_many(files)
+    assert isinstance(together[1], InvalidAudioError) and together[1].field == "audio"
+    for (audio, sample_rate), analysis in zip([files[0], files[2]], [together[0], together[2]], strict=True):
+        alone = tiny_pipeline.analyse(audio, sample_rate)
+        assert np.allclose(analysis.latent, alone.latent, atol=1e-4)
+        assert np.allclose(analysis.window_in_domain, alone.window_in_domain, atol=1e-5)
 
 
 def test_fixed_seeds_are_byte_identical(tiny_pipeline):
