@@ -2,15 +2,17 @@
 binary-quantised expression with re-ranking, against FAISS HNSW on the same data in the same run.
 
     .venv/bin/python benchmarks/scale.py [--rows 1000000] [--queries 200] [--variants vector,halfvec,binary]
+                                         [--ef-search 200,400,800]
 
 Clustered 512-d unit latents are bulk-loaded by binary COPY into the real schema of a throw-away embedded
 PostgreSQL (migrations applied, the migration's HNSW index dropped for the load). Then, one variant at a time
 (only its index present): the build time, the index and table sizes, PostgreSQL's memory (the PSS of the server
 and its backends, measured with 8 connections open after the queries), recall@10 against an exact numpy scan, and
 queries/s and latency at concurrency 1 and 8. The statements are the bare index queries (no visibility join;
-benchmarks/search.py measures the app's full statements), with the app's ef_search. FAISS HNSW (same m,
-ef_construction and ef_search) is the anchor: 1 query at a time, and 8 threads of one query each. Prints the table
-with the ratios to FAISS and to `vector`, and the memory per million latents; writes benchmarks/results/scale.json.
+benchmarks/search.py measures the app's full statements), at the app's ef_search or each of --ef-search. FAISS
+HNSW (same m, ef_construction and ef_search) is the anchor: 1 query at a time, and 8 threads of one query each.
+Prints the table (first ef_search) with the ratios to FAISS and to `vector`, the memory per million latents, and
+recall and throughput against ef_search; writes benchmarks/results/scale.json.
 """
 
 from __future__ import annotations
@@ -132,14 +134,13 @@ def exact_top(vectors: np.ndarray, queries: np.ndarray) -> list[set[int]]:
 # -- FAISS, the anchor ----------------------------------------------------------------------------------------
 
 
-def faiss_side(vectors: np.ndarray, queries: np.ndarray, warm: np.ndarray, truth: list[set[int]]) -> dict:
+def faiss_side(vectors: np.ndarray, queries, warm, truth: list[set[int]], efs: list[int]) -> dict:
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     index = faiss.IndexHNSWFlat(DIM, HNSW_M, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     started = time.perf_counter()
     index.add(vectors)
     built = time.perf_counter() - started
-    index.hnsw.efSearch = EF_SEARCH
     size = len(faiss.serialize_index(index))
     faiss.omp_set_num_threads(1)  # one query per thread, as one query per PostgreSQL backend
 
@@ -148,15 +149,18 @@ def faiss_side(vectors: np.ndarray, queries: np.ndarray, warm: np.ndarray, truth
         _, rows = index.search(batch[i : i + 1], K)
         return time.perf_counter() - started, set(rows[0].tolist())
 
-    result = {"build_s": built, "index_bytes": size}
-    for concurrency in (1, CONCURRENCY):
-        with ThreadPoolExecutor(concurrency) as pool:
-            list(pool.map(lambda i: one(i, warm), range(len(warm))))
-            started = time.perf_counter()
-            answers = list(pool.map(lambda i: one(i, queries), range(len(queries))))
-            wall = time.perf_counter() - started
-        result[f"c{concurrency}"] = summary([a[0] for a in answers], wall, [a[1] for a in answers], truth)
-    return result
+    sweep = {}
+    for ef in efs:
+        index.hnsw.efSearch = ef
+        sweep[ef] = {}
+        for concurrency in (1, CONCURRENCY):
+            with ThreadPoolExecutor(concurrency) as pool:
+                list(pool.map(lambda i: one(i, warm), range(len(warm))))
+                started = time.perf_counter()
+                answers = list(pool.map(lambda i: one(i, queries), range(len(queries))))
+                wall = time.perf_counter() - started
+            sweep[ef][f"c{concurrency}"] = summary([a[0] for a in answers], wall, [a[1] for a in answers], truth)
+    return {"build_s": built, "index_bytes": size, **sweep[efs[0]], "ef_search": sweep}
 
 
 # -- PostgreSQL -------------------------------------------------------------------------------------------------
@@ -203,25 +207,29 @@ async def run_queries(conns: list, sql: str, queries: np.ndarray, pool: int) -> 
     return latencies, time.perf_counter() - started, found
 
 
-async def measure_queries(handle, root: Path, sql: str, queries, warm, truth, pool: int) -> dict:
+async def measure_queries(handle, root: Path, sql: str, queries, warm, truth, pool: int, efs: list[int]) -> dict:
     url = urls.libpq_url(handle.app_url)
     conns = [await psycopg.AsyncConnection.connect(url, autocommit=True) for _ in range(CONCURRENCY)]
-    result = {}
+    sweep = {}
     try:
         for conn in conns:
             await register_vector_async(conn)
-            await conn.execute(f"SET hnsw.ef_search = {max(EF_SEARCH, pool)}")
-        for concurrency in (1, CONCURRENCY):
-            await run_queries(conns[:concurrency], sql, warm, pool)  # other queries: the index read, not these
-            result[f"c{concurrency}"] = summary(*await run_queries(conns[:concurrency], sql, queries, pool), truth)
-        result["memory"] = server_memory(root)  # while the 8 backends still map what they read
+        for ef in efs:
+            sweep[ef] = {}
+            for conn in conns:
+                await conn.execute(f"SET hnsw.ef_search = {max(ef, pool)}")
+            for concurrency in (1, CONCURRENCY):
+                await run_queries(conns[:concurrency], sql, warm, pool)  # other queries: the index read, not these
+                found = await run_queries(conns[:concurrency], sql, queries, pool)
+                sweep[ef][f"c{concurrency}"] = summary(*found, truth)
+        memory = server_memory(root)  # while the 8 backends still map what they read
     finally:
         for conn in conns:
             await conn.close()
-    return result
+    return {**sweep[efs[0]], "memory": memory, "ef_search": sweep}
 
 
-def pg_variant(handle, root: Path, name: str, queries, warm, truth, pool: int) -> dict:
+def pg_variant(handle, root: Path, name: str, queries, warm, truth, pool: int, efs: list[int]) -> dict:
     opclass, sql = VARIANTS[name]
     index = f"bench_scale_{name}_hnsw"
     with connect_sync(handle.migration_url, autocommit=True) as conn:
@@ -237,7 +245,7 @@ def pg_variant(handle, root: Path, name: str, queries, warm, truth, pool: int) -
     try:
         if index not in plan:
             raise RuntimeError(f"{name}: the query does not use {index}:\n{plan}")
-        result = asyncio.run(measure_queries(handle, root, sql, queries, warm, truth, pool))
+        result = asyncio.run(measure_queries(handle, root, sql, queries, warm, truth, pool, efs))
     finally:
         with connect_sync(handle.migration_url, autocommit=True) as conn:
             conn.execute(f"DROP INDEX {index}")
@@ -251,9 +259,9 @@ def per_million(nbytes: float, rows: int) -> float:
     return nbytes / rows * 1_000_000 / 2**30
 
 
-def print_table(rows: int, copied: float, faiss_result: dict, pg: dict) -> None:
+def print_table(rows: int, copied: float, faiss_result: dict, pg: dict, ef: int) -> None:
     anchor = faiss_result
-    print(f"\n{rows:,} latents of {DIM} dims; COPY {copied:.1f} s ({rows / copied:,.0f} rows/s); ef_search {EF_SEARCH}")
+    print(f"\n{rows:,} latents of {DIM} dims; COPY {copied:.1f} s ({rows / copied:,.0f} rows/s); ef_search {ef}")
     header = (
         f"{'side':9} {'build s':>8} {'index MB':>9} {'GB/1M':>6} {'PG PSS MB':>9} {'R@10':>6} "
         f"{'c1 q/s':>7} {'p50 ms':>7} {'c8 q/s':>7} {'p99 ms':>7} {'c1/FAISS':>8} {'c8/FAISS':>8} "
@@ -278,6 +286,18 @@ def print_table(rows: int, copied: float, faiss_result: dict, pg: dict) -> None:
     print(f"  faiss    index {per_million(anchor['index_bytes'], rows):5.2f} GB (vectors + graph, in the process)")
 
 
+def print_sweep(faiss_result: dict | None, pg: dict) -> None:
+    """Recall and throughput against ef_search, for every side."""
+    sides = ([("faiss", faiss_result)] if faiss_result else []) + list(pg.items())
+    print(f"\n{'side':9} {'ef_search':>9} {'R@10':>6} {'c1 q/s':>7} {'c8 q/s':>7} {'c8 p99 ms':>9} {'c8 q/s/GB':>9}")
+    for name, r in sides:
+        for ef, at in r["ef_search"].items():
+            print(
+                f"{name:9} {ef:9d} {at['c1']['recall_at_10']:6.3f} {at['c1']['qps']:7.1f} {at['c8']['qps']:7.1f} "
+                f"{at['c8']['p99_ms']:9.2f} {at['c8']['qps'] / (r['index_bytes'] / 2**30):9.0f}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -287,7 +307,11 @@ def main() -> None:
     parser.add_argument("--shared-buffers", default="4GB", help="PostgreSQL shared_buffers for the run")
     parser.add_argument("--maintenance-work-mem", default="4GB", help="for the HNSW builds (graph in memory)")
     parser.add_argument("--no-faiss", action="store_true", help="skip the anchor (ratios are then not printed)")
+    parser.add_argument(
+        "--ef-search", default=str(EF_SEARCH), help=f"comma-separated hnsw.ef_search values to sweep (app: {EF_SEARCH})"
+    )
     args = parser.parse_args()
+    efs = [int(v) for v in args.ef_search.split(",") if v]
     names = [n for n in args.variants.split(",") if n]
     if unknown := set(names) - set(VARIANTS):
         parser.error(f"--variants: unknown {sorted(unknown)}; choose from {sorted(VARIANTS)}")
@@ -302,17 +326,18 @@ def main() -> None:
     started = time.perf_counter()
     truth = exact_top(vectors, queries)
     print(f"exact answers of {args.queries} queries in {time.perf_counter() - started:.1f} s")
-    faiss_result = None if args.no_faiss else faiss_side(vectors, queries, warm, truth)
+    faiss_result = None if args.no_faiss else faiss_side(vectors, queries, warm, truth, efs)
     pg = {}
     with throwaway_database() as (handle, root):
         tune_server(root, args.shared_buffers, args.maintenance_work_mem)
         copied, _ = load(handle, vectors)
         print(f"loaded {args.rows:,} rows by COPY in {copied:.1f} s")
         for name in names:
-            pg[name] = pg_variant(handle, root, name, queries, warm, truth, args.rerank)
+            pg[name] = pg_variant(handle, root, name, queries, warm, truth, args.rerank, efs)
             print(f"{name}: built in {pg[name]['build_s']:.1f} s, R@10 {pg[name]['c1']['recall_at_10']:.3f}")
     if faiss_result:
-        print_table(args.rows, copied, faiss_result, pg)
+        print_table(args.rows, copied, faiss_result, pg, efs[0])
+    print_sweep(faiss_result, pg)
     path = write_result(
         "scale",
         {
@@ -321,7 +346,12 @@ def main() -> None:
             "k": K,
             "dim": DIM,
             "concurrency": CONCURRENCY,
-            "hnsw": {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": EF_SEARCH},
+            "hnsw": {
+                "m": HNSW_M,
+                "ef_construction": HNSW_EF_CONSTRUCTION,
+                "ef_search": efs,
+                "app_ef_search": EF_SEARCH,
+            },
             "binary_rerank": args.rerank,
             "shared_buffers": args.shared_buffers,
             "maintenance_work_mem": args.maintenance_work_mem,
