@@ -8,6 +8,9 @@ a threshold it keeps adjusting, so the next call faults it all in again. Here th
 (``keep_freed_memory``, fixed thresholds: no page faults per call, on any thread) and the same thread, with
 torch's thread count set on it, serves every call, so OpenMP's team and torch's per-thread state are built once.
 One thread also means one inference at a time per process, which is what 2 cores can serve anyway.
+What it does not fix: with 2 torch threads a non-main thread still runs generate + decode ~1.6x slower than the
+main thread (0.32 + 0.28 s against 0.19 + 0.19 s for a batch of 8), and the API's generation throughput stayed at
+0.48 of the in-process pipeline (docs/performance.md); only a process whose main thread runs the model closes that.
 
     thread = InferenceThread()
     result = await thread.call(work, model)     # off the event loop, always on the same thread
