@@ -2,7 +2,7 @@
 binary-quantised expression with re-ranking, against FAISS HNSW on the same data in the same run.
 
     .venv/bin/python benchmarks/scale.py [--rows 1000000] [--queries 200] [--variants vector,halfvec,binary]
-                                         [--ef-search 200,400,800]
+                                         [--ef-search 200,400,800] [--m 16] [--ef-construction 64]
 
 Clustered 512-d unit latents are bulk-loaded by binary COPY into the real schema of a throw-away embedded
 PostgreSQL (migrations applied, the migration's HNSW index dropped for the load). Then, one variant at a time
@@ -24,6 +24,7 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -45,7 +46,20 @@ from service.domain.discovery.search import scan_settings  # noqa: E402
 DIM, K, CONCURRENCY = 512, 10, 8
 CHUNK = 50_000  # rows generated, COPYed and scanned for the exact answer at a time (a million at once is ~10 GB)
 EF_SEARCH = int(scan_settings(K)["ef_search"])
-WITH = f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
+
+
+@dataclass(frozen=True)
+class Graph:
+    """The HNSW build parameters (the migration's by default)."""
+
+    m: int = HNSW_M
+    ef_construction: int = HNSW_EF_CONSTRUCTION
+
+    @property
+    def with_clause(self) -> str:
+        return f"WITH (m = {self.m}, ef_construction = {self.ef_construction})"
+
+
 HALF = f"embedding::halfvec({DIM})"
 BITS = f"binary_quantize(embedding)::bit({DIM})"
 # name -> (index expression and operator class, the query); %(q)s is the query vector, %(pool)s the re-rank pool
@@ -134,10 +148,10 @@ def exact_top(vectors: np.ndarray, queries: np.ndarray) -> list[set[int]]:
 # -- FAISS, the anchor ----------------------------------------------------------------------------------------
 
 
-def faiss_side(vectors: np.ndarray, queries, warm, truth: list[set[int]], efs: list[int]) -> dict:
+def faiss_side(vectors: np.ndarray, queries, warm, truth: list[set[int]], efs: list[int], graph: Graph) -> dict:
     faiss.omp_set_num_threads(os.cpu_count() or 1)
-    index = faiss.IndexHNSWFlat(DIM, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    index = faiss.IndexHNSWFlat(DIM, graph.m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = graph.ef_construction
     started = time.perf_counter()
     index.add(vectors)
     built = time.perf_counter() - started
@@ -229,12 +243,12 @@ async def measure_queries(handle, root: Path, sql: str, queries, warm, truth, po
     return {**sweep[efs[0]], "memory": memory, "ef_search": sweep}
 
 
-def pg_variant(handle, root: Path, name: str, queries, warm, truth, pool: int, efs: list[int]) -> dict:
+def pg_variant(handle, root: Path, name: str, queries, warm, truth, pool: int, efs: list[int], graph: Graph) -> dict:
     opclass, sql = VARIANTS[name]
     index = f"bench_scale_{name}_hnsw"
     with connect_sync(handle.migration_url, autocommit=True) as conn:
         started = time.perf_counter()
-        conn.execute(f"CREATE INDEX {index} ON latent_embeddings USING hnsw ({opclass}) {WITH}")
+        conn.execute(f"CREATE INDEX {index} ON latent_embeddings USING hnsw ({opclass}) {graph.with_clause}")
         built = time.perf_counter() - started
         index_bytes, table_bytes = conn.execute(
             "SELECT pg_relation_size(%s::regclass), pg_table_size('latent_embeddings')", (index,)
@@ -307,11 +321,14 @@ def main() -> None:
     parser.add_argument("--shared-buffers", default="4GB", help="PostgreSQL shared_buffers for the run")
     parser.add_argument("--maintenance-work-mem", default="4GB", help="for the HNSW builds (graph in memory)")
     parser.add_argument("--no-faiss", action="store_true", help="skip the anchor (ratios are then not printed)")
+    parser.add_argument("--m", type=int, default=HNSW_M, help="HNSW m (the migration's by default)")
+    parser.add_argument("--ef-construction", type=int, default=HNSW_EF_CONSTRUCTION, help="HNSW ef_construction")
     parser.add_argument(
         "--ef-search", default=str(EF_SEARCH), help=f"comma-separated hnsw.ef_search values to sweep (app: {EF_SEARCH})"
     )
     args = parser.parse_args()
     efs = [int(v) for v in args.ef_search.split(",") if v]
+    graph = Graph(args.m, args.ef_construction)
     names = [n for n in args.variants.split(",") if n]
     if unknown := set(names) - set(VARIANTS):
         parser.error(f"--variants: unknown {sorted(unknown)}; choose from {sorted(VARIANTS)}")
@@ -326,14 +343,14 @@ def main() -> None:
     started = time.perf_counter()
     truth = exact_top(vectors, queries)
     print(f"exact answers of {args.queries} queries in {time.perf_counter() - started:.1f} s")
-    faiss_result = None if args.no_faiss else faiss_side(vectors, queries, warm, truth, efs)
+    faiss_result = None if args.no_faiss else faiss_side(vectors, queries, warm, truth, efs, graph)
     pg = {}
     with throwaway_database() as (handle, root):
         tune_server(root, args.shared_buffers, args.maintenance_work_mem)
         copied, _ = load(handle, vectors)
         print(f"loaded {args.rows:,} rows by COPY in {copied:.1f} s")
         for name in names:
-            pg[name] = pg_variant(handle, root, name, queries, warm, truth, args.rerank, efs)
+            pg[name] = pg_variant(handle, root, name, queries, warm, truth, args.rerank, efs, graph)
             print(f"{name}: built in {pg[name]['build_s']:.1f} s, R@10 {pg[name]['c1']['recall_at_10']:.3f}")
     if faiss_result:
         print_table(args.rows, copied, faiss_result, pg, efs[0])
@@ -347,8 +364,7 @@ def main() -> None:
             "dim": DIM,
             "concurrency": CONCURRENCY,
             "hnsw": {
-                "m": HNSW_M,
-                "ef_construction": HNSW_EF_CONSTRUCTION,
+                **asdict(graph),
                 "ef_search": efs,
                 "app_ef_search": EF_SEARCH,
             },
