@@ -21,8 +21,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.schema.models import ArchivedLatent, AudioAsset, Generation, LatentEmbedding
-from service.domain.catalogue.audio import read_audio, to_wav
-from service.domain.models import registry
+from service.domain.catalogue.audio import encode_grouped, read_audio, to_wav
+from service.domain.models import reencode, registry
 from service.domain.ports import ModelRunner
 from service.storage import BlobStore, StoredBlob
 
@@ -123,7 +123,7 @@ async def produce(
         )
         blobs = await asyncio.to_thread(_store_audio, store, synthesis)
         async with sessions() as session:
-            return await _finish(session, rows, synthesis, blobs)
+            return await _finish(session, models, rows, synthesis, blobs)
     except Exception as exc:
         async with sessions() as session:
             await mark_failed(session, [row.id for row in rows], describe_error(exc))
@@ -204,9 +204,11 @@ def _store_audio(store: BlobStore, synthesis: Synthesis) -> list[StoredBlob]:
 
 
 async def _finish(
-    session: AsyncSession, rows: list[Generation], synthesis: Synthesis, blobs: list[StoredBlob]
+    session: AsyncSession, models: ModelRunner, rows: list[Generation], synthesis: Synthesis, blobs: list[StoredBlob]
 ) -> list[uuid.UUID]:
-    """One transaction: status, audio rows and latent rows of every row still running (not cancelled)."""
+    """One transaction: status, audio rows and latent rows of every row still running (not cancelled), in the
+    rows' model's space and in the spaces that follow it (``followers``)."""
+    following = await _follower_latents(session, models, rows, synthesis)
     now = datetime.now(UTC)
     finished = set(
         await session.scalars(
@@ -234,8 +236,35 @@ async def _finish(
             )
         )
         session.add(LatentEmbedding(generation_id=row.id, model_id=row.model_id, embedding=latent))
+    for model_id, generation_id, latent in following:
+        if generation_id in finished:
+            session.add(LatentEmbedding(generation_id=generation_id, model_id=model_id, embedding=latent))
     await session.commit()
     return [row.id for row in rows if row.id in finished]
+
+
+async def _follower_latents(
+    session: AsyncSession, models: ModelRunner, rows: list[Generation], synthesis: Synthesis
+) -> list[tuple[int, uuid.UUID, np.ndarray]]:
+    """The new clips encoded by every model that follows the rows' model (the target of a re-encode from it), read
+    under the re-encode's advisory lock: a re-encode listing either sees these rows or is seen here. A follower
+    that cannot be loaded, or refuses a clip, is logged and skipped: the generation itself still succeeds."""
+    from service.domain.models.model_cache import ModelLoadError
+
+    clips = [(row.id, audio, synthesis.sample_rate) for row, audio in zip(rows, synthesis.audio, strict=True)]
+    found = []
+    for follower in await reencode.followers(session, rows[0].model_id):
+        try:
+            encoded, refused = await models.run(
+                follower.id, lambda pipeline: encode_grouped(pipeline, clips), operation="encode", items=len(clips)
+            )
+        except (ModelLoadError, registry.RegistryError) as exc:
+            log.warning("generations not encoded in the space of model %s, which follows: %s", follower.id, exc)
+            continue
+        for generation_id, reason in refused:
+            log.warning("generation %s not encoded in the space of model %s: %s", generation_id, follower.id, reason)
+        found += [(follower.id, generation_id, latent) for generation_id, latent in encoded]
+    return found
 
 
 async def mark_failed(session: AsyncSession, ids: list[uuid.UUID], error: str) -> None:

@@ -11,12 +11,12 @@ batch, in chunks of ``chunk_size``; a worker job per chunk re-encodes the stored
   the items marked done. A worker killed mid-chunk leaves nothing behind; the stalled-job sweep
   retries the job, which redoes the chunk. ``UNIQUE (generation_id, model_id)`` backs the rule that an item
   never gets two latents in one space, however often a chunk runs.
-- catch-up (``claim_catch_up``): when every listed item is done, items of the source that appeared since the
-  batch began (generations that finished meanwhile) join the batch and the same job encodes them.
-- imports: a re-encode that was not cancelled makes its target *follow* its source: an import into the
-  source is encoded in the target's space too (``followers``), in the import's own transaction. An advisory
-  lock per source model orders that transaction against the batch's listing, so an import is either listed
-  by the batch or sees the batch and encodes for it: nothing is missed.
+- followers: a re-encode that was not cancelled makes its target *follow* its source: an import into the
+  source, and a generation made in it, is encoded in the target's space too (``followers``), in the
+  transaction that stores it. An advisory lock per source model orders that transaction against the batch's
+  listing, so an item is either listed by the batch or sees the batch and encodes for it: nothing is missed.
+- catch-up (``claim_catch_up``): when every listed item is done, items of the source still missing from the
+  target (a generation whose follower encode was skipped) join the batch and the same job encodes them.
 
 Search in a model's space sees only items with a latent there; lineage, visibility and tags are untouched.
 """

@@ -4,9 +4,13 @@ clear 4xx."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+import soundfile as sf
 
+from tests.integration.api_helpers import wait_until_finished
 from tests.integration.reencode.conftest import RATE, import_tone, latents_by_model, tone, wait_for_batch
 
 
@@ -62,6 +66,13 @@ async def test_reencode_moves_the_catalogue_into_the_new_space(client, owner_con
 
     late = await import_tone(client, client.alice, 11)
     assert late in latents_by_model(owner_conn, new["id"]), "the new space follows the old one after the batch"
+    body = {"prompt": "piano, minor", "seed": 3, "steps": 10, "batch_size": 1}
+    [generated] = (await client.post("/v1/generations", json=body, headers=client.alice)).json()["ids"]
+    assert (await wait_until_finished(client, client.alice, generated))["status"] == "succeeded"
+    wav = (await client.get(f"/v1/generations/{generated}/audio", headers=client.alice)).content
+    clip, rate = sf.read(io.BytesIO(wav), dtype="float32")
+    in_new = latents_by_model(owner_conn, new["id"])
+    assert cosine(in_new[generated], new["pipeline"].encode(clip, rate)) > 0.99, "a generation made after it too"
     again = await client.post("/v1/models/next/reencode", json={"from": "tiny"}, headers=client.admin)
     assert again.status_code == 409 and "nothing to re-encode" in again.json()["detail"]
 
