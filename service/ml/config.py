@@ -102,6 +102,8 @@ class CorpusConfig:
     augment_probability: float = 0.7
     # the autoencoder checkpoint kept is the one with the best family precision@5 on this bank (clean programs)
     selection_bank: str | None = None
+    # (bank, weight) pairs: how often a bank's programs lead a render against the others' (1 when not named)
+    bank_weights: tuple[tuple[str, float], ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)

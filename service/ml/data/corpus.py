@@ -116,7 +116,7 @@ def _render_scene(job) -> list[tuple[np.ndarray, ClipLabels]]:
     out = []
     for index in range(config.renders_per_scene):
         family = families[order[index % len(families)]]
-        bank, program = instruments[family][int(rng.integers(len(instruments[family])))]
+        bank, program = _draw_instrument(instruments[family], dict(config.bank_weights), rng)
         mixed = rng.random() < config.mixture_probability and len(families) > 1
         partner = families[int(rng.integers(len(families)))] if mixed else family
         mixed_with = partner if partner != family else ""
@@ -140,6 +140,16 @@ def _render_scene(job) -> list[tuple[np.ndarray, ClipLabels]]:
         )
         out.append((np.clip(audio, -1.0, 1.0).astype(np.float32), label))
     return out
+
+
+def _draw_instrument(
+    pairs: tuple[tuple[str, int], ...], bank_weights: dict[str, float], rng: np.random.Generator
+) -> tuple[str, int]:
+    """One (bank, program) of a family; a weighted bank's programs are drawn ``weight`` times as often."""
+    if not bank_weights:
+        return pairs[int(rng.integers(len(pairs)))]
+    weights = np.array([bank_weights.get(bank, 1.0) for bank, _ in pairs], dtype=float)
+    return pairs[int(rng.choice(len(pairs), p=weights / weights.sum()))]
 
 
 def _draw_register(rng: np.random.Generator) -> int:

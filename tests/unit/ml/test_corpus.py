@@ -79,3 +79,12 @@ def test_cache_path_changes_with_the_instrument_table(ml_cache, monkeypatch):
     assert corpus.cache_path(TINY.corpus, TINY.model, "train") == before
     monkeypatch.setitem(corpus.FAMILIES, "piano", (0, 1, 2, 3, 4, 6, 5))
     assert corpus.cache_path(TINY.corpus, TINY.model, "train") != before
+
+
+def test_a_weighted_bank_leads_renders_that_many_times_as_often():
+    pairs = (("merlin", 0), ("merlin", 1), ("merlin", 2), ("tonejs", 0))
+    rng = np.random.default_rng(0)
+    drawn = [corpus._draw_instrument(pairs, {"tonejs": 3.0}, rng)[0] for _ in range(6000)]
+    assert drawn.count("tonejs") / len(drawn) == pytest.approx(0.5, abs=0.03)
+    unweighted = [corpus._draw_instrument(pairs, {}, rng)[0] for _ in range(6000)]
+    assert unweighted.count("tonejs") / len(unweighted) == pytest.approx(0.25, abs=0.03)
