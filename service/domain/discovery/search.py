@@ -65,9 +65,13 @@ GROUP_POOL_FACTOR, GROUP_POOL_MAX = 4, 1000  # nearest candidates spread over gr
 # selective filter is answered by ``filtered_statement`` alone). ``nearest`` sends them in the same pipeline as the
 # search statement, with custom plans forced: a prepared statement is planned for its values every time, as an
 # unprepared one is, so the plan never changes.
+# ``hnsw.ef_search`` is never set below the session's own value, so an operator raises it for a large catalogue
+# with plain PostgreSQL (``ALTER DATABASE soundalike SET hnsw.ef_search = 400``; docs/performance.md).
 SCAN_SETTINGS = text(
     "SELECT set_config('hnsw.iterative_scan', 'strict_order', true), "
-    "set_config('hnsw.ef_search', :ef_search, true), set_config('hnsw.max_scan_tuples', :max_scan_tuples, true)"
+    "set_config('hnsw.ef_search', CAST(greatest(CAST(:ef_search AS int), "
+    "coalesce(CAST(nullif(current_setting('hnsw.ef_search', true), '') AS int), 0)) AS text), true), "
+    "set_config('hnsw.max_scan_tuples', :max_scan_tuples, true)"
 )
 PIPELINE_SETTINGS = re.sub(r":(\w+)", r"%(\1)s", str(SCAN_SETTINGS)) + (
     ", set_config('plan_cache_mode', 'force_custom_plan', true)"

@@ -181,3 +181,25 @@ async def test_cursor_pages_partition_the_index_order(database, settings, seeded
             assert len(set(pages)) == 20 and set(pages) == {h.generation_id for h in twenty}
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("statement", ["pipeline", "session"])
+def test_ef_search_is_never_set_below_what_the_operator_configured(owner_conn, statement):
+    """A large catalogue wants a wider candidate list than the app's default: an operator raises
+    ``hnsw.ef_search`` with plain PostgreSQL (a role or database default) and the per-transaction setting keeps it."""
+    sql = domain.PIPELINE_SETTINGS
+    if statement == "session":
+        sql = domain.re.sub(r":(\w+)", r"%(\1)s", str(domain.SCAN_SETTINGS))
+    owner_conn.execute("SELECT '[1]'::vector")  # loads pgvector, which defines hnsw.ef_search
+
+    def effective(limit: int) -> int:
+        with owner_conn.transaction():
+            owner_conn.execute(sql, domain.scan_settings(limit))
+            return int(owner_conn.execute("SHOW hnsw.ef_search").fetchone()[0])
+
+    assert effective(10) == domain.MIN_EF_SEARCH and effective(400) == 800
+    owner_conn.execute("SET hnsw.ef_search = 600")  # what ALTER DATABASE/ROLE ... SET gives every new session
+    try:
+        assert effective(10) == 600 and effective(400) == 800
+    finally:
+        owner_conn.execute("RESET hnsw.ef_search")
