@@ -701,7 +701,7 @@ def nearest_statement(
     the last column the half-precision rank the order and a cursor use. ``exact``: an exact scan in full
     precision (the distance is then the rank)."""
     distance = LatentEmbedding.embedding.cosine_distance(target.vector)
-    rank = (distance + 0) if exact else index_distance(LatentEmbedding.embedding, target.vector)
+    rank = scan_order(distance, LatentEmbedding.embedding, target.vector, exact)
     clauses = [*_scope(caller, target, filters), *_after(rank, LatentEmbedding.id, after)]
     return (
         select(
@@ -723,6 +723,12 @@ def index_distance(embedding, vector) -> ColumnElement[float]:
     """The cosine distance the HNSW indexes order by: both sides in half precision (``half_precision``). "+ 0"
     on a distance hides it from the index (an exact scan)."""
     return half_precision(embedding).cosine_distance(half_precision(vector))
+
+
+def scan_order(distance, embedding, vector, exact: bool) -> ColumnElement[float]:
+    """What a nearest-first statement orders by: the HNSW index's half-precision distance, or (``exact``) the
+    full-precision ``distance`` hidden from the index so the rows are scanned."""
+    return (distance + 0) if exact else index_distance(embedding, vector)
 
 
 def scan_settings(limit: int) -> dict[str, str]:

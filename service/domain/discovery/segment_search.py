@@ -32,8 +32,8 @@ from service.domain.discovery.search import (
     Target,
     check_vector,
     filter_clauses,
-    index_distance,
     nearest,
+    scan_order,
     tune_scan,
 )
 from service.domain.errors import InvalidInput
@@ -160,7 +160,7 @@ def segment_statement(
     clauses = [LatentSegment.model_id == target.model.id, *filter_clauses(caller, filters)]
     if target.exclude:
         clauses.append(LatentSegment.generation_id.not_in(target.exclude))
-    order = (distance + 0) if exact else index_distance(LatentSegment.embedding, vector)
+    order = scan_order(distance, LatentSegment.embedding, vector, exact)
     return (
         select(
             LatentSegment.generation_id,
