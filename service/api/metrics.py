@@ -10,6 +10,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 
 from service.api.auth import requires_role
 from service.db.monitoring import stats
+from service.jobs.queue import JOB_QUEUES
 from service.metrics import CONTENT_TYPE, PREFIX, Snapshot, exposition
 
 METRICS_PATH = "/metrics"
@@ -31,7 +32,7 @@ def request_metrics() -> PrometheusConfig:
 async def scrape(state: State) -> bytes:
     snapshot = Snapshot()
     async with state.engine.connect() as conn:
-        await stats.database_gauges(conn, snapshot)
+        await stats.database_gauges(conn, snapshot, JOB_QUEUES)
     stats.engine_pool_gauges("app", state.engine, snapshot)
     stats.psycopg_pool_gauges("jobs", state.get("job_pool"), snapshot)
     stats.replica_gauges(state.get("replicas"), snapshot)

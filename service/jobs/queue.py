@@ -11,6 +11,8 @@ GENERATION_QUEUE = "generation"
 REENCODE_TASK = "soundalike:reencode"
 REENCODE_QUEUE = "reencode"
 REENCODE_PRIORITY = -1  # behind interactive generations on a shared worker
+MAINTENANCE_QUEUE = "maintenance"  # the periodic sweeps and webhook deliveries
+JOB_QUEUES = (GENERATION_QUEUE, REENCODE_QUEUE, MAINTENANCE_QUEUE)
 
 
 class ProcrastinateQueue:

@@ -13,12 +13,11 @@ from service.domain.models import reencode
 from service.domain.notify import events
 from service.jobs import recovery
 from service.jobs.instrument import measured
-from service.jobs.queue import GENERATE_TASK, GENERATION_QUEUE, REENCODE_QUEUE, REENCODE_TASK
+from service.jobs.queue import GENERATE_TASK, GENERATION_QUEUE, MAINTENANCE_QUEUE, REENCODE_QUEUE, REENCODE_TASK
 from service.jobs.runtime import Runtime
 from service.jobs.webhooks import register_webhook_tasks
 from service.settings import JobsSettings
 
-MAINTENANCE_QUEUE = "maintenance"
 SWEEP_TASK = "soundalike:sweep"
 LIFECYCLE_TASK = "soundalike:lifecycle"
 INDEX_SYNC_TASK = "soundalike:index-sync"

@@ -17,6 +17,8 @@ JOBS_BY_STATE = text(
     "       coalesce(extract(epoch FROM now() - min(scheduled_at) FILTER (WHERE status = 'todo')), 0) "
     "FROM procrastinate_jobs GROUP BY queue_name, status"
 )
+ACTIVE_JOB_STATES = ("todo", "doing")
+ACTIVE_GENERATION_STATES = ("pending", "running")
 # Only the states that stay small or matter for alerting; finished rows are counted by failure class.
 GENERATIONS_BY_STATE = text(
     "SELECT status, coalesce(failure_class, ''), count(*) FROM generations "
@@ -24,17 +26,24 @@ GENERATIONS_BY_STATE = text(
 )
 
 
-async def database_gauges(conn: AsyncConnection, snapshot: Snapshot) -> None:
-    """Jobs by queue and state, queue depth, the oldest waiting job's age, generations by state."""
-    depth: dict[str, tuple[int, float]] = {}
+async def database_gauges(conn: AsyncConnection, snapshot: Snapshot, queues: tuple[str, ...] = ()) -> None:
+    """Jobs by queue and state, queue depth, the oldest waiting job's age, generations by state. ``queues`` (and
+    pending/running generations) get a series even when empty: 0 rather than no data on a dashboard."""
+    jobs = {(queue, state): 0 for queue in queues for state in ACTIVE_JOB_STATES}
+    depth: dict[str, tuple[int, float]] = dict.fromkeys(queues, (0, 0.0))
     for queue, state, count, waiting in await conn.execute(JOBS_BY_STATE):
-        snapshot.add("jobs", "Jobs in the queue table by queue and state", {"queue": queue, "state": state}, count)
+        jobs[(queue, state)] = count
         if state == "todo":
             depth[queue] = (count, waiting)
+    for (queue, state), count in jobs.items():
+        snapshot.add("jobs", "Jobs in the queue table by queue and state", {"queue": queue, "state": state}, count)
     for queue, (count, waiting) in depth.items():
         snapshot.add("jobs_queue_depth", "Jobs waiting for a worker", {"queue": queue}, count)
         snapshot.add("jobs_oldest_waiting_seconds", "Age of the oldest waiting job", {"queue": queue}, waiting)
+    generations = {(status, ""): 0 for status in ACTIVE_GENERATION_STATES}
     for status, failure_class, count in await conn.execute(GENERATIONS_BY_STATE):
+        generations[(status, failure_class)] = count
+    for (status, failure_class), count in generations.items():
         snapshot.add(
             "generations",
             "Generations pending, running or failed (failed ones by failure class)",

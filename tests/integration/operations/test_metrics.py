@@ -78,6 +78,9 @@ async def test_jobs_generations_and_pools_are_read_at_scrape_time(database, empt
     by_class = {dict(labels)["failure_class"]: v for labels, v in failed}
     assert by_class == {"resource_exhaustion": 2, "bad_input": 1}
     assert value(found, "soundalike_generations", status="pending", failure_class="") == 1
+    assert value(found, "soundalike_generations", status="running", failure_class="") == 0, "empty: 0, not absent"
+    assert value(found, "soundalike_jobs_queue_depth", queue="reencode") == 0
+    assert value(found, "soundalike_jobs", queue="maintenance", state="doing") == 0
     assert value(found, "soundalike_db_pool_size", pool="app") == 5
     assert value(found, "soundalike_db_pool_connections", pool="app", state="idle") >= 1  # the requests' one
     assert value(found, "soundalike_db_pool_size", pool="jobs") == 10
