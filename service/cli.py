@@ -159,12 +159,11 @@ def _print_first_admin_key(db: DatabaseHandle) -> None:
 @click.option("--concurrency", type=int, default=None, help="Jobs run at once [SOUNDALIKE_JOBS_CONCURRENCY, 1].")
 def worker(concurrency: int | None) -> None:
     """Run a job worker (more can run on other machines against the same database). Ctrl-C stops it."""
-    import asyncio
 
     from service.db.server.checks import check_ready
     from service.jobs.app import create_job_app, opened
     from service.jobs.runtime import Runtime
-    from service.jobs.worker import run_worker, serve_metrics
+    from service.jobs.worker import run_with_main_thread_inference, run_worker, serve_metrics
 
     if concurrency is not None and concurrency < 1:
         _fail(f"--concurrency must be at least 1 (got {concurrency}): it is the number of jobs run at once")
@@ -172,12 +171,12 @@ def worker(concurrency: int | None) -> None:
     if concurrency is not None:
         settings = settings.model_copy(update={"jobs": settings.jobs.model_copy(update={"concurrency": concurrency})})
 
-    async def work(app_url: str) -> None:
-        runtime = Runtime.create(app_url, settings)
+    async def work(app_url: str, inference) -> None:
+        runtime = Runtime.create(app_url, settings, inference)
         job_app = create_job_app(app_url, settings.jobs)
         try:
             async with opened(job_app, app_url, settings.database):
-                await run_worker(job_app, runtime)
+                await run_worker(job_app, runtime, install_signal_handlers=False)  # the main thread has them
         finally:
             await runtime.close()
 
@@ -188,7 +187,7 @@ def worker(concurrency: int | None) -> None:
         click.echo(f"worker started (concurrency {settings.jobs.concurrency})")
         if where := serve_metrics(settings.metrics):
             click.echo(f"worker metrics on {where}")
-        asyncio.run(work(db.app_url))
+        run_with_main_thread_inference(lambda inference: work(db.app_url, inference))
 
 
 # -- import ---------------------------------------------------------------------------------------------

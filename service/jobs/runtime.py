@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.db.engine import create_engine, session_factory
+from service.domain.models.main_thread_inference import MainThreadInference
 from service.domain.models.model_cache import ModelCache
 from service.settings import Settings
 from service.storage import BlobStore
@@ -22,7 +23,8 @@ class Runtime:
     models: ModelCache
 
     @classmethod
-    def create(cls, database_url: str, settings: Settings) -> Runtime:
+    def create(cls, database_url: str, settings: Settings, inference: MainThreadInference | None = None) -> Runtime:
+        """``inference``: where model calls run (the default: the process's inference thread)."""
         engine = create_engine(database_url, settings.database)
         sessions = session_factory(engine)
         return cls(
@@ -31,10 +33,10 @@ class Runtime:
             engine=engine,
             sessions=sessions,
             store=BlobStore(settings.storage.blob_dir, settings.storage.archive_dir),
-            models=ModelCache(sessions, settings.model.cache_size),
+            models=ModelCache(sessions, settings.model.cache_size, inference=inference),
         )
 
     async def close(self) -> None:
         await self.models.flush_stats()  # what ran since the last job's flush (API imports, a stopping worker)
-        self.models.close()  # the inference thread (service.domain.models.inference_thread)
+        self.models.close()  # the inference thread, or the main thread's host stops taking calls
         await self.engine.dispose()

@@ -10,7 +10,8 @@ torch's thread count set on it, serves every call, so OpenMP's team and torch's 
 One thread also means one inference at a time per process, which is what 2 cores can serve anyway.
 What it does not fix: with 2 torch threads a non-main thread still runs generate + decode ~1.6x slower than the
 main thread (0.32 + 0.28 s against 0.19 + 0.19 s for a batch of 8), and the API's generation throughput stayed at
-0.48 of the in-process pipeline (docs/performance.md); only a process whose main thread runs the model closes that.
+0.48 of the in-process pipeline (docs/performance.md). A standalone worker therefore runs its models on its main
+thread instead (``main_thread_inference``); this thread serves the API process and its in-process worker.
 
     thread = InferenceThread()
     result = await thread.call(work, model)     # off the event loop, always on the same thread

@@ -3,8 +3,8 @@
 Before a model is built its checkpoint is re-hashed against the registry; a mismatch (or a failed load) marks
 the model FAILED with the reason and raises. Loading happens under a per-model lock, so concurrent requests for
 a model build it once; hashing runs in a thread, loading and inference on the process's one inference thread
-(``inference_thread``: the same long-lived thread for every call, torch's threads set on it), never on the event
-loop.
+(``inference_thread``: the same long-lived thread for every call, torch's threads set on it), or on the main
+thread of a standalone worker (``main_thread_inference``), never on the event loop.
 
     cache = ModelCache(sessionmaker)                # loader: service.ml.pipeline.Pipeline.load
     audio = await cache.run(model_id, lambda pipeline: pipeline.generate(...), operation="generate", items=8)
@@ -33,6 +33,7 @@ from service.domain.generation import failures
 from service.domain.models import inference_stats, registry
 from service.domain.models.checkpoints import load_failure
 from service.domain.models.inference_thread import InferenceThread
+from service.domain.models.main_thread_inference import MainThreadInference
 from service.errors import SoundalikeError
 from service.metrics import MODEL_INFERENCE, MODEL_LOAD, timed
 
@@ -54,7 +55,11 @@ def pipeline_loader(path: Path) -> Any:
 
 class ModelCache:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], size: int | None = None, loader: Loader | None = None
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        size: int | None = None,
+        loader: Loader | None = None,
+        inference: InferenceThread | MainThreadInference | None = None,
     ) -> None:
         if size is None:
             from service.settings import get_settings
@@ -69,7 +74,7 @@ class ModelCache:
         self._locks: dict[int, asyncio.Lock] = {}
         self._labels: dict[int, dict[str, str]] = {}  # metric labels: alias and version of each loaded model
         self.stats = inference_stats.InferenceStats()
-        self.inference = InferenceThread()
+        self.inference = inference or InferenceThread()  # where loads and calls run
 
     @property
     def loaded_ids(self) -> list[int]:
