@@ -3,6 +3,7 @@ own process, on a throw-away embedded PostgreSQL with the tiny model as the defa
 127.0.0.1.
 
     .venv/bin/python benchmarks/load.py [--clients 8] [--seconds 60] [--drain-seconds 120] [--checkpoint PATH]
+                                        [--model-threads 1]
 
 Each client sends one request at a time, drawn at random (70 % searches, by vector or by a known generation id;
 20 % status reads of generations; 5 % generation requests of one clip; 5 % imports of a 4 s WAV). Prints requests/s
@@ -296,6 +297,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--drain-seconds", type=float, default=120, help="how long jobs may take to finish after")
     parser.add_argument("--checkpoint", type=Path, default=None, help="[the newest tiny model in var/test-cache]")
+    parser.add_argument("--model-threads", type=int, default=1, help="the worker's SOUNDALIKE_MODEL_THREADS [1]")
     args = parser.parse_args()
     checkpoint = args.checkpoint or tiny_checkpoint()
     with throwaway_database() as (handle, root):
@@ -308,7 +310,13 @@ def main() -> None:
         make_files(root / "audio", 8, config.sample_rate, config.clip_seconds)
         wavs = [p.read_bytes() for p in sorted((root / "audio").glob("*.wav"))]
         stopped: dict[str, float | None] = {}
-        with running("worker", ["worker"], env, root, stopped), serving(env, root, args.clients, stopped) as url:
+        # The worker shares the 2 cores with the API and PostgreSQL: one torch thread per call keeps it from
+        # starving them (docs/performance.md, "Mixed load"); --model-threads overrides.
+        worker_env = {**env, "SOUNDALIKE_MODEL_THREADS": str(args.model_threads)}
+        with (
+            running("worker", ["worker"], worker_env, root, stopped),
+            serving(env, root, args.clients, stopped) as url,
+        ):
             result = asyncio.run(run(url, key, config.latent_dim, wavs, args))
         jobs = job_states(handle)
         logged = tracebacks(root / "server.log", root / "worker.log")
@@ -325,6 +333,7 @@ def main() -> None:
         {
             "clients": args.clients,
             "seconds": args.seconds,
+            "model_threads": args.model_threads,
             "mix_percent": MIX,
             "checkpoint": checkpoint.name,
             "load_average": os.getloadavg(),

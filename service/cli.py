@@ -187,7 +187,7 @@ def worker(concurrency: int | None) -> None:
         click.echo(f"worker started (concurrency {settings.jobs.concurrency})")
         if where := serve_metrics(settings.metrics):
             click.echo(f"worker metrics on {where}")
-        run_with_main_thread_inference(lambda inference: work(db.app_url, inference))
+        run_with_main_thread_inference(lambda inference: work(db.app_url, inference), settings.model.threads)
 
 
 # -- import ---------------------------------------------------------------------------------------------

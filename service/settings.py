@@ -131,6 +131,9 @@ class ModelSettings(BaseSettings):
 
     default_alias: str = "default"
     cache_size: int = Field(2, ge=1, description="Models kept loaded per worker (LRU)")
+    threads: int | None = Field(
+        None, ge=1, description="Torch threads per model call; unset: OMP_NUM_THREADS, else every CPU of the process"
+    )
 
 
 class MetricsSettings(BaseSettings):

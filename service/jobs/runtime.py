@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.db.engine import create_engine, session_factory
+from service.domain.models.inference_thread import InferenceThread
 from service.domain.models.main_thread_inference import MainThreadInference
 from service.domain.models.model_cache import ModelCache
 from service.settings import Settings
@@ -24,7 +25,8 @@ class Runtime:
 
     @classmethod
     def create(cls, database_url: str, settings: Settings, inference: MainThreadInference | None = None) -> Runtime:
-        """``inference``: where model calls run (the default: the process's inference thread)."""
+        """``inference``: where model calls run (the default: the process's inference thread, with
+        ``settings.model.threads`` torch threads)."""
         engine = create_engine(database_url, settings.database)
         sessions = session_factory(engine)
         return cls(
@@ -33,7 +35,9 @@ class Runtime:
             engine=engine,
             sessions=sessions,
             store=BlobStore(settings.storage.blob_dir, settings.storage.archive_dir),
-            models=ModelCache(sessions, settings.model.cache_size, inference=inference),
+            models=ModelCache(
+                sessions, settings.model.cache_size, inference=inference or InferenceThread(settings.model.threads)
+            ),
         )
 
     async def close(self) -> None:

@@ -39,11 +39,14 @@ async def run_worker(app: procrastinate.App, runtime: Runtime, install_signal_ha
     )
 
 
-def run_with_main_thread_inference(jobs: Callable[[MainThreadInference], Coroutine[Any, Any, None]]) -> None:
+def run_with_main_thread_inference(
+    jobs: Callable[[MainThreadInference], Coroutine[Any, Any, None]], threads: int | None = None
+) -> None:
     """``jobs(host)`` on an event loop in a thread while this (main) thread runs the model calls it sends to
     ``host``. SIGINT/SIGTERM cancel ``jobs``: a worker stops taking jobs and lets running ones finish; a second
-    signal cancels those too. Returns when the loop has ended; re-raises what ended it, if not a stop."""
-    host, loop_state, ended = MainThreadInference(), {}, {}
+    signal cancels those too. Returns when the loop has ended; re-raises what ended it, if not a stop. ``threads``:
+    torch threads per model call (``MainThreadInference``)."""
+    host, loop_state, ended = MainThreadInference(threads), {}, {}
 
     async def main() -> None:
         loop_state["loop"], loop_state["task"] = asyncio.get_running_loop(), asyncio.current_task()

@@ -39,3 +39,20 @@ def test_thread_count_follows_omp_num_threads(monkeypatch):
 def test_allocator_thresholds_are_fixed_once():
     assert inference_thread.keep_freed_memory() is True
     assert inference_thread.keep_freed_memory() is True
+
+
+def test_the_model_threads_setting_reaches_the_inference_thread():
+    from service.jobs.runtime import Runtime
+    from service.settings import ModelSettings, Settings
+
+    async def main():
+        runtime = Runtime.create(
+            "postgresql+psycopg://nobody@127.0.0.1:1/none", Settings(model=ModelSettings(threads=1))
+        )
+        try:
+            return await runtime.models.inference.call(torch.get_num_threads)
+        finally:
+            runtime.models.close()
+            await runtime.engine.dispose()
+
+    assert asyncio.run(main()) == 1

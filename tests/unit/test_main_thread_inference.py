@@ -4,6 +4,7 @@ import asyncio
 import threading
 
 import pytest
+import torch
 
 from service.domain.models.main_thread_inference import HostClosed, MainThreadInference
 
@@ -18,10 +19,13 @@ def serve_loop(host: MainThreadInference, jobs) -> dict:
         except BaseException as exc:  # noqa: BLE001 - the test looks at it
             out["error"] = exc
 
-    loop_thread = threading.Thread(target=run)
+    loop_thread, threads_before = threading.Thread(target=run), torch.get_num_threads()
     loop_thread.start()
-    host.serve(until=loop_thread)
-    loop_thread.join()
+    try:
+        host.serve(until=loop_thread)
+        loop_thread.join()
+    finally:
+        torch.set_num_threads(threads_before)  # serve set this (main) thread's count
     return out
 
 
@@ -30,10 +34,10 @@ def test_calls_run_on_the_main_thread_and_their_errors_reach_the_caller():
         threads = await asyncio.gather(*(host.call(lambda: threading.current_thread().name) for _ in range(4)))
         with pytest.raises(ValueError, match="bad clip"):
             await host.call(lambda: (_ for _ in ()).throw(ValueError("bad clip")))
-        return threads, await host.call(lambda a, b: a + b, 2, 3)
+        return threads, await host.call(lambda a, b: a + b, 2, 3), await host.call(torch.get_num_threads)
 
     out = serve_loop(MainThreadInference(threads=1), jobs)
-    assert out == {"result": (["MainThread"] * 4, 5)}
+    assert out == {"result": (["MainThread"] * 4, 5, 1)}
 
 
 def test_a_cancelled_caller_drops_its_call_and_a_closed_host_refuses_new_ones():
