@@ -50,7 +50,8 @@ def run_with_main_thread_inference(
 
     async def main() -> None:
         loop_state["loop"], loop_state["task"] = asyncio.get_running_loop(), asyncio.current_task()
-        await jobs(host)
+        if not loop_state.get("stop"):  # a signal that came before the loop was up
+            await jobs(host)
 
     def run_loop() -> None:
         try:
@@ -62,6 +63,7 @@ def run_with_main_thread_inference(
 
     def stop(signum: int, frame) -> None:
         log.info("worker: %s received, stopping (running jobs finish; send it again to cancel them)", signum)
+        loop_state["stop"] = True
         if "loop" in loop_state:
             loop_state["loop"].call_soon_threadsafe(loop_state["task"].cancel)
 
