@@ -1,5 +1,6 @@
-"""Shared by the benchmarks: a throw-away embedded PostgreSQL migrated to head, a model registered,
-results written to benchmarks/results/. Not a benchmark itself (the leading underscore keeps `make bench` off it)."""
+"""Shared by the benchmarks: a throw-away embedded PostgreSQL migrated to head, a model registered, `soundalike`
+commands run as processes against it, results written to benchmarks/results/. Not a benchmark itself (the
+leading underscore keeps `make bench` off it)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import json
 import os
 import platform
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +26,7 @@ from service.db.server.runtime import DatabaseHandle
 from service.settings import DatabaseSettings
 
 RESULTS = Path(__file__).parent / "results"
+STOP_SECONDS = 120  # generous: a busy 2-core machine stops a torch process slowly
 
 
 @contextmanager
@@ -84,3 +90,37 @@ def write_result(name: str, result: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
+
+
+def service_env(handle: DatabaseHandle, root: Path) -> dict[str, str]:
+    """What `soundalike` commands need to share the benchmark's database and blob store with the API server."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SOUNDALIKE_")},
+        "SOUNDALIKE_DATABASE_URL": handle.app_url,
+        "SOUNDALIKE_DATABASE_MIGRATION_URL": handle.migration_url,
+        "SOUNDALIKE_STORAGE_BLOB_DIR": str(root / "blobs"),
+        "SOUNDALIKE_STORAGE_ARCHIVE_DIR": str(root / "archive"),
+    }
+
+
+@contextmanager
+def running(name: str, args: list[str], env: dict[str, str], root: Path, stopped: dict | None = None):
+    """`soundalike <args>` in its own process, logging to ROOT/NAME.log; Ctrl-C at the end, and how long it took
+    to stop goes into ``stopped`` (None: it did not stop within STOP_SECONDS and was killed)."""
+    log = (root / f"{name}.log").open("w")
+    process = subprocess.Popen([sys.executable, "-m", "service.cli", *args], env=env, stdout=log, stderr=log)
+    try:
+        yield process
+    finally:
+        started = time.perf_counter()
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=STOP_SECONDS)
+            seconds = time.perf_counter() - started
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            seconds = None
+        if stopped is not None:
+            stopped[name] = seconds
+        log.close()

@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from litestar.testing import AsyncTestClient  # noqa: E402
 
-from benchmarks._harness import benchmark_checkpoint, register_model, throwaway_database, write_result  # noqa: E402
+from benchmarks._harness import (  # noqa: E402
+    benchmark_checkpoint,
+    register_model,
+    running,
+    service_env,
+    throwaway_database,
+    write_result,
+)
 from service.app import create_app  # noqa: E402
 from service.domain.access import api_keys  # noqa: E402
 from service.domain.catalogue.audio import to_wav  # noqa: E402
@@ -46,29 +49,10 @@ def direct(pipeline: Pipeline, requests: int, steps: int) -> float:
     return requests * BATCH / (time.perf_counter() - started)
 
 
-@contextmanager
-def worker_process(handle, root: Path):
-    """`soundalike worker` against the benchmark's database and blob store, stopped (SIGINT) afterwards."""
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SOUNDALIKE_")},
-        "SOUNDALIKE_DATABASE_URL": handle.app_url,
-        "SOUNDALIKE_DATABASE_MIGRATION_URL": handle.migration_url,
-        "SOUNDALIKE_STORAGE_BLOB_DIR": str(root / "blobs"),
-        "SOUNDALIKE_STORAGE_ARCHIVE_DIR": str(root / "archive"),
-    }
-    with (root / "worker.log").open("a") as log:
-        process = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env, stdout=log, stderr=log)
-    try:
-        yield process
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=60)
-
-
 async def through_api(handle, root: Path, requests: int, steps: int, in_process: bool) -> float:
     if in_process:
         return await _api_rate(handle, root, requests, steps, in_process=True)
-    with worker_process(handle, root):
+    with running("worker", ["worker"], service_env(handle, root), root):
         return await _api_rate(handle, root, requests, steps, in_process=False)
 
 

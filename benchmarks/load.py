@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -34,7 +33,14 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import psycopg  # noqa: E402
 
-from benchmarks._harness import benchmark_checkpoint, throwaway_database, write_result  # noqa: E402
+from benchmarks._harness import (  # noqa: E402
+    STOP_SECONDS,
+    benchmark_checkpoint,
+    running,
+    service_env,
+    throwaway_database,
+    write_result,
+)
 from benchmarks.generation import PROMPTS  # noqa: E402
 from benchmarks.imports import make_files  # noqa: E402
 from service.db.server import urls  # noqa: E402
@@ -43,7 +49,7 @@ MIX = {"search": 70, "status": 20, "generate": 5, "import": 5}
 EXPECTED = {"search": {200}, "status": {200}, "generate": {202}, "import": {201}}
 UNFINISHED = ("pending", "running")
 SEED_IMPORTS = 8
-START_SECONDS, STOP_SECONDS = 300, 120  # generous: a busy 2-core machine starts a torch process slowly
+START_SECONDS = 300  # generous: a busy 2-core machine starts a torch process slowly
 TEST_CACHE = Path(__file__).resolve().parents[1] / "var" / "test-cache"
 
 
@@ -53,43 +59,11 @@ def tiny_checkpoint() -> Path:
     return found[-1] if found else benchmark_checkpoint()
 
 
-def service_env(handle, root: Path) -> dict[str, str]:
-    """What `soundalike` commands need to share the benchmark's database and blob store with the API server."""
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SOUNDALIKE_")},
-        "SOUNDALIKE_DATABASE_URL": handle.app_url,
-        "SOUNDALIKE_DATABASE_MIGRATION_URL": handle.migration_url,
-        "SOUNDALIKE_STORAGE_BLOB_DIR": str(root / "blobs"),
-        "SOUNDALIKE_STORAGE_ARCHIVE_DIR": str(root / "archive"),
-    }
-
-
 def soundalike(env: dict[str, str], *args: str) -> str:
     done = subprocess.run([sys.executable, "-m", "service.cli", *args], env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"soundalike {' '.join(args)} failed: {done.stderr[-2000:]}")
     return done.stdout
-
-
-@contextmanager
-def running(name: str, args: list[str], env: dict[str, str], root: Path, stopped: dict):
-    """`soundalike <args>` in its own process, logging to ROOT/NAME.log; Ctrl-C at the end, and how long it took
-    to stop goes into ``stopped`` (None: it did not stop within STOP_SECONDS and was killed)."""
-    log = (root / f"{name}.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", *args], env=env, stdout=log, stderr=log)
-    try:
-        yield process
-    finally:
-        started = time.perf_counter()
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=STOP_SECONDS)
-            stopped[name] = time.perf_counter() - started
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            stopped[name] = None
-        log.close()
 
 
 @contextmanager
