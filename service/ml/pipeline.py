@@ -121,11 +121,7 @@ class Pipeline:
         if not 1 <= len(clips) <= MAX_BATCH:
             raise ParameterRangeError("audio", f"{len(clips)} clips given; give 1 to {MAX_BATCH}")
         windows = [self._windows(c, sample_rate, f"audio[{i}]") for i, c in enumerate(clips)]
-        latents, scores = self._encode_windows(np.concatenate([w.clips for w in windows]))
-        bounds = np.cumsum([0] + [len(w.clips) for w in windows])
-        return np.stack(
-            [_pool(latents[a:b], scores[a:b], w.rms) for w, a, b in zip(windows, bounds[:-1], bounds[1:], strict=True)]
-        )
+        return np.stack([_pool(latents, scores, w.rms) for w, (latents, scores) in self._encode_files(windows)])
 
     def analyse(self, audio: np.ndarray, sample_rate: int) -> Analysis:
         windows = self._windows(audio, sample_rate, "audio")
@@ -151,12 +147,14 @@ class Pipeline:
         usable = [w for w in group if isinstance(w, Windows)]
         if not usable:
             return list(group)
-        latents, scores = self._encode_windows(np.concatenate([w.clips for w in usable]))
-        edges = np.cumsum([0] + [len(w.clips) for w in usable])
-        analyses = iter(
-            self._analysis(w, latents[a:b], scores[a:b]) for w, a, b in zip(usable, edges[:-1], edges[1:], strict=True)
-        )
+        analyses = iter(self._analysis(w, *encoded) for w, encoded in self._encode_files(usable))
         return [next(analyses) if isinstance(item, Windows) else item for item in group]
+
+    def _encode_files(self, files: list[Windows]) -> list[tuple[Windows, tuple[np.ndarray, np.ndarray]]]:
+        """Each file with its windows' (latents, in-domain scores): the windows of all files in one batched encode."""
+        latents, scores = self._encode_windows(np.concatenate([w.clips for w in files]))
+        edges = np.cumsum([0] + [len(w.clips) for w in files])
+        return [(w, (latents[a:b], scores[a:b])) for w, a, b in zip(files, edges[:-1], edges[1:], strict=True)]
 
     def _analysis(self, windows: Windows, latents: np.ndarray, scores: np.ndarray) -> Analysis:
         loudness = _loudness(windows.rms)
