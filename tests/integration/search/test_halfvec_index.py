@@ -189,7 +189,7 @@ def test_ef_search_is_never_set_below_what_the_operator_configured(owner_conn, s
     ``hnsw.ef_search`` with plain PostgreSQL (a role or database default) and the per-transaction setting keeps it."""
     sql = domain.PIPELINE_SETTINGS
     if statement == "session":
-        sql = domain.re.sub(r":(\w+)", r"%(\1)s", str(domain.SCAN_SETTINGS))
+        sql = str(domain.SCAN_SETTINGS.compile(dialect=domain.PSYCOPG))  # as the session sends it (tune_scan)
     owner_conn.execute("SELECT '[1]'::vector")  # loads pgvector, which defines hnsw.ef_search
 
     def effective(limit: int) -> int:
