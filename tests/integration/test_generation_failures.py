@@ -1,7 +1,15 @@
-"""A generation whose job fails keeps the error and leaves no audio or latent rows; rate limits per key."""
+"""A generation whose job fails keeps the error and leaves no audio or latent rows; rate limits per key; the
+model is RUNNING only while a job uses it."""
+
+import uuid
 
 import pytest
 
+from service.db.engine import create_engine, session_factory
+from service.domain.generation import production
+from service.domain.models.inference_thread import InferenceThread
+from service.domain.models.model_cache import ModelCache
+from service.storage import BlobStore
 from tests.integration.api_helpers import api_client, api_settings, bearer_for, wait_until_finished
 
 pytestmark = pytest.mark.slow
@@ -33,3 +41,42 @@ async def test_rate_limit_is_per_key(database, tiny_model, tmp_path):
         assert statuses == [200, 200, 200, 429]
         assert (await client.get("/v1/me", headers=bob)).status_code == 200
         assert (await client.get("/health")).status_code == 200
+
+
+class WatchedModels:
+    """The real model cache, noting the model's registry status as each call starts; ``fail`` raises instead."""
+
+    def __init__(self, cache, owner_conn, fail: bool = False) -> None:
+        self.cache, self.owner_conn, self.fail, self.seen = cache, owner_conn, fail, []
+
+    async def run(self, model_id, work, operation="inference", items=1):
+        self.seen.append(self.owner_conn.execute("SELECT status FROM models WHERE id = %s", (model_id,)).fetchone()[0])
+        if self.fail:
+            raise RuntimeError("the model fell over")
+        return await self.cache.run(model_id, work, operation=operation, items=items)
+
+
+@pytest.mark.parametrize("fail", [False, True])
+async def test_the_model_is_running_only_while_a_job_uses_it(database, tiny_model, tmp_path, owner_conn, fail):
+    settings = api_settings(database, tmp_path)
+    engine = create_engine(database.app_url, settings.database)
+    cache = ModelCache(session_factory(engine), inference=InferenceThread(1))
+    models = WatchedModels(cache, owner_conn, fail)
+    try:
+        async with api_client(database, settings, worker=False) as client:
+            alice = await bearer_for(client, "alice", "creator")
+            body = {"prompt": "bass", "batch_size": 2, "steps": 2}
+            ids = [uuid.UUID(i) for i in (await client.post("/v1/generations", json=body, headers=alice)).json()["ids"]]
+        store = BlobStore(settings.storage.blob_dir, settings.storage.archive_dir)
+        if fail:
+            with pytest.raises(RuntimeError, match="fell over"):
+                await production.produce(session_factory(engine), store, models, ids)
+        else:
+            assert await production.produce(session_factory(engine), store, models, ids) == ids
+    finally:
+        cache.close()
+        await engine.dispose()
+    assert models.seen == ["RUNNING"]
+    assert owner_conn.execute("SELECT status FROM models WHERE id = %s", (tiny_model["id"],)).fetchone()[0] == "READY"
+    statuses = {row[0] for row in owner_conn.execute("SELECT status FROM generations")}
+    assert statuses == {"failed" if fail else "succeeded"}

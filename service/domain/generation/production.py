@@ -104,42 +104,49 @@ def _parent_joint(pipeline, sources: Sources, parent_id: uuid.UUID) -> np.ndarra
 async def produce(
     sessions: async_sessionmaker[AsyncSession], store: BlobStore, models: ModelRunner, generation_ids: list[uuid.UUID]
 ) -> list[uuid.UUID]:
-    """Produce the given generations; returns the ids that succeeded. Raises after marking failures."""
+    """Produce the given generations; returns the ids that succeeded. Raises after marking failures.
+
+    The model is RUNNING from the claim's commit to the finish's (or the failure's): the registry bookkeeping
+    rides in those transactions instead of two of its own."""
     async with sessions() as session:
         rows = await _claim(session, generation_ids)
         if rows:
             try:
                 sources = Sources(await source_latents(session, rows), await parent_audio(session, store, rows))
             except Exception as exc:
-                await mark_failed(session, [row.id for row in rows], describe_error(exc))
+                await _fail(session, rows, exc)
                 raise
     if not rows:
         return []
-    model_id = rows[0].model_id  # one job's rows share one model
-    await _model_status(sessions, registry.mark_running, model_id)
     try:
         synthesis = await models.run(
-            model_id, lambda pipeline: synthesize(pipeline, rows, sources), operation="generate", items=len(rows)
+            rows[0].model_id,  # one job's rows share one model
+            lambda pipeline: synthesize(pipeline, rows, sources),
+            operation="generate",
+            items=len(rows),
         )
         blobs = await asyncio.to_thread(_store_audio, store, synthesis)
         async with sessions() as session:
             return await _finish(session, models, rows, synthesis, blobs)
     except Exception as exc:
         async with sessions() as session:
-            await mark_failed(session, [row.id for row in rows], describe_error(exc))
+            await _fail(session, rows, exc)
         raise
-    finally:
-        await _model_status(sessions, registry.mark_idle, model_id)
 
 
-async def _model_status(sessions: async_sessionmaker[AsyncSession], transition, model_id: int) -> None:
-    """Registry bookkeeping (RUNNING while any job uses the model); it never fails the job itself."""
+async def _model_status(session: AsyncSession, transition, model_id: int) -> None:
+    """Registry bookkeeping (RUNNING while any job uses the model) in the caller's transaction; it never fails
+    the job itself (a transition that cannot happen changes nothing, so the transaction goes on)."""
     try:
-        async with sessions() as session:
-            await transition(session, model_id)
-            await session.commit()
+        await transition(session, model_id)
     except registry.RegistryError as exc:
         log.warning("model %s status not updated: %s", model_id, exc)
+
+
+async def _fail(session: AsyncSession, rows: list[Generation], exc: BaseException) -> None:
+    await _mark_failed(session, [row.id for row in rows], describe_error(exc))
+    await _model_status(session, registry.mark_idle, rows[0].model_id)
+    await session.commit()
 
 
 async def source_latents(session: AsyncSession, rows: list[Generation]) -> dict[uuid.UUID, np.ndarray]:
@@ -195,6 +202,8 @@ async def _claim(session: AsyncSession, ids: list[uuid.UUID]) -> list[Generation
         .returning(Generation)
     )
     rows = sorted(result.all(), key=lambda row: ids.index(row.id))
+    if rows:
+        await _model_status(session, registry.mark_running, rows[0].model_id)
     await session.commit()
     return rows
 
@@ -239,6 +248,7 @@ async def _finish(
     for model_id, generation_id, latent in following:
         if generation_id in finished:
             session.add(LatentEmbedding(generation_id=generation_id, model_id=model_id, embedding=latent))
+    await _model_status(session, registry.mark_idle, rows[0].model_id)
     await session.commit()
     return [row.id for row in rows if row.id in finished]
 
@@ -268,12 +278,16 @@ async def _follower_latents(
 
 
 async def mark_failed(session: AsyncSession, ids: list[uuid.UUID], error: str) -> None:
+    await _mark_failed(session, ids, error)
+    await session.commit()
+
+
+async def _mark_failed(session: AsyncSession, ids: list[uuid.UUID], error: str) -> None:
     await session.execute(
         update(Generation)
         .where(Generation.id.in_(ids), Generation.status.in_(CLAIMABLE))
         .values(status="failed", error=error, finished_at=datetime.now(UTC))
     )
-    await session.commit()
 
 
 def describe_error(exc: BaseException) -> str:

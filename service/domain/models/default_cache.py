@@ -4,8 +4,9 @@ Every change to the ``models`` table made through the ORM (a row added, changed 
 ``update(Model)``/``delete(Model)``: a new default, a rename, an archive) sends ``NOTIFY soundalike_models_changed``
 in its own transaction, like key revocations (``api_keys.REVOKED_CHANNEL``); each API process's event hub listens
 and drops its cached default at the commit (``drop``), and a change committed in this process drops it at once.
-A change made another way (plain SQL) or while the listener was reconnecting is seen within ``TTL_SECONDS``; the
-listener also drops the cache whenever it (re)connects.
+Status moves among READY, LOADING and RUNNING (``registry.WORKING_STATUS_ONLY``: workers make two per job) change
+nothing a search uses and send nothing. A change made another way (plain SQL) or while the listener was
+reconnecting is seen within ``TTL_SECONDS``; the listener also drops the cache whenever it (re)connects.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
 
 from service.db.schema.models import Model
+from service.domain.models import registry
 from service.domain.models.model_lookup import resolve_model
 
 MODELS_CHANNEL = "soundalike_models_changed"
@@ -72,6 +74,8 @@ def _after_flush(session: Session, _flush: UOWTransaction) -> None:
 
 @event.listens_for(Session, "do_orm_execute")
 def _on_execute(state: ORMExecuteState) -> None:
+    if state.execution_options.get(registry.WORKING_STATUS_ONLY):
+        return
     if (state.is_update or state.is_delete or state.is_insert) and any(m.class_ is Model for m in state.all_mappers):
         _changed(state.session)
 

@@ -41,6 +41,10 @@ HASH_CHUNK = 1 << 20
 BUILTIN_NAME = "builtin-default"
 # One advisory lock serialises registry writes that must see a consistent set of aliases and defaults.
 REGISTRY_LOCK_KEY = 0x50A11D_7
+WORKING = (READY, LOADING, RUNNING)
+# Execution option of a status update among WORKING states: nothing a serving process caches (what is searchable,
+# the default, aliases) changes, so ``default_cache`` does not tell them (two such updates per generation job).
+WORKING_STATUS_ONLY = "soundalike.working_status_only"
 
 
 # -- errors (the API maps them: not found 404, conflict 409, invalid 400) ------------------------------------
@@ -527,11 +531,13 @@ async def _transition(
     session: AsyncSession, model_id: int, to: str, allowed_from: tuple[str, ...], reason: str | None = None
 ) -> str:
     """Move ``model_id`` to ``to`` if it is in one of ``allowed_from``; returns the status it has afterwards."""
+    working_only = to in WORKING and set(allowed_from) <= set(WORKING)
     result = await session.execute(
         update(Model)
         .where(Model.id == model_id, Model.status.in_(allowed_from))
         .values(status=to, status_reason=reason)
         .returning(Model.status)
+        .execution_options(**{WORKING_STATUS_ONLY: working_only})
     )
     moved = result.scalar_one_or_none()
     if moved is not None:
@@ -562,8 +568,11 @@ async def mark_running(session: AsyncSession, model_id: int) -> str:
 async def mark_idle(session: AsyncSession, model_id: int) -> str:
     """A job with the model ended: back to READY unless another generation of it is still running.
 
-    Call it after the job's generation has left the ``running`` status (same or earlier transaction).
+    Call it after the job's generation has left the ``running`` status (same or earlier transaction). The model's
+    row is locked first, so of two jobs finishing at once the second counts after the first has committed (FOR NO
+    KEY UPDATE, as the status update itself: new generations' foreign-key checks on the row do not wait for it).
     """
+    await session.execute(select(Model.id).where(Model.id == model_id).with_for_update(key_share=True))
     still_running = await session.scalar(
         select(func.count()).where(Generation.model_id == model_id, Generation.status == "running")
     )

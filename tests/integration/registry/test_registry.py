@@ -195,6 +195,33 @@ async def test_worker_status_transitions(session, checkpoint):
     assert await registry.mark_loading(session, m.id) == "FAILED"  # a failed model is not loaded again
 
 
+async def test_two_jobs_finishing_at_once_leave_the_model_ready(sessions, session, checkpoint):
+    """Each job marks its rows finished and the model idle in one transaction: the second one's count waits for
+    the first's commit, so neither leaves the model RUNNING because of the other's uncommitted rows."""
+    m = await registry.add_model(session, checkpoint("a.pt"), "a")
+    # two owners: one owner's status changes already queue behind each other (the events trigger's lock)
+    jobs = [Generation(owner=owner, model_id=m.id, kind="text2music", status="running") for owner in ("al", "bo")]
+    session.add_all(jobs)
+    await session.flush()
+    assert await registry.mark_running(session, m.id) == "RUNNING"
+    model_id, job_ids = m.id, [job.id for job in jobs]
+    await session.commit()
+
+    async with sessions() as first, sessions() as second:
+        for job_session, job_id in zip((first, second), job_ids, strict=True):
+            await job_session.execute(
+                Generation.__table__.update().where(Generation.id == job_id).values(status="succeeded")
+            )
+        assert await registry.mark_idle(first, model_id) == "RUNNING"  # the second job's rows are not committed yet
+        later = asyncio.create_task(registry.mark_idle(second, model_id))
+        await asyncio.sleep(0.3)
+        assert not later.done()  # waits for the first job's transaction
+        await first.commit()
+        assert await later == "READY"
+        await second.commit()
+    assert await session.scalar(select(Model.status).where(Model.id == model_id)) == "READY"
+
+
 async def test_transitions_refuse_archived_and_unknown_models(session, checkpoint):
     await registry.add_model(session, checkpoint("a.pt"), "a")
     b = await registry.add_model(session, checkpoint("b.pt"), "b")
