@@ -44,3 +44,29 @@ def test_uris_skip_temporaries_and_young_files(store):
 def test_path_refuses_foreign_uris(store, uri):
     with pytest.raises(ValueError, match="not a blob URI"):
         store.path(uri)
+
+
+def test_put_many_stores_each_in_order_and_identical_content_once(store):
+    datas = [b"one", b"two", b"one", b"three"]
+    blobs = store.put_many(datas, ".wav")
+    assert [blob.sha256 for blob in blobs] == [store.address(data, ".wav").sha256 for data in datas]
+    assert blobs[0] == blobs[2] and [store.path(blob.uri).read_bytes() for blob in blobs] == datas
+    assert len(list(store.uris())) == 3
+    assert not [p for p in store.roots["blob"].rglob(".tmp-*")]
+
+
+def test_address_writes_nothing_until_write(store):
+    blob = store.address(b"later", ".wav")
+    assert not blob.path.exists() and blob.bytes == 5
+    store.write([(blob, b"later")])
+    assert blob.path.read_bytes() == b"later"
+
+
+def test_a_failed_write_leaves_no_temporaries(store, monkeypatch):
+    def failing_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        store.put_many([b"a", b"b"], ".wav")
+    assert list(store.roots["blob"].rglob("*.wav")) == [] and not list(store.roots["blob"].rglob(".tmp-*"))

@@ -185,7 +185,7 @@ def _store(
     options: ImportOptions,
     followers: Callable[[int], Any],
 ) -> None:
-    blobs = [store.put(to_wav(item.clip.audio, item.clip.sample_rate), ".wav") for item in encoded]
+    blobs = store.put_many([to_wav(item.clip.audio, item.clip.sample_rate) for item in encoded], ".wav")
     now = datetime.now(UTC)
     ids = [uuid.uuid4() for _ in encoded]
     generations = [
