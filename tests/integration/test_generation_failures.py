@@ -80,3 +80,32 @@ async def test_the_model_is_running_only_while_a_job_uses_it(database, tiny_mode
     assert owner_conn.execute("SELECT status FROM models WHERE id = %s", (tiny_model["id"],)).fetchone()[0] == "READY"
     statuses = {row[0] for row in owner_conn.execute("SELECT status FROM generations")}
     assert statuses == {"failed" if fail else "succeeded"}
+
+
+class FullDisk(BlobStore):
+    def write(self, blobs):
+        raise OSError("No space left on device")
+
+
+async def test_audio_that_cannot_be_stored_fails_the_job_and_commits_no_rows(
+    database, tiny_model, tmp_path, owner_conn
+):
+    settings = api_settings(database, tmp_path)
+    engine = create_engine(database.app_url, settings.database)
+    cache = ModelCache(session_factory(engine), inference=InferenceThread(1))
+    try:
+        async with api_client(database, settings, worker=False) as client:
+            alice = await bearer_for(client, "alice", "creator")
+            body = {"prompt": "bass", "batch_size": 2, "steps": 2}
+            ids = [uuid.UUID(i) for i in (await client.post("/v1/generations", json=body, headers=alice)).json()["ids"]]
+        store = FullDisk(settings.storage.blob_dir, settings.storage.archive_dir)
+        with pytest.raises(OSError, match="No space left"):
+            await production.produce(session_factory(engine), store, cache, ids)
+    finally:
+        cache.close()
+        await engine.dispose()
+    rows = owner_conn.execute("SELECT status, error FROM generations").fetchall()
+    assert [status for status, _ in rows] == ["failed", "failed"] and "No space left" in rows[0][1]
+    for table in ("audio_assets", "latent_embeddings"):
+        assert owner_conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
+    assert owner_conn.execute("SELECT status FROM models WHERE id = %s", (tiny_model["id"],)).fetchone()[0] == "READY"

@@ -1,7 +1,8 @@
 """The worker's side of a generation: claim, synthesise, store the audio, commit — or fail cleanly.
 
-Order of writes: the audio files are stored durably first (temp name, fsync, rename), then ONE transaction
-sets the status and inserts the audio-asset and latent rows. A failure before that commit leaves no rows
+Order of writes: ONE transaction sets the status and inserts the audio-asset and latent rows; the audio files
+are stored durably (temp name, fsync, rename) while its statements run, and it commits only once they are
+stored, so no row ever points at a missing file. A failure before that commit leaves no rows
 (the files, if any, are orphans the lifecycle sweep removes). A retried job (worker killed mid-job)
 re-claims rows still ``running`` and redoes them; rows already finished are skipped, so nothing is
 produced twice.
@@ -125,9 +126,9 @@ async def produce(
             operation="generate",
             items=len(rows),
         )
-        blobs = await asyncio.to_thread(_store_audio, store, synthesis)
+        audio = await asyncio.to_thread(_addressed_audio, store, synthesis)
         async with sessions() as session:
-            return await _finish(session, models, rows, synthesis, blobs)
+            return await _finish(session, store, models, rows, synthesis, audio)
     except Exception as exc:
         async with sessions() as session:
             await _fail(session, rows, exc)
@@ -208,15 +209,41 @@ async def _claim(session: AsyncSession, ids: list[uuid.UUID]) -> list[Generation
     return rows
 
 
-def _store_audio(store: BlobStore, synthesis: Synthesis) -> list[StoredBlob]:
-    return [store.put(to_wav(clip, synthesis.sample_rate), ".wav") for clip in synthesis.audio]
+def _addressed_audio(store: BlobStore, synthesis: Synthesis) -> list[tuple[StoredBlob, bytes]]:
+    """Each clip as WAV bytes, with the address the store will give it."""
+    wavs = [to_wav(clip, synthesis.sample_rate) for clip in synthesis.audio]
+    return [(store.address(wav, ".wav"), wav) for wav in wavs]
 
 
 async def _finish(
-    session: AsyncSession, models: ModelRunner, rows: list[Generation], synthesis: Synthesis, blobs: list[StoredBlob]
+    session: AsyncSession,
+    store: BlobStore,
+    models: ModelRunner,
+    rows: list[Generation],
+    synthesis: Synthesis,
+    audio: list[tuple[StoredBlob, bytes]],
 ) -> list[uuid.UUID]:
-    """One transaction: status, audio rows and latent rows of every row still running (not cancelled), in the
-    rows' model's space and in the spaces that follow it (``followers``)."""
+    """One transaction: status, audio rows and latent rows of every row still running (not cancelled). The audio
+    files are written while its statements run, and it commits once they are durable: a row never points at a
+    missing file (a file whose rows never commit is an orphan the lifecycle sweep removes)."""
+    writing = asyncio.ensure_future(asyncio.to_thread(store.write, audio))
+    try:
+        finished = await _record_finished(session, models, rows, synthesis, [blob for blob, _ in audio])
+    except BaseException:
+        await asyncio.wait([writing])  # its thread cannot be stopped: the job ends after it
+        if not writing.cancelled():
+            writing.exception()  # retrieved: the statements' error is the one raised
+        raise
+    await writing
+    await session.commit()
+    return [row.id for row in rows if row.id in finished]
+
+
+async def _record_finished(
+    session: AsyncSession, models: ModelRunner, rows: list[Generation], synthesis: Synthesis, blobs: list[StoredBlob]
+) -> set[uuid.UUID]:
+    """The statements of the finish (no commit): rows still running become succeeded, with their audio and latent
+    rows in the rows' model's space and in the spaces that follow it (``followers``); returns their ids."""
     following = await _follower_latents(session, models, rows, synthesis)
     now = datetime.now(UTC)
     finished = set(
@@ -249,8 +276,8 @@ async def _finish(
         if generation_id in finished:
             session.add(LatentEmbedding(generation_id=generation_id, model_id=model_id, embedding=latent))
     await _model_status(session, registry.mark_idle, rows[0].model_id)
-    await session.commit()
-    return [row.id for row in rows if row.id in finished]
+    await session.flush()
+    return finished
 
 
 async def _follower_latents(
