@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.schema.models import ArchivedLatent, AudioAsset, Generation, LatentEmbedding
@@ -257,26 +257,30 @@ async def _record_finished(
         )
     )
     duration = synthesis.audio.shape[1] / synthesis.sample_rate
-    for row, latent, blob in zip(rows, synthesis.latents, blobs, strict=True):
-        if row.id not in finished:
-            continue
-        session.add(
-            AudioAsset(
-                generation_id=row.id,
-                uri=blob.uri,
-                sha256=blob.sha256,
-                bytes=blob.bytes,
-                sample_rate=synthesis.sample_rate,
-                duration_seconds=duration,
-                format="wav",
-            )
-        )
-        session.add(LatentEmbedding(generation_id=row.id, model_id=row.model_id, embedding=latent))
-    for model_id, generation_id, latent in following:
-        if generation_id in finished:
-            session.add(LatentEmbedding(generation_id=generation_id, model_id=model_id, embedding=latent))
+    kept = [(row, latent, blob) for row, latent, blob in zip(rows, synthesis.latents, blobs, strict=True)]
+    kept = [(row, latent, blob) for row, latent, blob in kept if row.id in finished]
+    assets = [
+        {
+            "generation_id": row.id,
+            "uri": blob.uri,
+            "sha256": blob.sha256,
+            "bytes": blob.bytes,
+            "sample_rate": synthesis.sample_rate,
+            "duration_seconds": duration,
+            "format": "wav",
+        }
+        for row, _, blob in kept
+    ]
+    latents = [{"generation_id": row.id, "model_id": row.model_id, "embedding": latent} for row, latent, _ in kept]
+    latents += [
+        {"generation_id": generation_id, "model_id": model_id, "embedding": latent}
+        for model_id, generation_id, latent in following
+        if generation_id in finished
+    ]
+    if assets:  # bulk inserts: one statement each, no ORM objects (nothing reads them back)
+        await session.execute(insert(AudioAsset), assets)
+        await session.execute(insert(LatentEmbedding), latents)
     await _model_status(session, registry.mark_idle, rows[0].model_id)
-    await session.flush()
     return finished
 
 
