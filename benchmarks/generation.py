@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import statistics
 import sys
 import time
@@ -41,6 +42,7 @@ from service.settings import DatabaseSettings, ServerSettings, Settings, Storage
 
 BATCH = 8
 BUSY = ("pending", "running")
+SEEDS = itertools.count(0, BATCH)
 PROMPTS = ["piano, minor, slow", "guitar, major, 120 bpm", "strings, minor", "organ, drums", "flute, major"]
 
 
@@ -100,7 +102,8 @@ async def _api_rate(client: AsyncTestClient, headers: dict[str, str], requests: 
     started = datetime.now(UTC)
     ids = []
     for r in range(requests):
-        body = {"prompt": PROMPTS[r % len(PROMPTS)], "seed": r * BATCH, "steps": steps, "batch_size": BATCH}
+        seed = next(SEEDS)  # new clips every round: a clip made before would not be written again
+        body = {"prompt": PROMPTS[r % len(PROMPTS)], "seed": seed, "steps": steps, "batch_size": BATCH}
         ids += (await client.post("/v1/generations", json=body, headers=headers)).json()["ids"]
     # Jobs run in order: watching the last one (a poll a second) keeps the client's own CPU use negligible.
     while (await client.get(f"/v1/generations/{ids[-1]}", headers=headers)).json()["status"] in BUSY:
