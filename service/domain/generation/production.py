@@ -257,8 +257,7 @@ async def _record_finished(
         )
     )
     duration = synthesis.audio.shape[1] / synthesis.sample_rate
-    kept = [(row, latent, blob) for row, latent, blob in zip(rows, synthesis.latents, blobs, strict=True)]
-    kept = [(row, latent, blob) for row, latent, blob in kept if row.id in finished]
+    kept = [item for item in zip(rows, synthesis.latents, blobs, strict=True) if item[0].id in finished]
     assets = [
         {
             "generation_id": row.id,
