@@ -201,12 +201,16 @@ def to_segments(matches: list[domain.SegmentMatch] | None) -> list[SegmentHit] |
 
 
 def parse_body(raw: bytes | str, into: type[msgspec.Struct]) -> msgspec.Struct:
-    """Python's JSON reader (it reads NaN and Infinity, which the domain then refuses by field name), then
-    msgspec's typed conversion; every failure is a 400 naming the field."""
+    """msgspec's JSON reader, or Python's where msgspec's refuses (Python's reads NaN and Infinity, which the
+    domain then refuses by field name; it is ~7x slower on a 512-d vector), then msgspec's typed conversion; every
+    failure is a 400 naming the field."""
     try:
-        data = json.loads(raw or b"{}")
-    except ValueError as exc:
-        raise ValidationException(f"the body is not valid JSON ({exc})") from None
+        data = msgspec.json.decode(raw or b"{}")
+    except msgspec.DecodeError:
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise ValidationException(f"the body is not valid JSON ({exc})") from None
     try:
         return msgspec.convert(data, into, strict=True)
     except msgspec.ValidationError as exc:
