@@ -6,7 +6,7 @@ process (models on its main thread).
     .venv/bin/python benchmarks/generation.py [--requests 12] [--steps N] [--rounds 5]
 
 An API side's time runs from its first POST until the last clip's ``finished_at`` (stamped in the transaction
-that makes it available, a few ms before its commit), not until the client's next poll. Prints clips/s for each
+that makes it available, ~15 ms before its commit), not until the client's next poll. Prints clips/s for each
 and the ratios (target ≥ 0.9); writes benchmarks/results/generation.json.
 """
 

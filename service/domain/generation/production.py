@@ -11,11 +11,13 @@ produced twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import insert, select, update
@@ -28,6 +30,7 @@ from service.domain.ports import ModelRunner
 from service.storage import BlobStore, StoredBlob
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 CLAIMABLE = ("pending", "running")
 
 
@@ -126,9 +129,8 @@ async def produce(
             operation="generate",
             items=len(rows),
         )
-        audio = await asyncio.to_thread(_addressed_audio, store, synthesis)
         async with sessions() as session:
-            return await _finish(session, store, models, rows, synthesis, audio)
+            return await _finish(session, store, models, rows, synthesis)
     except Exception as exc:
         async with sessions() as session:
             await _fail(session, rows, exc)
@@ -216,46 +218,65 @@ def _addressed_audio(store: BlobStore, synthesis: Synthesis) -> list[tuple[Store
 
 
 async def _finish(
-    session: AsyncSession,
-    store: BlobStore,
-    models: ModelRunner,
-    rows: list[Generation],
-    synthesis: Synthesis,
-    audio: list[tuple[StoredBlob, bytes]],
+    session: AsyncSession, store: BlobStore, models: ModelRunner, rows: list[Generation], synthesis: Synthesis
 ) -> list[uuid.UUID]:
-    """One transaction: status, audio rows and latent rows of every row still running (not cancelled). The audio
-    files are written while its statements run, and it commits once they are durable: a row never points at a
-    missing file (a file whose rows never commit is an orphan the lifecycle sweep removes)."""
-    writing = asyncio.ensure_future(asyncio.to_thread(store.write, audio))
-    try:
-        finished = await _record_finished(session, models, rows, synthesis, [blob for blob, _ in audio])
-    except BaseException:
-        await asyncio.wait([writing])  # its thread cannot be stopped: the job ends after it
-        if not writing.cancelled():
-            writing.exception()  # retrieved: the statements' error is the one raised
-        raise
-    await writing
+    """One transaction: status, audio rows and latent rows of every row still running (not cancelled). The clips
+    are WAV-encoded and hashed while the status is set, and written while the rows are inserted; it commits once
+    the files are durable: a row never points at a missing file (a file whose rows never commit is an orphan the
+    lifecycle sweep removes)."""
+    async with _alongside(asyncio.to_thread(_addressed_audio, store, synthesis)) as addressing:
+        following, finished = await _mark_succeeded(session, models, rows, synthesis)
+        audio = await addressing
+    async with _alongside(asyncio.to_thread(store.write, audio)) as writing:
+        await _insert_outputs(session, rows, synthesis, [blob for blob, _ in audio], following, finished)
+        await _model_status(session, registry.mark_idle, rows[0].model_id)
+        await writing
     await session.commit()
     return [row.id for row in rows if row.id in finished]
 
 
-async def _record_finished(
-    session: AsyncSession, models: ModelRunner, rows: list[Generation], synthesis: Synthesis, blobs: list[StoredBlob]
-) -> set[uuid.UUID]:
-    """The statements of the finish (no commit): rows still running become succeeded, with their audio and latent
-    rows in the rows' model's space and in the spaces that follow it (``followers``); returns their ids."""
+@contextlib.asynccontextmanager
+async def _alongside(work: Coroutine[Any, Any, T]) -> AsyncIterator[asyncio.Future[T]]:
+    """``work`` runs while the body does; when the body fails, it is waited for (a thread cannot be stopped, and
+    the job must not end before it) and its own outcome dropped: the body's error is the one raised."""
+    task = asyncio.ensure_future(work)
+    try:
+        yield task
+    except BaseException:
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # retrieved, so never reported as unhandled
+        raise
+
+
+async def _mark_succeeded(
+    session: AsyncSession, models: ModelRunner, rows: list[Generation], synthesis: Synthesis
+) -> tuple[list[tuple[int, uuid.UUID, np.ndarray]], set[uuid.UUID]]:
+    """Rows still running become succeeded; returns the new clips' latents in the spaces that follow the rows'
+    model (``followers``) and the ids of the rows that succeeded."""
     following = await _follower_latents(session, models, rows, synthesis)
-    now = datetime.now(UTC)
     finished = set(
         await session.scalars(
             update(Generation)
             .where(
                 Generation.id.in_([r.id for r in rows]), Generation.status == "running", Generation.deleted_at.is_(None)
             )
-            .values(status="succeeded", finished_at=now)
+            .values(status="succeeded", finished_at=datetime.now(UTC))
             .returning(Generation.id)
         )
     )
+    return following, finished
+
+
+async def _insert_outputs(
+    session: AsyncSession,
+    rows: list[Generation],
+    synthesis: Synthesis,
+    blobs: list[StoredBlob],
+    following: list[tuple[int, uuid.UUID, np.ndarray]],
+    finished: set[uuid.UUID],
+) -> None:
+    """The audio and latent rows of the succeeded rows, in their model's space and in the following ones."""
     duration = synthesis.audio.shape[1] / synthesis.sample_rate
     kept = [item for item in zip(rows, synthesis.latents, blobs, strict=True) if item[0].id in finished]
     assets = [
@@ -279,8 +300,6 @@ async def _record_finished(
     if assets:  # bulk inserts: one statement each, no ORM objects (nothing reads them back)
         await session.execute(insert(AudioAsset), assets)
         await session.execute(insert(LatentEmbedding), latents)
-    await _model_status(session, registry.mark_idle, rows[0].model_id)
-    return finished
 
 
 async def _follower_latents(
