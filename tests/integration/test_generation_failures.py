@@ -2,13 +2,16 @@
 model is RUNNING only while a job uses it."""
 
 import uuid
+from dataclasses import dataclass
 
 import pytest
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from service.db.engine import create_engine, session_factory
 from service.domain.generation import production
 from service.domain.models.inference_thread import InferenceThread
 from service.domain.models.model_cache import ModelCache
+from service.settings import Settings
 from service.storage import BlobStore
 from tests.integration.api_helpers import api_client, api_settings, bearer_for, wait_until_finished
 
@@ -56,26 +59,43 @@ class WatchedModels:
         return await self.cache.run(model_id, work, operation=operation, items=items)
 
 
-@pytest.mark.parametrize("fail", [False, True])
-async def test_the_model_is_running_only_while_a_job_uses_it(database, tiny_model, tmp_path, owner_conn, fail):
+@dataclass
+class Requested:
+    """Two clips requested through the API (no worker ran them), and what ``production.produce`` needs."""
+
+    ids: list[uuid.UUID]
+    sessions: async_sessionmaker
+    cache: ModelCache
+    settings: Settings
+
+    def store(self, kind: type[BlobStore] = BlobStore) -> BlobStore:
+        return kind(self.settings.storage.blob_dir, self.settings.storage.archive_dir)
+
+
+@pytest.fixture
+async def requested(database, tiny_model, tmp_path):
     settings = api_settings(database, tmp_path)
     engine = create_engine(database.app_url, settings.database)
     cache = ModelCache(session_factory(engine), inference=InferenceThread(1))
-    models = WatchedModels(cache, owner_conn, fail)
     try:
         async with api_client(database, settings, worker=False) as client:
             alice = await bearer_for(client, "alice", "creator")
             body = {"prompt": "bass", "batch_size": 2, "steps": 2}
             ids = [uuid.UUID(i) for i in (await client.post("/v1/generations", json=body, headers=alice)).json()["ids"]]
-        store = BlobStore(settings.storage.blob_dir, settings.storage.archive_dir)
-        if fail:
-            with pytest.raises(RuntimeError, match="fell over"):
-                await production.produce(session_factory(engine), store, models, ids)
-        else:
-            assert await production.produce(session_factory(engine), store, models, ids) == ids
+        yield Requested(ids, session_factory(engine), cache, settings)
     finally:
         cache.close()
         await engine.dispose()
+
+
+@pytest.mark.parametrize("fail", [False, True])
+async def test_the_model_is_running_only_while_a_job_uses_it(requested, tiny_model, owner_conn, fail):
+    models = WatchedModels(requested.cache, owner_conn, fail)
+    if fail:
+        with pytest.raises(RuntimeError, match="fell over"):
+            await production.produce(requested.sessions, requested.store(), models, requested.ids)
+    else:
+        assert await production.produce(requested.sessions, requested.store(), models, requested.ids) == requested.ids
     assert models.seen == ["RUNNING"]
     assert owner_conn.execute("SELECT status FROM models WHERE id = %s", (tiny_model["id"],)).fetchone()[0] == "READY"
     statuses = {row[0] for row in owner_conn.execute("SELECT status FROM generations")}
@@ -87,23 +107,9 @@ class FullDisk(BlobStore):
         raise OSError("No space left on device")
 
 
-async def test_audio_that_cannot_be_stored_fails_the_job_and_commits_no_rows(
-    database, tiny_model, tmp_path, owner_conn
-):
-    settings = api_settings(database, tmp_path)
-    engine = create_engine(database.app_url, settings.database)
-    cache = ModelCache(session_factory(engine), inference=InferenceThread(1))
-    try:
-        async with api_client(database, settings, worker=False) as client:
-            alice = await bearer_for(client, "alice", "creator")
-            body = {"prompt": "bass", "batch_size": 2, "steps": 2}
-            ids = [uuid.UUID(i) for i in (await client.post("/v1/generations", json=body, headers=alice)).json()["ids"]]
-        store = FullDisk(settings.storage.blob_dir, settings.storage.archive_dir)
-        with pytest.raises(OSError, match="No space left"):
-            await production.produce(session_factory(engine), store, cache, ids)
-    finally:
-        cache.close()
-        await engine.dispose()
+async def test_audio_that_cannot_be_stored_fails_the_job_and_commits_no_rows(requested, tiny_model, owner_conn):
+    with pytest.raises(OSError, match="No space left"):
+        await production.produce(requested.sessions, requested.store(FullDisk), requested.cache, requested.ids)
     rows = owner_conn.execute("SELECT status, error FROM generations").fetchall()
     assert [status for status, _ in rows] == ["failed", "failed"] and "No space left" in rows[0][1]
     for table in ("audio_assets", "latent_embeddings"):

@@ -68,40 +68,42 @@ async def test_a_change_made_elsewhere_arrives_by_notify(client, owner_conn):
     assert seen[-1] == "other", seen
 
 
-async def test_registry_changes_through_the_orm_notify_at_commit(database, catalogue):
+@pytest.fixture
+async def registry_listener(database, catalogue):
+    """A session factory of the application and a plain connection LISTENing on the registry's channel."""
     engine = create_engine(database.app_url, DatabaseSettings())
     try:
         with psycopg.connect(urls.libpq_url(database.app_url), autocommit=True) as listener:
             listener.execute(f"LISTEN {MODELS_CHANNEL}")
-            async with session_factory(engine)() as session:
-                await registry.rename(session, "other", "renamed")
-                await session.rollback()  # a change that never commits says nothing
-                await registry.set_default(session, "other")  # the rename was rolled back
-                await session.commit()
-            heard = [n.channel for n in listener.notifies(timeout=30, stop_after=1)]
-            assert heard == [MODELS_CHANNEL]
-            assert not list(listener.notifies(timeout=0.5, stop_after=1))  # the rolled back rename sent nothing
+            yield session_factory(engine), listener
     finally:
         await engine.dispose()
 
 
-async def test_a_job_using_a_model_notifies_nothing_but_a_failed_model_does(database, catalogue):
-    engine = create_engine(database.app_url, DatabaseSettings())
-    try:
-        with psycopg.connect(urls.libpq_url(database.app_url), autocommit=True) as listener:
-            listener.execute(f"LISTEN {MODELS_CHANNEL}")
-            async with session_factory(engine)() as session:
-                model_id = (await registry.resolve_alias(session, "other")).id
-                for move in (registry.mark_loading, registry.mark_ready, registry.mark_running, registry.mark_idle):
-                    await move(session, model_id)
-                    await session.commit()
-                assert (await registry.resolve_alias(session, "other")).status == registry.READY
-                assert not list(listener.notifies(timeout=0.5, stop_after=1))  # searches keep their cached default
-                await registry.mark_failed(session, model_id, "checksum mismatch")
-                await session.commit()
-            assert [n.channel for n in listener.notifies(timeout=30, stop_after=1)] == [MODELS_CHANNEL]
-    finally:
-        await engine.dispose()
+async def test_registry_changes_through_the_orm_notify_at_commit(registry_listener):
+    sessions, listener = registry_listener
+    async with sessions() as session:
+        await registry.rename(session, "other", "renamed")
+        await session.rollback()  # a change that never commits says nothing
+        await registry.set_default(session, "other")  # the rename was rolled back
+        await session.commit()
+    heard = [n.channel for n in listener.notifies(timeout=30, stop_after=1)]
+    assert heard == [MODELS_CHANNEL]
+    assert not list(listener.notifies(timeout=0.5, stop_after=1))  # the rolled back rename sent nothing
+
+
+async def test_a_job_using_a_model_notifies_nothing_but_a_failed_model_does(registry_listener):
+    sessions, listener = registry_listener
+    async with sessions() as session:
+        model_id = (await registry.resolve_alias(session, "other")).id
+        for move in (registry.mark_loading, registry.mark_ready, registry.mark_running, registry.mark_idle):
+            await move(session, model_id)
+            await session.commit()
+        assert (await registry.resolve_alias(session, "other")).status == registry.READY
+        assert not list(listener.notifies(timeout=0.5, stop_after=1))  # searches keep their cached default
+        await registry.mark_failed(session, model_id, "checksum mismatch")
+        await session.commit()
+    assert [n.channel for n in listener.notifies(timeout=30, stop_after=1)] == [MODELS_CHANNEL]
 
 
 async def test_the_search_statement_stays_prepared_on_its_connection(database, catalogue):
